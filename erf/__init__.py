@@ -1,0 +1,29 @@
+"""erf: theoretical and effective receptive fields of CNNs, with and without attention.
+
+The public API is small:
+
+* models: :func:`create_model`, :func:`list_models`, :func:`load_checkpoint`, :func:`save_checkpoint`
+* data: :func:`load_source`
+* probes: :func:`theoretical_rf`, :func:`measure`
+* analysis: :mod:`erf.metrics`, :func:`compare`
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from erf.checkpoints import LoadedModel, load_checkpoint, save_checkpoint
+from erf.data import load_source
+from erf.errors import ErfError
+from erf.models import create_model, list_models
+
+__all__ = [
+    "ErfError",
+    "LoadedModel",
+    "__version__",
+    "create_model",
+    "list_models",
+    "load_checkpoint",
+    "load_source",
+    "save_checkpoint",
+]

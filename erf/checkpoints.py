@@ -1,0 +1,437 @@
+"""Checkpoints: `erf`'s own format, the article's raw state dicts, and library specs.
+
+What ``load_checkpoint(spec)`` accepts:
+
+* a file written by :func:`save_checkpoint` (a dict with ``format: "erf.checkpoint"``);
+* a raw ``state_dict`` saved by the article's source code (architecture inferred
+  from key names and tensor shapes: width d from ``conv_reduce``, CBAM from
+  key presence; fp16/bf16 cast to float32; ``module.`` prefixes stripped);
+* a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper around either;
+* a registry name (``resnet20_cbam``): its bundled trained weights where the
+  package ships them, random initialisation otherwise;
+* ``torchvision:NAME`` / ``timm:NAME``, optionally ``@FILE`` for local weights
+  (nothing is ever downloaded).
+
+Files are read with ``torch.load(weights_only=True)``; a file that needs
+arbitrary unpickling is refused with :class:`~erf.errors.UnsafeCheckpointError`
+unless ``trust=True``.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+import warnings
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from erf.atomic import atomic_path
+from erf.errors import ArchitectureError, CheckpointError, UnsafeCheckpointError
+from erf.models import create_model, get_entry, is_model
+from erf.models.registry import canonical_name
+
+FORMAT = "erf.checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+class NonFiniteWeightsWarning(UserWarning):
+    """A checkpoint holds NaN or Inf values."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to probe, with where it came from.
+
+    Attributes:
+        model: the module, in eval mode, float32, on CPU.
+        name: registry name, or ``torchvision:resnet18`` style spec, or ``custom``.
+        source: the file or spec it was loaded from.
+        kwargs: constructor arguments (for registry models).
+        metadata: training metadata (accuracy, data set, recipe...), possibly empty.
+        trained: False when the weights are a random initialisation.
+        notes: human-readable remarks (casts, stripped prefixes, non-finite values).
+    """
+
+    model: nn.Module
+    name: str
+    source: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    trained: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of python, torch, torchvision and numpy, for checkpoint metadata."""
+    import platform
+
+    import numpy
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "numpy": str(numpy.__version__),
+    }
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    name: str,
+    kwargs: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    half: bool = False,
+) -> None:
+    """Write an `erf` checkpoint atomically.
+
+    Args:
+        path: destination file.
+        model: the module whose ``state_dict`` is saved.
+        name: its registry name.
+        kwargs: constructor overrides (saved so the same architecture can be rebuilt).
+        metadata: JSON-like facts (data set, subset, epochs, best accuracy, recipe).
+        extra: further weights-only-safe entries (e.g. optimizer state for ``--resume``).
+        half: store floating tensors as float16 (halves the size; loading casts back).
+    """
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": name,
+        "model_kwargs": dict(kwargs or {}),
+        "state_dict": state,
+        "metadata": {**dict(metadata or {}), "library_versions": library_versions()},
+    }
+    payload.update(extra or {})
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
+    """``torch.load`` a file safely, mapping every failure to a typed error naming ``path``.
+
+    Zip-format files are memory-mapped, so a large file is not read into memory twice.
+
+    Raises:
+        CheckpointError: missing, empty, truncated or not a checkpoint.
+        UnsafeCheckpointError: it needs arbitrary unpickling and ``trust`` is false.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file")
+    is_zip = zipfile.is_zipfile(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(
+                path, map_location="cpu", weights_only=not trust, mmap=is_zip or None
+            )
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text:
+            raise UnsafeCheckpointError(
+                f"{path}: needs arbitrary unpickling, which can run code; refused "
+                "(pass --trust only if you trust its author)"
+            ) from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(text)})") from None
+    except (EOFError, RuntimeError, ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
+        raise CheckpointError(
+            f"{path}: truncated or not a PyTorch checkpoint ({_first_line(str(exc))})"
+        ) from None
+    except Exception as exc:  # anything a hostile file can make the unpickler raise
+        raise CheckpointError(f"{path}: cannot be read ({type(exc).__name__}: {_first_line(str(exc))})") from None
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "no detail"
+    return line[:200]
+
+
+def _clean_state_dict(state: Mapping[str, Any], source: str, notes: list[str]) -> dict[str, torch.Tensor]:
+    """Strip ``module.`` prefixes, cast fp16/bf16 to float32, report non-finite tensors."""
+    if not all(isinstance(k, str) for k in state):
+        raise CheckpointError(f"{source}: state_dict keys are not all strings")
+    out: dict[str, torch.Tensor] = {}
+    prefixes = ("module.", "_orig_mod.", "model.")
+    stripped, cast, bad = False, set(), []
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source}: entry {key!r} is {type(value).__name__}, not a tensor")
+        for prefix in prefixes:
+            while key.startswith(prefix) and all(k.startswith(prefix) for k in state):
+                key = key[len(prefix):]
+                stripped = True
+                break
+        if value.is_floating_point():
+            if value.dtype != torch.float32:
+                cast.add(str(value.dtype).replace("torch.", ""))
+                value = value.float()
+            if not torch.isfinite(value).all():
+                bad.append(key)
+        out[key] = value
+    if stripped:
+        notes.append("stripped a DataParallel/compile prefix from the keys")
+    if cast:
+        notes.append(f"cast {', '.join(sorted(cast))} tensors to float32")
+    if bad:
+        msg = f"{source}: non-finite values (NaN/Inf) in {len(bad)} tensors, e.g. {bad[0]}"
+        notes.append(msg)
+        warnings.warn(msg, NonFiniteWeightsWarning, stacklevel=3)
+    return out
+
+
+def infer_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
+    """Guess ``(registry_name, kwargs)`` from the keys and shapes of a raw state dict.
+
+    ResNeXt (the article's source): ``conv_1_3x3.weight`` present; ``D`` of the
+    first bottleneck's ``conv_reduce`` gives width ``d = D / cardinality``; the
+    grouped conv's shape gives the cardinality; CBAM from ``cbam_module`` keys;
+    depth from the number of bottlenecks per stage. CIFAR ResNet: ``conv1`` with
+    16 output channels and ``layer1.0.conv1``; twoconv: ``conv1`` + ``conv2`` only.
+
+    Raises:
+        ArchitectureError: the layout matches no known family.
+    """
+    keys = set(state)
+
+    def has(fragment: str) -> bool:
+        return any(fragment in k for k in keys)
+
+    attention = None
+    if has("cbam_module") or has(".attention.") or has("attention."):
+        if has("ChannelGate") and has("SpatialGate"):
+            attention = "cbam"
+        elif has("SpatialGate"):
+            attention = "cbam_spatial"
+        elif has("ChannelGate"):
+            attention = "cbam_channel"
+        elif has("attention.fc"):
+            attention = "se"
+    if "conv_1_3x3.weight" in keys:
+        reduce = state.get("stage_1.stage_1_bottleneck_0.conv_reduce.weight")
+        grouped = state.get("stage_1.stage_1_bottleneck_0.conv_conv.weight")
+        if reduce is None or grouped is None:
+            raise ArchitectureError("ResNeXt layout without stage_1 bottleneck 0 weights")
+        width_total = reduce.shape[0]
+        cardinality = width_total // grouped.shape[1]
+        base_width = width_total // cardinality
+        blocks = len({k.split(".")[1] for k in keys if k.startswith("stage_1.")})
+        kwargs = dict(
+            cardinality=cardinality,
+            base_width=base_width,
+            depth=9 * blocks + 2,
+            num_classes=state["fc.weight"].shape[0],
+            attention=attention,
+        )
+        prefix = "cbam" if attention == "cbam" else "norm"
+        name = f"{prefix}_{base_width}d"
+        if not is_model(name) or cardinality != 16 or blocks != 3 or attention not in (None, "cbam"):
+            name = "norm_8d"  # generic constructor; kwargs carry the real shape
+        return name, _only_differences(name, kwargs)
+    if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys and state["conv1.weight"].shape[0] == 16:
+        n = len({k.split(".")[1] for k in keys if k.startswith("layer1.")})
+        stages = len({k.split(".")[0] for k in keys if re.match(r"layer\d\.", k)})
+        widths = tuple(state[f"layer{s}.0.conv1.weight"].shape[0] for s in range(1, stages + 1))
+        kwargs = dict(depth=6 * n + 2, num_classes=state["fc.weight"].shape[0], attention=attention,
+                      widths=widths + (16, 32, 64)[len(widths):], stages=stages)
+        name = "resnet20" + ({None: ""}.get(attention, f"_{attention}"))
+        if not is_model(name):
+            name = "resnet20"
+        return name, _only_differences(name, kwargs)
+    if {"conv1.weight", "conv2.weight", "fc.weight"} <= keys and not has("layer1"):
+        widths = (state["conv1.weight"].shape[0], state["conv2.weight"].shape[0])
+        kwargs = dict(num_classes=state["fc.weight"].shape[0], attention=attention, widths=widths)
+        name = "twoconv" + ({None: ""}.get(attention, f"_{attention}"))
+        if not is_model(name):
+            name = "twoconv"
+        return name, _only_differences(name, kwargs)
+    sample = ", ".join(sorted(keys)[:3])
+    raise ArchitectureError(f"unknown architecture (keys start {sample}, ...)")
+
+
+def _only_differences(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    base = get_entry(name).kwargs
+    defaults = _constructor_defaults(get_entry(name).constructor)
+    return {k: v for k, v in kwargs.items() if base.get(k, defaults.get(k)) != v}
+
+
+def _constructor_defaults(ctor: Any) -> dict[str, Any]:
+    import inspect
+
+    params = inspect.signature(ctor).parameters
+    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+
+
+def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with a one-line error naming the first problems."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+    if shapes:
+        k = shapes[0]
+        problems.append(
+            f"{len(shapes)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)}, "
+            f"model {tuple(own[k].shape)})"
+        )
+    if problems:
+        raise ArchitectureError(f"{source}: weights do not fit the architecture: {'; '.join(problems)}")
+    model.load_state_dict(state, strict=True)
+
+
+def _from_state(
+    state: Mapping[str, Any],
+    source: str,
+    name: str | None,
+    kwargs: dict[str, Any],
+    metadata: dict[str, Any],
+    notes: list[str],
+) -> LoadedModel:
+    clean = _clean_state_dict(state, source, notes)
+    if name is None:
+        try:
+            name, kwargs = infer_architecture(clean)
+        except ArchitectureError as exc:
+            raise ArchitectureError(f"{source}: {exc}") from None
+        notes.append(f"architecture inferred from keys: {name} {kwargs or ''}".strip())
+    try:
+        model = create_model(name, **kwargs)
+    except TypeError as exc:
+        raise ArchitectureError(f"{source}: bad model arguments {kwargs}: {exc}") from None
+    _load_into(model, clean, source)
+    return LoadedModel(model.eval(), canonical_name(name), source, kwargs, metadata, True, notes)
+
+
+def _from_payload(obj: Any, source: str) -> LoadedModel:
+    notes: list[str] = []
+    if isinstance(obj, nn.Module):
+        notes.append("the file holds a whole pickled module (loaded with --trust)")
+        return LoadedModel(obj.float().eval(), "custom", source, {}, {}, True, notes)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{source}: holds a {type(obj).__name__}, not a state_dict or checkpoint")
+    if obj.get("format") == FORMAT:
+        version = obj.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise CheckpointError(f"{source}: checkpoint format version {version!r} is newer than this erf")
+        for key in ("model", "state_dict"):
+            if key not in obj:
+                raise CheckpointError(f"{source}: erf checkpoint without {key!r}")
+        return _from_state(
+            obj["state_dict"], source, str(obj["model"]), dict(obj.get("model_kwargs") or {}),
+            dict(obj.get("metadata") or {}), notes,
+        )
+    for wrapper in ("state_dict", "model", "model_state_dict", "net"):
+        inner = obj.get(wrapper)
+        if isinstance(inner, nn.Module):
+            return _from_payload(inner, source)
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            notes.append(f"weights taken from the {wrapper!r} entry")
+            meta = {k: v for k, v in obj.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+            return _from_state(inner, source, None, {}, meta, notes)
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return _from_state(obj, source, None, {}, {}, notes)
+    raise CheckpointError(f"{source}: a dict without a state_dict (keys: {', '.join(map(str, list(obj)[:5]))})")
+
+
+def bundled_weights(name: str) -> Path | None:
+    """The bundled trained checkpoint of registry model ``name``, if the package ships one."""
+    path = WEIGHTS_DIR / f"{canonical_name(name)}.pt"
+    return path if path.exists() else None
+
+
+def _library_model(spec: str, trust: bool) -> LoadedModel:
+    library, _, rest = spec.partition(":")
+    arch, _, weights = rest.partition("@")
+    if library == "torchvision":
+        import torchvision
+
+        try:
+            model = torchvision.models.get_model(arch, weights=None)
+        except (ValueError, KeyError):
+            raise CheckpointError(f"{spec}: torchvision has no model {arch!r}") from None
+    else:
+        try:
+            import timm  # type: ignore[import-not-found]
+        except ImportError:
+            raise CheckpointError(f"{spec}: timm is not installed (pip install timm)") from None
+        try:
+            model = timm.create_model(arch, pretrained=False)
+        except Exception as exc:  # timm raises RuntimeError for unknown names
+            raise CheckpointError(f"{spec}: {exc}") from None
+    notes: list[str] = []
+    trained = False
+    if weights:
+        obj = read_checkpoint_file(weights, trust)
+        state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"{weights}: not a state_dict")
+        _load_into(model, _clean_state_dict(state, weights, notes), weights)
+        trained = True
+    else:
+        notes.append("no weights given: random initialisation (add @FILE for local weights)")
+    return LoadedModel(model.float().eval(), f"{library}:{arch}", spec, {}, {}, trained, notes)
+
+
+def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> LoadedModel:
+    """Load a model from a checkpoint file, a registry name or a library spec.
+
+    Args:
+        spec: path, registry name, ``torchvision:NAME[@FILE]`` or ``timm:NAME[@FILE]``.
+        trust: allow arbitrary unpickling (only for files from a trusted author).
+        seed: seed of the random initialisation used when no weights exist.
+
+    Returns:
+        A :class:`LoadedModel` in eval mode.
+
+    Raises:
+        CheckpointError, UnsafeCheckpointError, ArchitectureError, UnknownModelError.
+    """
+    text = str(spec)
+    if re.match(r"^(torchvision|timm):", text):
+        return _library_model(text, trust)
+    path = Path(text)
+    if not path.exists() and is_model(text):
+        weights = bundled_weights(text)
+        if weights is not None:
+            loaded = _from_payload(read_checkpoint_file(weights), str(weights))
+            loaded.source = f"{text} (bundled weights)"
+            return loaded
+        torch.manual_seed(seed)
+        model = create_model(text).eval()
+        return LoadedModel(
+            model, canonical_name(text), text, {}, {}, False,
+            [f"no bundled weights for {text}: random initialisation (seed {seed})"],
+        )
+    if not path.exists():
+        from erf.models import list_models
+
+        if path.suffix or "/" in text:
+            raise CheckpointError(f"{text}: no such file")
+        canonical_name(text)  # raises UnknownModelError with suggestions
+        raise CheckpointError(f"{text}: no such file or model (models: {', '.join(list_models()[:4])}, ...)")
+    loaded = _from_payload(read_checkpoint_file(path, trust), str(path))
+    if any(isinstance(v, float) and not math.isfinite(v) for v in loaded.metadata.values()):
+        loaded.notes.append("metadata holds non-finite numbers")
+    return loaded

@@ -1,0 +1,126 @@
+"""The ``erf`` command line. Library errors (:mod:`erf.errors`) become one-line
+messages and exit codes here, and only here.
+
+Exit codes: 0 success, 1 a check failed (``erf compare --fail-on-difference``),
+2 bad input (file, argument, data), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from erf.errors import ErfError
+
+EPILOG_SPECS = """\
+model specs (CKPT):
+  resnet20_cbam              a registry name: bundled trained weights where shipped
+  runs/norm_8d/best.pt       a checkpoint written by `erf train`
+  norm_8d.pth                a raw state_dict saved by the article's source code
+  torchvision:resnet18       a torchvision architecture (random init; @FILE for weights)
+data sources (--data):
+  bundled                    300 real CIFAR-10 test images shipped with erf (default)
+  cifar10:ROOT               CIFAR-10 (cifar-10-batches-py folder or .npz)
+  folder:DIR | noise[:SEED] | constant[:VALUE] | tensor:FILE.npy
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def print_json(obj: Any) -> None:
+    """Print ``obj`` as indented, key-sorted JSON on stdout."""
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def print_notes(notes: Sequence[str]) -> None:
+    """Print remarks for the user on stderr, one ``note:`` line each."""
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- parser
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust", action="store_true",
+                   help="allow checkpoints that need arbitrary unpickling (can run code!)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help_text: str) -> Callable:
+    """Register a subcommand: ``name -> (one-line help, add_arguments, run)``."""
+
+    def wrap(add_arguments: Callable[[argparse.ArgumentParser], None]):
+        def bind(run: Callable[[argparse.Namespace], int]):
+            COMMANDS[name] = (help_text, add_arguments, run)
+            return run
+
+        return bind
+
+    return wrap
+
+
+def _load_subcommands() -> None:
+    """Import the modules that register the remaining subcommands."""
+    import importlib
+    import pkgutil
+
+    import erf.commands
+
+    for info in sorted(pkgutil.iter_modules(erf.commands.__path__), key=lambda i: i.name):
+        importlib.import_module(f"erf.commands.{info.name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``erf`` argument parser with every registered subcommand."""
+    _load_subcommands()
+    parser = argparse.ArgumentParser(
+        prog="erf",
+        description="Theoretical (TRF) and effective (ERF) receptive fields of CNNs, with and "
+                    "without attention.",
+        epilog="Run `erf COMMAND --help` for a command's options and an example.",
+    )
+    from erf import __version__
+
+    parser.add_argument("--version", action="version", version=f"erf {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, (help_text, add_arguments, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                           epilog=EPILOG_SPECS, formatter_class=_Formatter)
+        add_arguments(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``erf`` command line; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.formatwarning = lambda m, c, *a, **k: f"warning: {m}\n"
+            return int(args.run(args) or 0)
+    except ErfError as exc:
+        print(f"erf {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"erf {args.command}: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def entry_point() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""``erf models``, ``erf train`` and ``erf evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from erf.cli import add_model_options, command, print_json, print_notes
+from erf.errors import ErfError
+
+
+# ----------------------------------------------------------------------------- models
+def cmd_models(args: argparse.Namespace) -> int:
+    from erf.models import create_model, get_entry, list_models
+
+    rows = []
+    for name in list_models(args.pattern):
+        entry = get_entry(name)
+        params = sum(p.numel() for p in create_model(name).parameters())
+        from erf.checkpoints import bundled_weights
+
+        rows.append({"name": name, "params": params, "family": entry.family,
+                     "attention": entry.attention, "twin": entry.twin,
+                     "bundled_weights": bundled_weights(name) is not None,
+                     "aliases": list(entry.aliases), "description": entry.description})
+    if args.json:
+        print_json({"schema": "erf.models/1", "models": rows})
+        return 0
+    print(f"{'name':<24}{'params':>12}  {'weights':<8} description")
+    for r in rows:
+        print(f"{r['name']:<24}{r['params']:>12,}  {'bundled' if r['bundled_weights'] else '-':<8} "
+              f"{r['description']}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- train / evaluate
+def cmd_train(args: argparse.Namespace) -> int:
+    from erf.atomic import prepare_output_dir
+    from erf.data import load_source
+    from erf.models import canonical_name, create_model
+    from erf.training import Recipe, train
+
+    name = canonical_name(args.model)
+    out = Path(args.out)
+    if not args.resume:
+        prepare_output_dir(out, force=args.force)
+    elif not (out / "last.pt").exists():
+        raise ErfError(f"{out / 'last.pt'}: nothing to resume")
+    train_data = load_source(args.data, "train", subset=args.subset)
+    test_data = load_source(args.data, "test", subset=args.subset)
+    print_notes(train_data.notes + test_data.notes)
+    recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                    weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
+                    augment=not args.no_augment)
+    import torch
+
+    torch.manual_seed(args.seed)
+    model = create_model(name)
+    summary = train(model, name, train_data, test_data, out, recipe,
+                    metadata={"data": args.data, "subset": args.subset,
+                              "train_description": train_data.description,
+                              "test_description": test_data.description},
+                    resume=args.resume, device=args.device, progress=not args.quiet,
+                    half_checkpoints=args.half)
+    if args.json:
+        print_json({"schema": "erf.train/1", **summary})
+    else:
+        print(f"{name}: best test accuracy {summary['best_test_accuracy']:.4f} after "
+              f"{summary['epochs']} epochs ({summary['seconds']:.0f} s); checkpoints in {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from erf.checkpoints import load_checkpoint
+    from erf.data import load_source
+    from erf.training import evaluate
+
+    loaded = load_checkpoint(args.checkpoint, trust=args.trust)
+    print_notes(loaded.notes)
+    data = load_source(args.data, "test", subset=args.subset, count=args.images)
+    print_notes(data.notes)
+    result = evaluate(loaded.model, data, device=args.device)
+    if args.json:
+        print_json({"schema": "erf.evaluate/1", "checkpoint": str(args.checkpoint), "model": loaded.name,
+                     "data": data.description, "images": result.images,
+                     "accuracy": result.accuracy, "loss": result.loss})
+    else:
+        print(f"{loaded.name}: accuracy {result.accuracy:.4f}, loss {result.loss:.4f} "
+              f"on {result.images} images ({data.description})")
+    return 0
+
+
+def _args_models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'cbam_*'")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _args_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="registry name (see `erf models`)")
+    p.add_argument("--data", default="bundled", help="data source with train and test splits, e.g. cifar10:ROOT")
+    p.add_argument("--subset", default=None,
+                   help="the article's rule: the FIRST samples; a fraction of the official split (0.1 = "
+                        "5000 train / 1000 test) or a count")
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run folder: log.csv, best.pt, last.pt")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--force", action="store_true", help="write into a non-empty OUT")
+    p.add_argument("--half", action="store_true", help="store checkpoint weights as float16")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+
+
+def _args_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="model spec (see below)")
+    p.add_argument("--data", default="bundled")
+    p.add_argument("--subset", default=None, help="the article's first-N subset rule (fraction or count)")
+    p.add_argument("--images", type=int, default=None, help="evaluate on the first N images only")
+    p.add_argument("--json", action="store_true")
+    add_model_options(p)
+
+
+command("models", "list the model registry with parameter counts")(_args_models)(cmd_models)
+command("train", "train a registry model with the article's recipe")(_args_train)(cmd_train)
+command("evaluate", "test accuracy and loss of a checkpoint")(_args_evaluate)(cmd_evaluate)
+
+

@@ -1,0 +1,300 @@
+"""Loading of the image sources listed in :mod:`erf.data`."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from erf.errors import DataError, InputError
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+"""Per-channel mean of the article's normalisation (RGB, images in [0, 1])."""
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+"""Per-channel std of the article's normalisation."""
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+CIFAR10_SIZES = {"train": 50000, "test": 10000}
+BUNDLED_SAMPLE = Path(__file__).parent / "cifar10_sample.npz"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class ImageSet:
+    """Images ready for a model.
+
+    Attributes:
+        images: float32 tensor ``(N, C, H, W)``; normalised unless ``raw`` is True.
+        labels: int64 tensor ``(N,)``, ``-1`` where unknown.
+        description: where the images came from (for reports).
+        classes: class names, when known.
+        raw: True when ``images`` are un-normalised values in [0, 1] (training applies
+            augmentation, then :func:`normalize`).
+        notes: remarks for the user (subset clamped, ...).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    description: str
+    classes: tuple[str, ...] = ()
+    raw: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def normalized(self) -> torch.Tensor:
+        """The images in the model's input space (normalised)."""
+        return normalize(self.images) if self.raw else self.images
+
+    def head(self, count: int | None) -> ImageSet:
+        """The first ``count`` images (all if ``None``)."""
+        if count is None or count >= len(self):
+            return self
+        return ImageSet(self.images[:count], self.labels[:count], self.description, self.classes,
+                        self.raw, list(self.notes))
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """Apply the article's per-channel normalisation to images in [0, 1], ``(N, 3, H, W)``."""
+    mean = torch.tensor(CIFAR10_MEAN, dtype=images.dtype, device=images.device)[:, None, None]
+    std = torch.tensor(CIFAR10_STD, dtype=images.dtype, device=images.device)[:, None, None]
+    return (images - mean) / std
+
+
+def augment_batch(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop (zero padding ``pad``, same size) and horizontal flip, per image.
+
+    ``images``: un-normalised ``(N, C, H, W)`` in [0, 1]; zero padding is black,
+    as torchvision's ``RandomCrop(32, padding=4)`` on the raw image.
+    """
+    n, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    out = torch.empty_like(images)
+    for i in range(n):
+        crop = padded[i, :, dy[i]: dy[i] + h, dx[i]: dx[i] + w]
+        out[i] = crop.flip(-1) if flip[i] else crop
+    return out
+
+
+def subset_count(subset: float | int | str | None, split: str, available: int) -> tuple[int, str | None]:
+    """Number of leading samples the article's subset rule keeps.
+
+    ``subset`` is a fraction of the official split size (``0.1`` -> 5000 train /
+    1000 test) or a count (``"500"`` or ``500``); ``None`` keeps everything.
+    The article takes the FIRST samples, never a random draw. When fewer are
+    available the count is clamped and a note says so.
+
+    Returns:
+        ``(count, note_or_None)``.
+    """
+    if subset is None:
+        return available, None
+    try:
+        value = float(subset)
+    except (TypeError, ValueError):
+        raise InputError(f"--subset {subset!r}: expected a fraction (0.1) or a count (5000)") from None
+    if value <= 0:
+        raise InputError(f"--subset {subset!r}: must be positive")
+    if value <= 1.0 and not (isinstance(subset, str) and subset.isdigit()):
+        wanted = int(round(value * CIFAR10_SIZES[split]))
+    else:
+        if value != int(value):
+            raise InputError(f"--subset {subset!r}: a count must be an integer")
+        wanted = int(value)
+    if wanted > available:
+        return available, (
+            f"subset asks for the first {wanted} {split} images but only {available} are available; "
+            f"using all {available}"
+        )
+    return wanted, None
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler for CIFAR's python batches that only reconstructs numpy arrays (no code)."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle API
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            batch = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+        data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing CIFAR-10 batch file") from None
+    except Exception as exc:
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
+    return data, labels
+
+
+def _load_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """HWC uint8 images and labels of ``split`` from a torchvision folder or an npz file."""
+    if root.is_file():
+        try:
+            with np.load(root, allow_pickle=False) as d:
+                x, y = d[f"x_{split}"], d[f"y_{split}"].astype(np.int64)
+        except KeyError as exc:
+            raise DataError(f"{root}: npz without {exc}") from None
+        except Exception as exc:
+            raise DataError(f"{root}: not a readable npz archive ({type(exc).__name__}: {exc})") from None
+        if x.ndim != 4 or x.shape[-1] != 3 or len(x) != len(y):
+            raise DataError(f"{root}: x_{split} must be N x 32 x 32 x 3 with N labels, got {x.shape}")
+        return x, y, f"CIFAR-10 {split} images from {root}"
+    folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+    if not folder.is_dir():
+        raise DataError(f"{root}: no such folder or file")
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    if not (folder / names[0]).exists():
+        raise DataError(f"{folder}: no CIFAR-10 python batches (expected {names[0]}, ...)")
+    parts = [_read_cifar_batch(folder / n) for n in names]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    return x, y, f"CIFAR-10 {split} images from {folder} (official release)"
+
+
+def _to_set(x: np.ndarray, y: np.ndarray, desc: str, classes: tuple[str, ...]) -> ImageSet:
+    images = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(255.0)
+    return ImageSet(images.contiguous(), torch.from_numpy(y.astype(np.int64)), desc, classes, raw=True)
+
+
+def _load_folder(root: Path, image_size: int) -> ImageSet:
+    from PIL import Image, UnidentifiedImageError
+
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    class_names = sorted({p.parent.name for p in files if p.parent != root})
+    arrays, labels = [], []
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                im = im.convert("RGB")
+                scale = image_size / min(im.size)
+                im = im.resize((max(image_size, round(im.width * scale)), max(image_size, round(im.height * scale))),
+                               Image.BILINEAR)
+                left, top = (im.width - image_size) // 2, (im.height - image_size) // 2
+                im = im.crop((left, top, left + image_size, top + image_size))
+                arrays.append(np.asarray(im, dtype=np.uint8))
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise DataError(f"{p}: corrupt or unreadable image ({exc})") from None
+        labels.append(class_names.index(p.parent.name) if p.parent != root else -1)
+    return _to_set(np.stack(arrays), np.asarray(labels), f"{len(files)} images from {root}", tuple(class_names))
+
+
+def load_source(
+    spec: str = "bundled",
+    split: str = "test",
+    count: int | None = None,
+    subset: float | int | str | None = None,
+    image_size: int = 32,
+    channels: int = 3,
+) -> ImageSet:
+    """Load the images of a source spec (see :mod:`erf.data`).
+
+    Args:
+        spec: the source spec string.
+        split: ``"train"`` or ``"test"`` (CIFAR-10 sources).
+        count: keep the first ``count`` images (noise/constant: how many to make, default 64).
+        subset: the article's subset rule (:func:`subset_count`), applied before ``count``.
+        image_size: side in pixels for folders, noise and constant images.
+        channels: channels of noise/constant images.
+
+    Raises:
+        DataError: missing, empty, corrupt or mis-shaped data.
+        InputError: a malformed spec.
+    """
+    kind, _, arg = spec.partition(":")
+    if split not in CIFAR10_SIZES:
+        raise InputError(f"split must be 'train' or 'test', got {split!r}")
+    if count is not None and count <= 0:
+        raise InputError(f"--images {count}: must be positive")
+    if kind in ("bundled", "sample"):
+        if not BUNDLED_SAMPLE.exists():
+            raise DataError(f"{BUNDLED_SAMPLE}: the bundled sample is missing from this install")
+        x, y, _ = _load_cifar10(BUNDLED_SAMPLE, "test")
+        data = _to_set(x, y, f"bundled CIFAR-10 sample (first {len(x)} official test images)", CIFAR10_CLASSES)
+        if split == "train":
+            data.notes.append("the bundled sample holds test images only")
+    elif kind == "cifar10":
+        if not arg:
+            raise InputError("cifar10:ROOT needs a folder or .npz file, e.g. cifar10:data/")
+        x, y, desc = _load_cifar10(Path(arg), split)
+        n, note = subset_count(subset, split, len(x))
+        data = _to_set(x[:n], y[:n], f"first {n} {desc}", CIFAR10_CLASSES)
+        if note:
+            data.notes.append(note)
+    elif kind == "folder" or (not arg and Path(spec).is_dir()):
+        data = _load_folder(Path(arg or spec), image_size)
+    elif kind in ("noise", "constant"):
+        n = count or 64
+        shape = (n, channels, image_size, image_size)
+        if kind == "noise":
+            seed = _parse_number(arg or "0", spec, int)
+            gen = torch.Generator().manual_seed(seed)
+            images = torch.randn(shape, generator=gen)
+            desc = f"{n} Gaussian-noise images (seed {seed})"
+        else:
+            value = _parse_number(arg or "0", spec, float)
+            images = torch.full(shape, value)
+            desc = f"{n} constant images (value {value} in normalised space)"
+        data = ImageSet(images, torch.full((n,), -1, dtype=torch.long), desc)
+    elif kind == "tensor":
+        data = _load_tensor(Path(arg))
+    else:
+        raise InputError(
+            f"unknown data source {spec!r}; use bundled, cifar10:ROOT, folder:DIR, noise[:SEED], "
+            "constant[:VALUE] or tensor:FILE.npy"
+        )
+    if len(data) == 0:
+        raise DataError(f"{spec}: no images")
+    if data.images.shape[1] != channels:
+        raise DataError(f"{spec}: images have {data.images.shape[1]} channels, the model expects {channels}")
+    return data.head(count)
+
+
+def _parse_number(text: str, spec: str, kind: type) -> float | int:
+    try:
+        return kind(text)
+    except ValueError:
+        raise InputError(f"{spec}: {text!r} is not a number") from None
+
+
+def _load_tensor(path: Path) -> ImageSet:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    try:
+        with open(path, "rb") as f:
+            array = np.load(io.BytesIO(f.read()), allow_pickle=False)
+    except Exception as exc:
+        raise DataError(f"{path}: not a .npy array ({type(exc).__name__}: {exc})") from None
+    if array.ndim != 4 or not np.issubdtype(array.dtype, np.floating):
+        raise DataError(f"{path}: expected an N x C x H x W float array, got {array.dtype} {array.shape}")
+    if not np.isfinite(array).all():
+        raise DataError(f"{path}: holds NaN or Inf values")
+    images = torch.from_numpy(array.astype(np.float32))
+    return ImageSet(images, torch.full((len(images),), -1, dtype=torch.long), f"{len(images)} images from {path}")

@@ -1,0 +1,66 @@
+"""Typed errors raised by the library.
+
+Library code raises these; only the command line (:mod:`erf.cli`) turns them
+into one-line messages and exit codes. Every error carries the offending
+file, argument or record in its message.
+"""
+
+from __future__ import annotations
+
+
+class ErfError(Exception):
+    """Base class of every error `erf` raises on purpose."""
+
+    exit_code: int = 2
+
+
+class CheckpointError(ErfError):
+    """A checkpoint file cannot be read or does not match a known architecture."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The file needs arbitrary unpickling (it may run code); refused without ``trust=True``."""
+
+
+class ArchitectureError(CheckpointError):
+    """The weights do not fit the architecture (missing, unexpected or mis-shaped keys)."""
+
+
+class UnknownModelError(ErfError):
+    """A model name is not in the registry."""
+
+
+class LayerError(ErfError):
+    """A layer name does not exist, never ran, or has no defined ERF."""
+
+
+class LayerNotFoundError(LayerError):
+    """No layer of that name; the message lists the nearest valid names."""
+
+
+class LayerDidNotRunError(LayerError):
+    """The layer's forward hook never fired (e.g. the model calls ``module.forward`` directly)."""
+
+
+class UndefinedERFError(LayerError):
+    """The layer has no spatial map (it comes after global pooling / flattening)."""
+
+
+class DataError(ErfError):
+    """A data source is missing, empty, corrupt or of the wrong shape."""
+
+
+class AnnotationError(DataError):
+    """An annotation file or record is malformed."""
+
+
+class OutputExistsError(ErfError):
+    """An output path exists and ``force`` was not given."""
+
+
+class InputError(ErfError):
+    """An argument value is invalid (sizes, units, options)."""
+
+
+class StudyError(ErfError):
+    """The study cannot be carried out with the given checkpoints or data."""

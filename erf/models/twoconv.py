@@ -1,0 +1,54 @@
+"""The two-convolution toy of the article: two 3x3 conv-BN-ReLU layers, optional
+attention after them, global average pooling and a linear classifier.
+
+Its theoretical receptive field is only 5 px before pooling, the case the
+article suspects is too small for attention to be judged fairly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from erf.models.attention import make_attention
+
+
+class TwoConv(nn.Module):
+    """``conv3x3(3->w1)-BN-ReLU, conv3x3(w1->w2)-BN-ReLU, [attention], GAP, Linear``.
+
+    Args:
+        num_classes: output logits.
+        attention: ``None``, ``"cbam"``, ``"cbam_spatial"`` or ``"se"``.
+        widths: channels of the two convolutions.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        attention: str | None = None,
+        widths: tuple[int, int] = (32, 64),
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.act1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(widths[0], widths[1], 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(widths[1])
+        self.act2 = nn.ReLU()
+        attn = make_attention(attention, widths[1])
+        if attn is not None:
+            self.attention = attn
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(widths[1], num_classes)
+        self.named_layers = {"stem": "act1", "stage1": "act1", "stage2": "act2"}
+        if attn is not None:
+            self.named_layers["attention"] = "attention"
+        self.named_layers.update(pool="pool", fc="fc")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
+        if hasattr(self, "attention"):
+            x = self.attention(x)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+

@@ -1,0 +1,219 @@
+"""Training and evaluation with the article's recipe.
+
+Defaults (the article's): SGD, lr 0.1, momentum 0.9, weight decay 5e-4,
+cosine schedule over the epochs, batch 128, random crop 32 (pad 4) and
+horizontal flip, cross-entropy. Seeded; per-epoch log to CSV; ``best.pt`` and
+``last.pt`` written atomically; ``resume`` continues from ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from erf.atomic import write_text
+from erf.checkpoints import read_checkpoint_file, save_checkpoint
+from erf.data.sources import ImageSet, augment_batch, normalize
+from erf.errors import CheckpointError, InputError
+
+
+@dataclass
+class Recipe:
+    """Training hyper-parameters (defaults: the article's recipe)."""
+
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    augment: bool = True
+    seed: int = 0
+
+
+@dataclass
+class EvalResult:
+    """Accuracy in [0, 1] and mean cross-entropy loss over ``images`` images."""
+
+    accuracy: float
+    loss: float
+    images: int
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``cuda`` when available (or asked for), else ``cpu``."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine")
+    return torch.device(device)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: ImageSet, batch_size: int = 256, device: str | None = None) -> EvalResult:
+    """Accuracy and loss of ``model`` (eval mode) on ``data`` (labels must be known)."""
+    if (data.labels < 0).any():
+        raise InputError(f"{data.description}: has no labels to evaluate against")
+    dev = pick_device(device)
+    model = model.to(dev).eval()
+    correct, total_loss = 0, 0.0
+    for start in range(0, len(data), batch_size):
+        x = data.images[start: start + batch_size]
+        x = (normalize(x) if data.raw else x).to(dev)
+        y = data.labels[start: start + batch_size].to(dev)
+        logits = model(x)
+        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+    return EvalResult(correct / len(data), total_loss / len(data), len(data))
+
+
+def train(
+    model: nn.Module,
+    name: str,
+    train_data: ImageSet,
+    test_data: ImageSet,
+    out_dir: str | Path,
+    recipe: Recipe | None = None,
+    kwargs: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    half_checkpoints: bool = False,
+) -> dict[str, Any]:
+    """Train ``model`` and write ``out_dir/{log.csv,best.pt,last.pt}``.
+
+    Args:
+        model: a freshly built (or resumed) module.
+        name: its registry name (saved in the checkpoints).
+        train_data, test_data: raw (un-normalised) image sets with labels.
+        out_dir: run folder (created).
+        recipe: hyper-parameters; the article's by default.
+        kwargs: constructor overrides saved with the checkpoints.
+        metadata: facts added to the checkpoints' metadata (data set, subset rule).
+        resume: continue from ``out_dir/last.pt``.
+        device: ``cpu``, ``cuda`` or ``None`` (auto).
+        progress: show a progress bar.
+        half_checkpoints: store weights as float16.
+
+    Returns:
+        A summary: best and last test accuracy, epochs run, seconds.
+    """
+    from tqdm.auto import tqdm
+
+    recipe = recipe or Recipe()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = pick_device(device)
+    torch.manual_seed(recipe.seed)
+    model = model.to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay, nesterov=False)
+    if recipe.schedule == "cosine":
+        scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
+    elif recipe.schedule == "constant":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    else:
+        raise InputError(f"--schedule {recipe.schedule!r}: use cosine or constant")
+    generator = torch.Generator().manual_seed(recipe.seed)
+    rows: list[dict[str, Any]] = []
+    start_epoch, best_acc, elapsed = 0, -1.0, 0.0
+    if resume and (out / "last.pt").exists():
+        state = read_checkpoint_file(out / "last.pt")
+        try:
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                   for k, v in state["state_dict"].items()})
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"])
+            start_epoch = int(state["epoch"])
+            best_acc = float(state["metadata"].get("best_test_accuracy", -1.0))
+            rows = list(state["log"])
+            elapsed = float(state["metadata"].get("train_seconds", 0.0))
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"{out / 'last.pt'}: cannot resume ({exc})") from None
+    meta_base = {
+        **(metadata or {}),
+        "train_images": len(train_data),
+        "test_images": len(test_data),
+        "recipe": asdict(recipe),
+        "device": str(dev),
+    }
+    n = len(train_data)
+    steps = math.ceil(n / recipe.batch_size)
+    bar = tqdm(total=(recipe.epochs - start_epoch) * steps, disable=not progress, desc=f"train {name}",
+               unit="step", dynamic_ncols=True)
+    for epoch in range(start_epoch, recipe.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        seen, correct, loss_sum = 0, 0, 0.0
+        for s in range(steps):
+            idx = order[s * recipe.batch_size: (s + 1) * recipe.batch_size]
+            x = train_data.images[idx]
+            if recipe.augment:
+                x = augment_batch(x, generator)
+            x = normalize(x).to(dev, non_blocking=True)
+            y = train_data.labels[idx].to(dev, non_blocking=True)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                raise InputError(f"training diverged at epoch {epoch + 1} (loss {float(loss)})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss) * len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(idx)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}")
+        scheduler.step()
+        result = evaluate(model, test_data, device=str(dev))
+        elapsed += time.perf_counter() - t0
+        row = {
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "test_loss": result.loss,
+            "test_acc": result.accuracy,
+            "seconds": elapsed,
+        }
+        rows.append(row)
+        meta = {**meta_base, "epochs": epoch + 1, "train_seconds": elapsed,
+                "last_test_accuracy": result.accuracy}
+        if result.accuracy > best_acc:
+            best_acc = result.accuracy
+            save_checkpoint(out / "best.pt", model, name, kwargs,
+                            {**meta, "best_test_accuracy": best_acc, "test_accuracy": best_acc},
+                            half=half_checkpoints)
+        meta["best_test_accuracy"] = best_acc
+        meta["test_accuracy"] = result.accuracy
+        save_checkpoint(
+            out / "last.pt", model, name, kwargs, meta, half=half_checkpoints,
+            extra={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                   "generator": generator.get_state(), "epoch": epoch + 1, "log": rows},
+        )
+        _write_log(out / "log.csv", rows)
+    bar.close()
+    model.eval()
+    return {"best_test_accuracy": best_acc, "last_test_accuracy": rows[-1]["test_acc"] if rows else None,
+            "epochs": len(rows), "seconds": elapsed, "out": str(out)}
+
+
+def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
