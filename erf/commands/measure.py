@@ -1,0 +1,219 @@
+"""``erf measure`` and ``erf layers``."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from erf.cli import add_model_options, command, print_json, print_notes
+from erf.errors import InputError
+
+
+def parse_unit(text: str | None) -> tuple[int, int] | None:
+    """``"i,j"`` -> ``(i, j)``."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", text)
+    if not m:
+        raise InputError(f"--unit {text!r}: expected two non-negative integers, e.g. 4,4")
+    return (int(m.group(1)), int(m.group(2)))
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``"64"`` or ``"64x48"`` -> ``(H, W)``."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[x,]\s*(\d+))?\s*", str(text))
+    if not m or int(m.group(1)) <= 0:
+        raise InputError(f"--input-size {text!r}: expected a positive size like 64 or 64x48")
+    h = int(m.group(1))
+    return (h, int(m.group(2) or h))
+
+
+def add_measure_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``measure`` and ``compare``: data, probe, sizes, statistics."""
+    p.add_argument("--data", default="bundled", help="image source (see below)")
+    p.add_argument("--images", type=int, default=100, help="use the first N images")
+    p.add_argument("--input-size", default=None,
+                   help="embed images in a larger canvas (e.g. 96) so an ERF clipped by the border shows whole")
+    p.add_argument("--fill", default="zero", choices=["zero", "mean"],
+                   help="canvas fill: 0 in input space (data-set mean colour) or each image's mean")
+    p.add_argument("--probe", default="gradient",
+                   help="gradient (Luo et al.), captum-gradient, integrated-gradients, guided-backprop, deconvolution")
+    p.add_argument("--mode", default="abs", choices=["abs", "relu"],
+                   help="gradient probe: |grad| (Luo) or ReLU on centre activation and gradient (RepLKNet)")
+    p.add_argument("--replknet", action="store_true",
+                   help="RepLKNet's exact variant: --mode relu and their area-ratio loop")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--tol", type=float, default=None,
+                   help="stop adding images once every metric's 95%% CI half-width < TOL x its value")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for CIs (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (and of noise data)")
+    p.add_argument("--no-crop", action="store_true", help="disable the exact TRF cropping of the engine")
+    add_model_options(p)
+
+
+def run_measure(model: Any, layers: list[str] | None, args: argparse.Namespace, info: dict[str, Any],
+                units: dict[str, tuple[int, int]] | None = None) -> Any:
+    """Load ``--data`` and call :func:`erf.measure.measure` with the parsed options."""
+    from erf.data import load_source
+    from erf.measure import measure
+    from erf.training import pick_device
+
+    size = parse_size(args.input_size)
+    image_size = size[0] if size and args.data.split(":")[0] in ("noise", "constant") else 32
+    data = load_source(args.data, "test", count=args.images, image_size=image_size)
+    mode = "relu" if args.replknet else args.mode
+    options: dict[str, Any] = {}
+    if args.probe == "gradient":
+        options = {"mode": mode, "crop": not args.no_crop}
+    elif args.replknet or args.mode != "abs" or args.no_crop:
+        raise InputError(f"--mode/--replknet/--no-crop apply to --probe gradient, not {args.probe}")
+    return measure(model, layers, data, probe=args.probe, probe_options=options, input_size=size,
+                   fill=args.fill, units=units, batch_size=args.batch_size, device=str(pick_device(args.device)),
+                   tol=args.tol, bootstrap=args.bootstrap, seed=args.seed, exact_replknet=args.replknet,
+                   progress=not getattr(args, "json", False), distributed=getattr(args, "distributed", False),
+                   info=info)
+
+
+def _fmt_ci(layer: Any, key: str, value: float, digits: int = 1) -> str:
+    lo, hi = layer.ci.get(key, (value, value))
+    return f"{value:.{digits}f} [{lo:.{digits}f},{hi:.{digits}f}]"
+
+
+def print_table(result: Any, title: str) -> None:
+    """Aligned per-layer table of a :class:`~erf.measure.Measurement` (80 columns)."""
+    print(f"{title}: {result.images} images, input {result.input_size[0]}x{result.input_size[1]}")
+    print(f"{'layer':<15}{'TRF':>12} {'unit':>6} {'r50 px [95% CI]':>17} {'r95 px [95% CI]':>17} "
+          f"{'AR50':>6} {'clip':>5}")
+    for layer in result.layers:
+        trf = "global" if layer.trf.is_global else f"{layer.trf.size[0]}/s{layer.trf.stride[0]}"
+        m = layer.metrics
+        print(f"{layer.name[:15]:<15}{trf:>12} {layer.unit[0]:>2},{layer.unit[1]:<3} "
+              f"{_fmt_ci(layer, 'radius.50', m.radius[0.5]):>17} {_fmt_ci(layer, 'radius.95', m.radius[0.95]):>17} "
+              f"{m.area_ratio[0.5]:>6.3f} {m.clipped_fraction:>5.2f}")
+
+
+def write_measurement(result: Any, out: Path, plots: bool = True) -> dict[str, Any]:
+    """Write ``measure.json``, ``maps/<layer>.npy`` and figures into ``out``; return the JSON."""
+    from erf.atomic import write_json, write_npy
+
+    maps = {}
+    for layer in result.layers:
+        rel = f"maps/{layer.name}.npy"
+        write_npy(out / rel, layer.sum_map)
+        maps[layer.name] = rel
+    doc = result.to_json(maps)
+    if plots:
+        from erf.plotting import erf_heatmap, erf_vs_depth
+
+        for layer in result.layers:
+            erf_heatmap(layer, out / "heatmaps" / f"{layer.name}.png")
+        if len(result.layers) > 1:
+            erf_vs_depth({doc["model"] or "model": result.layers}, out / "erf_vs_depth.png")
+    write_json(out / "measure.json", doc)
+    return doc
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from erf.atomic import prepare_output_dir
+    from erf.checkpoints import load_checkpoint
+
+    if args.out:
+        out = prepare_output_dir(args.out, force=args.force)
+    loaded = load_checkpoint(args.checkpoint, trust=args.trust, seed=args.seed)
+    print_notes(loaded.notes)
+    if args.distributed:
+        from erf.distributed import init_from_env
+
+        init_from_env(args.device)
+    layers = None if args.all_layers or not args.layer else args.layer
+    unit = parse_unit(args.unit)
+    units = {name: unit for name in (layers or [])} if unit else None
+    if unit and not layers:
+        raise InputError("--unit needs --layer")
+    result = run_measure(loaded.model, layers, args,
+                         {"checkpoint": str(args.checkpoint), "model": loaded.name}, units)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return 0
+    print_notes(result.notes)
+    doc = write_measurement(result, out, plots=not args.no_plots) if args.out else result.to_json()
+    doc["trained"] = loaded.trained
+    if args.json:
+        print_json(doc)
+    else:
+        print_table(result, f"{loaded.name} ({'trained' if loaded.trained else 'untrained'})")
+        if args.out:
+            print(f"wrote {out}/measure.json, maps/, heatmaps/")
+    return 0
+
+
+def _args_measure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="model spec (see below)")
+    p.add_argument("--layer", action="append", help="layer name (repeatable): stem, stage3, stage2.block1, "
+                                                    "or a module path; default: every block")
+    p.add_argument("--all-layers", action="store_true", help="every block (the default when no --layer)")
+    p.add_argument("--unit", default=None, help="probe unit i,j instead of the one nearest the input centre")
+    add_measure_options(p)
+    p.add_argument("--out", default=None, help="folder for measure.json, maps/*.npy and heatmaps")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    p.add_argument("--json", action="store_true", help="print the measure.json document")
+    p.add_argument("--distributed", action="store_true",
+                   help="shard images over torchrun processes (gloo on CPU, nccl on GPU)")
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from erf.checkpoints import load_checkpoint
+    from erf.layers import named_layers
+    from erf.probes import trace_receptive_fields
+
+    loaded = load_checkpoint(args.checkpoint, trust=args.trust)
+    print_notes(loaded.notes)
+    size = parse_size(args.input_size) or (32, 32)
+    trace = trace_receptive_fields(loaded.model, size)
+    names = named_layers(loaded.model)
+    rows = []
+    for name, path in names.items():
+        trf = trace.trf.get(path)
+        rows.append({"name": name, "module": path, "ran": trf is not None,
+                     "trf": trf.to_json(trf.central_unit() if trf and trf.feature_size else None) if trf else None,
+                     "feature_size": list(trf.feature_size) if trf and trf.feature_size else None})
+    if args.modules:
+        known = set(names.values())
+        for path, trf in trace.trf.items():
+            if path not in known:
+                rows.append({"name": path, "module": path, "ran": True, "trf": trf.to_json(),
+                             "feature_size": list(trf.feature_size) if trf.feature_size else None})
+    if args.json:
+        print_json({"schema": "erf.layers/1", "model": loaded.name, "input_size": list(size), "layers": rows})
+        return 0
+    print(f"{loaded.name}: layers at input {size[0]}x{size[1]} (TRF side / effective stride)")
+    print(f"{'name':<18}{'module':<40}{'map':>8}{'TRF':>10}{'stride':>7}")
+    for r in rows:
+        t = r["trf"]
+        if t is None:
+            print(f"{r['name'][:18]:<18}{r['module'][:40]:<40}  never ran (bypasses hooks)")
+            continue
+        fs = "x".join(map(str, r["feature_size"])) if r["feature_size"] else "-"
+        size_txt = "global" if t["global"] else str(t["size"][0])
+        print(f"{r['name'][:18]:<18}{r['module'][:40]:<40}{fs:>8}{size_txt:>10}{t['stride'][0]:>7}")
+    if trace.assumed_pointwise:
+        print_notes([f"ops treated as pointwise: {', '.join(sorted(trace.assumed_pointwise))}"])
+    return 0
+
+
+def _args_layers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="model spec (see below)")
+    p.add_argument("--input-size", default=None, help="input size for feature-map sizes (default 32)")
+    p.add_argument("--modules", action="store_true", help="also list every other module path")
+    p.add_argument("--json", action="store_true")
+    add_model_options(p)
+
+
+command("measure", "TRF and ERF of layers: table, heatmaps, JSON")(_args_measure)(cmd_measure)
+command("layers", "list probe-able layer names with their TRFs")(_args_layers)(cmd_layers)

@@ -1,0 +1,385 @@
+"""Measure TRF and ERF of layers over a set of images: the heart of ``erf measure``.
+
+>>> from erf import load_checkpoint, load_source
+>>> from erf.measure import measure
+>>> loaded = load_checkpoint("resnet20_cbam")
+>>> result = measure(loaded.model, ["stage3"], load_source("bundled", count=16))
+>>> result.layer("stage3").metrics.radius[0.95]      # px holding 95 % of the gradient mass
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from erf.data.sources import ImageSet
+from erf.errors import InputError, UndefinedERFError
+from erf.layers import default_layers, resolve_layer
+from erf.metrics import ERFMetrics, bootstrap_ci, erf_metrics
+from erf.probes import TRF, Target, make_probe, trace_receptive_fields
+
+SCHEMA = "erf.measure/1"
+
+
+@dataclass
+class LayerERF:
+    """TRF and ERF of one layer.
+
+    Attributes:
+        name: stable layer name; ``path``: module path.
+        trf: theoretical receptive field at the probe input size.
+        unit: ``(i, j)`` probed unit; ``unit_rule``: how it was chosen.
+        sum_map: ``(H, W)`` float64, sum over images and input channels of the probe's map.
+        group_maps, group_counts: ``(G, H, W)`` / ``(G,)`` partial sums for the bootstrap.
+        images: images summed.
+        metrics: :class:`~erf.metrics.ERFMetrics` of ``sum_map``.
+        ci: ``{metric key: (low, high)}`` 95 % bootstrap intervals over images.
+    """
+
+    name: str
+    path: str
+    trf: TRF
+    unit: tuple[int, int]
+    unit_rule: str
+    sum_map: np.ndarray
+    group_maps: np.ndarray
+    group_counts: np.ndarray
+    images: int
+    metrics: ERFMetrics | None = None
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        """Input-pixel centre of the probed unit's TRF."""
+        return self.trf.center(self.unit)
+
+    def to_json(self, map_path: str | None) -> dict[str, Any]:
+        """The layer's entry of ``measure.json`` (schema ``erf.measure/1``)."""
+        m = self.metrics
+        assert m is not None
+        erf = {
+            "area_ratio": {_k(t): v for t, v in m.area_ratio.items()},
+            "area_ratio_flagged": [_k(t) for t in m.area_ratio_flagged],
+            "square_side": {_k(q): v for q, v in m.square_side.items()},
+            "radius": {_k(q): v for q, v in m.radius.items()},
+            "sigma": list(m.sigma),
+            "clipped_fraction": m.clipped_fraction,
+            "erf_over_trf": m.erf_over_trf,
+            "ci95": {k: list(v) for k, v in sorted(self.ci.items())},
+        }
+        return {
+            "name": self.name,
+            "module": self.path,
+            "feature_size": list(self.trf.feature_size) if self.trf.feature_size else None,
+            "unit": list(self.unit),
+            "unit_rule": self.unit_rule,
+            "trf": self.trf.to_json(self.unit),
+            "erf": erf,
+            "images": self.images,
+            "map": map_path,
+        }
+
+
+def _k(level: float) -> str:
+    return str(int(round(level * 100)))
+
+
+@dataclass
+class Measurement:
+    """Result of :func:`measure` for one model.
+
+    Attributes:
+        layers: one :class:`LayerERF` per requested layer, in request order.
+        images: images used; ``input_size``: ``(H, W)`` fed to the model;
+        image_size: ``(h, w)`` of the images before canvas embedding;
+        outside: ``(H, W)`` bool mask of canvas padding, or ``None``.
+        settings: probe, data, fill, seed... as given; ``notes``: remarks for the user.
+    """
+
+    layers: list[LayerERF]
+    images: int
+    input_size: tuple[int, int]
+    image_size: tuple[int, int]
+    outside: np.ndarray | None
+    settings: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def layer(self, name: str) -> LayerERF:
+        """The layer called ``name``."""
+        for layer in self.layers:
+            if layer.name == name or layer.path == name:
+                return layer
+        raise KeyError(name)
+
+    def to_json(self, map_paths: dict[str, str] | None = None) -> dict[str, Any]:
+        """The ``measure.json`` document (schema ``erf.measure/1``, see ``erf/schemas``)."""
+        return {
+            "schema": SCHEMA,
+            **{k: self.settings.get(k) for k in ("checkpoint", "model", "probe", "data")},
+            "settings": {k: v for k, v in self.settings.items() if k not in ("checkpoint", "model", "probe", "data")},
+            "images": self.images,
+            "input_size": list(self.input_size),
+            "image_size": list(self.image_size),
+            "notes": list(self.notes),
+            "layers": [layer.to_json((map_paths or {}).get(layer.name)) for layer in self.layers],
+        }
+
+
+def embed(images: torch.Tensor, size: Sequence[int], fill: str = "zero") -> tuple[torch.Tensor, np.ndarray | None]:
+    """Place ``(N, C, h, w)`` images at the centre of an ``(H, W)`` canvas.
+
+    ``fill="zero"``: 0 in the model's input space (the data-set mean colour for
+    normalised data); ``"mean"``: each image's own per-channel mean.
+
+    Returns:
+        ``(canvas (N, C, H, W), outside (H, W) bool mask or None when no padding)``.
+    """
+    n, c, h, w = images.shape
+    hh, ww = int(size[0]), int(size[1])
+    if (hh, ww) == (h, w):
+        return images, None
+    if hh < h or ww < w:
+        raise InputError(f"--input-size {hh}x{ww} is smaller than the {h}x{w} images")
+    if fill == "zero":
+        canvas = images.new_zeros(n, c, hh, ww)
+    elif fill == "mean":
+        canvas = images.mean(dim=(2, 3), keepdim=True).expand(n, c, hh, ww).clone()
+    else:
+        raise InputError(f"--fill {fill!r}: use zero or mean")
+    top, left = (hh - h) // 2, (ww - w) // 2
+    canvas[:, :, top: top + h, left: left + w] = images
+    outside = np.ones((hh, ww), dtype=bool)
+    outside[top: top + h, left: left + w] = False
+    return canvas, outside
+
+
+class _Accumulator:
+    """Sums of per-image maps: total and ``G`` bootstrap groups (image n -> group n mod G), float64."""
+
+    def __init__(self, shape: tuple[int, int], groups: int, device: torch.device) -> None:
+        self.group_maps = torch.zeros(groups, *shape, dtype=torch.float64, device=device)
+        self.group_counts = torch.zeros(groups, dtype=torch.float64, device=device)
+
+    def add(self, maps: torch.Tensor, first_index: int) -> None:
+        g = (torch.arange(maps.shape[0], device=maps.device) + first_index) % self.group_maps.shape[0]
+        self.group_maps.index_add_(0, g, maps.to(torch.float64))
+        self.group_counts.index_add_(0, g, torch.ones(maps.shape[0], dtype=torch.float64, device=maps.device))
+
+    def all_reduce(self) -> None:
+        import torch.distributed as dist
+
+        dist.all_reduce(self.group_maps)
+        dist.all_reduce(self.group_counts)
+
+
+def _batches(n: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[tuple[int, int]]:
+    for b, start in enumerate(range(0, n, batch_size)):
+        if b % world == rank:
+            yield start, min(n, start + batch_size)
+
+
+def make_targets(
+    model: nn.Module,
+    layers: Sequence[str],
+    input_size: Sequence[int],
+    units: dict[str, tuple[int, int]] | None = None,
+    channels: int = 3,
+) -> tuple[list[Target], dict[str, str]]:
+    """Resolve layer names into probe targets (TRF + unit) at ``input_size``.
+
+    The unit of a layer is ``units[name]`` if given, else the unit whose TRF
+    centre is nearest the input centre (:meth:`TRF.central_unit`).
+
+    Returns:
+        ``(targets, {name: unit rule})``.
+
+    Raises:
+        LayerNotFoundError, LayerDidNotRunError, UndefinedERFError.
+    """
+    from erf.errors import LayerDidNotRunError
+
+    trace = trace_receptive_fields(model, input_size, channels)
+    targets, rules = [], {}
+    for name in layers:
+        layer = resolve_layer(model, name)
+        trf = trace.trf.get(layer.path)
+        if trf is None:
+            raise LayerDidNotRunError(
+                f"layer {name!r} ({layer.path}) never ran through its forward hook: the model may call it as "
+                "`module.forward(x)`, which bypasses hooks; it is not measured (never reported as zero)"
+            )
+        if trf.feature_size is None:
+            raise UndefinedERFError(
+                f"layer {name!r} ({layer.path}) has no spatial map: it comes after global pooling or "
+                "flattening, so its ERF is undefined; pick an earlier layer (see `erf layers`)"
+            )
+        if units and name in units:
+            unit = tuple(units[name])
+            if not (0 <= unit[0] < trf.feature_size[0] and 0 <= unit[1] < trf.feature_size[1]):
+                raise InputError(f"--unit {unit[0]},{unit[1]}: outside layer {name!r}'s {trf.feature_size} map")
+            rule = "given"
+        else:
+            unit = trf.central_unit()
+            even = [s % 2 == 0 for s in trf.feature_size]
+            rule = "nearest-centre" + (" (even map: no single centre)" if any(even) else "")
+        targets.append(Target(layer.name if name == layer.path else name, layer.path, layer.module,
+                              (int(unit[0]), int(unit[1])), trf))
+        rules[targets[-1].name] = rule
+    return targets, rules
+
+
+def measure(
+    model: nn.Module,
+    layers: Sequence[str] | None,
+    data: ImageSet,
+    probe: str = "gradient",
+    probe_options: dict[str, Any] | None = None,
+    input_size: Sequence[int] | None = None,
+    fill: str = "zero",
+    units: dict[str, tuple[int, int]] | None = None,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    tol: float | None = None,
+    bootstrap: int = 200,
+    groups: int = 64,
+    seed: int = 0,
+    exact_replknet: bool = False,
+    progress: bool = False,
+    distributed: bool = False,
+    info: dict[str, Any] | None = None,
+) -> Measurement:
+    """TRF and ERF metrics of ``layers`` of ``model`` over the images of ``data``.
+
+    Args:
+        model: the network (switched to eval mode; a note says so if it was training).
+        layers: layer names (default: every block, see :func:`erf.layers.default_layers`).
+        data: images (normalised or raw, see :class:`~erf.data.ImageSet`).
+        probe: a name in :data:`erf.probes.PROBES`; ``probe_options`` its options.
+        input_size: ``(H, W)`` canvas the images are embedded in (default: image size).
+        fill: canvas fill, ``zero`` or ``mean`` (see :func:`embed`).
+        units: ``{layer: (i, j)}`` overriding the nearest-centre unit.
+        batch_size: images per forward pass.
+        device: ``cpu`` or ``cuda``.
+        tol: stop adding images once every metric's 95 % CI half-width is below
+            ``tol`` times its estimate (relative tolerance); ``None`` uses all images.
+        bootstrap: bootstrap resamples for the CIs (0: none).
+        groups: bootstrap groups G (memory ``G x H x W`` float64 per layer).
+        seed: bootstrap seed.
+        exact_replknet: RepLKNet's own area-ratio loop (their published numbers).
+        progress: show a progress bar.
+        distributed: shard batches over ``torch.distributed`` ranks and all-reduce the sums
+            (the process group must be initialised, e.g. by ``torchrun``).
+        info: ``checkpoint``/``model``/``data`` strings copied into the settings.
+
+    Returns:
+        A :class:`Measurement`.
+    """
+    notes: list[str] = []
+    if model.training:
+        notes.append("the model was in train mode; switched to eval mode (batch norm must not couple images)")
+    dev = torch.device(device)
+    model = model.eval().to(dev)
+    images = data.normalized()
+    n_total, channels, h, w = images.shape
+    size = (int(input_size[0]), int(input_size[1])) if input_size else (h, w)
+    if size[0] < h or size[1] < w:
+        raise InputError(f"--input-size {size[0]}x{size[1]} is smaller than the {h}x{w} images")
+    if size[0] * size[1] > 4096 * 4096:
+        raise InputError(f"--input-size {size[0]}x{size[1]} is too large (at most 4096 x 4096)")
+    names = list(layers) if layers else default_layers(model)
+    if not names:
+        raise InputError("no layers to measure: name some with --layer (see `erf layers`)")
+    targets, rules = make_targets(model, names, size, units, channels)
+    for t in targets:
+        if not t.trf.is_global and (t.trf.size[0] > size[0] or t.trf.size[1] > size[1]):
+            notes.append(f"{t.name}: its TRF ({t.trf.size[0]} px) exceeds the {size[0]} px input, so the ERF is "
+                         "clipped by the border; --input-size shows it whole")
+    options = dict(probe_options or {})
+    prb = make_probe(probe, **options)
+    rank, world = 0, 1
+    if distributed:
+        import torch.distributed as dist
+
+        if not dist.is_available() or not dist.is_initialized():
+            raise InputError("--distributed needs an initialised process group (run under torchrun)")
+        if tol is not None:
+            raise InputError("--tol and --distributed cannot be combined")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    accs = {t.name: _Accumulator(size, max(1, min(groups, n_total)), dev) for t in targets}
+    outside = None
+    used = 0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=n_total, disable=not progress or rank != 0, desc="ERF", unit="img", dynamic_ncols=True)
+    for start, stop in _batches(n_total, batch_size, rank, world):
+        x, outside = embed(images[start:stop], size, fill)
+        maps = prb.batch_maps(model, targets, x.to(dev))
+        for t in targets:
+            accs[t.name].add(maps[t.name], start)
+        used = stop
+        bar.update(stop - start)
+        if tol is not None and _converged(targets, accs, tol, outside, exact_replknet, seed):
+            notes.append(f"--tol {tol}: stopped after {used} of {n_total} images")
+            break
+    bar.close()
+    if distributed:
+        for acc in accs.values():
+            acc.all_reduce()
+        used = n_total
+    if outside is None and size != (h, w):
+        _, outside = embed(images[:1], size, fill)
+    results = []
+    for t in targets:
+        acc = accs[t.name]
+        gm = acc.group_maps.cpu().numpy()
+        gc = acc.group_counts.cpu().numpy()
+        layer = LayerERF(t.name, t.path, t.trf, t.unit, rules[t.name], gm.sum(axis=0), gm, gc, int(gc.sum()))
+        layer.metrics, layer.ci = _metrics_with_ci(layer, outside, exact_replknet, bootstrap, seed)
+        results.append(layer)
+    settings = {"probe": probe, "probe_options": options, "fill": fill, "batch_size": batch_size,
+                "tol": tol, "bootstrap": bootstrap, "groups": groups, "seed": seed,
+                "exact_replknet": exact_replknet, "data": data.description, **(info or {})}
+    settings["probe"] = probe
+    return Measurement(results, int(results[0].images), size, (h, w), outside, settings, notes + data.notes)
+
+
+def _stat_fn(layer_center: tuple[float, float], trf: TRF, outside: np.ndarray | None, exact: bool):
+    side = None if trf.is_global else max(trf.size)
+
+    def stat(map_: np.ndarray, images: int) -> dict[str, float]:
+        return erf_metrics(map_, images, layer_center, outside, side, exact).scalars()
+
+    return stat, side
+
+
+def _metrics_with_ci(layer: LayerERF, outside: np.ndarray | None, exact: bool, bootstrap: int,
+                     seed: int) -> tuple[ERFMetrics, dict[str, tuple[float, float]]]:
+    stat, side = _stat_fn(layer.center, layer.trf, outside, exact)
+    metrics = erf_metrics(layer.sum_map, layer.images, layer.center, outside, side, exact)
+    ci = bootstrap_ci(layer.group_maps, layer.group_counts, stat, bootstrap, seed=seed) if bootstrap else {}
+    return metrics, ci
+
+
+def _converged(targets: list[Target], accs: dict[str, _Accumulator], tol: float, outside: np.ndarray | None,
+               exact: bool, seed: int) -> bool:
+    for t in targets:
+        acc = accs[t.name]
+        counts = acc.group_counts.cpu().numpy()
+        if (counts > 0).sum() < 8:
+            return False
+        stat, _ = _stat_fn(t.trf.center(t.unit), t.trf, outside, exact)
+        gm = acc.group_maps.cpu().numpy()
+        point = stat(gm.sum(axis=0), int(counts.sum()))
+        ci = bootstrap_ci(gm, counts, stat, resamples=100, seed=seed)
+        for key, (lo, hi) in ci.items():
+            if key == "clipped_fraction" or not math.isfinite(point[key]):
+                continue
+            if (hi - lo) / 2 > tol * max(abs(point[key]), 1e-12):
+                return False
+    return True

@@ -1,0 +1,219 @@
+"""Luo et al.'s gradient ERF probe and the engine that makes it fast.
+
+ERF map of a layer (Luo et al. 2016): the gradient of the layer's target unit,
+summed over channels, with respect to the input, absolute value summed over
+input channels (and, by the caller, over images):
+``M[y, x] = sum_c |d (sum_k a_k[i, j]) / d x[c, y, x]|``. The model is in eval
+mode, so batch norm does not couple images and a batch gives per-image
+gradients. RepLKNet's variant (``mode="relu"``) applies a ReLU to the centre
+activation and to the gradient instead of the absolute value.
+
+The engine:
+
+* one forward pass per batch keeps the outputs of every requested layer
+  (forward hooks) and stops right after the deepest one (no deeper layer runs);
+* one input-gradient per layer (``torch.autograd.grad`` with the graph
+  retained), parameters frozen (no parameter gradient is ever computed);
+* for layers whose TRF is local, the input is cropped to the union of the
+  targets' TRF boxes, with the crop start a multiple of the effective stride
+  so that every feature-map grid keeps its phase: the target unit sees exactly
+  the same pixels, so the map is the uncropped one up to float rounding, for
+  far less arithmetic. Layers with a global TRF use the full input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from erf.errors import LayerDidNotRunError, UndefinedERFError
+from erf.probes.base import Target, first_tensor, frozen_parameters, register_probe
+
+
+class _Stop(Exception):
+    """Raised from a hook once every needed layer has produced its output."""
+
+
+@dataclass(frozen=True)
+class CropGroup:
+    """Targets probed together on one input crop ``[y0, y1) x [x0, x1)`` (``None``: full input)."""
+
+    crop: tuple[int, int, int, int] | None
+    targets: tuple[Target, ...]
+
+
+def _lcm(values: list[int]) -> int:
+    out = 1
+    for v in values:
+        out = out * v // math.gcd(out, v)
+    return out
+
+
+def crop_for(targets: list[Target], height: int, width: int) -> tuple[int, int, int, int] | None:
+    """Smallest crop holding every target's TRF box, its start a multiple of the strides.
+
+    Returns ``(y0, y1, x0, x1)`` half-open, or ``None`` when a target is global
+    or the crop would be the whole input.
+    """
+    if any(t.trf.is_global for t in targets):
+        return None
+    boxes = [t.trf.box(t.unit) for t in targets]
+    sy = _lcm([t.trf.stride[0] for t in targets])
+    sx = _lcm([t.trf.stride[1] for t in targets])
+    y0 = max(0, min(b[0] for b in boxes))
+    x0 = max(0, min(b[2] for b in boxes))
+    y0, x0 = (y0 // sy) * sy, (x0 // sx) * sx
+    y1 = min(height, max(b[1] for b in boxes) + 1)
+    x1 = min(width, max(b[3] for b in boxes) + 1)
+    if (y0, y1, x0, x1) == (0, height, 0, width):
+        return None
+    return (y0, y1, x0, x1)
+
+
+def plan_groups(targets: list[Target], height: int, width: int, crop: bool = True,
+                merge_ratio: float = 0.5) -> list[CropGroup]:
+    """Group targets into crops: global (and large) layers share the full input;
+    local layers are grouped greedily, deepest first, while a layer's own crop
+    area is at least ``merge_ratio`` of its group's crop area."""
+    if not crop:
+        return [CropGroup(None, tuple(targets))]
+    full_area = height * width
+    full: list[Target] = []
+    local: list[tuple[int, Target]] = []
+    for t in targets:
+        c = crop_for([t], height, width)
+        area = full_area if c is None else (c[1] - c[0]) * (c[3] - c[2])
+        if c is None or area > merge_ratio * full_area:
+            full.append(t)
+        else:
+            local.append((area, t))
+    groups: list[CropGroup] = [CropGroup(None, tuple(full))] if full else []
+    local.sort(key=lambda item: -item[0])
+    current: list[Target] = []
+    current_area = 0
+    for area, t in local:
+        if current and area >= merge_ratio * current_area:
+            current.append(t)
+            continue
+        if current:
+            groups.append(CropGroup(crop_for(current, height, width), tuple(current)))
+        current, current_area = [t], area
+    if current:
+        groups.append(CropGroup(crop_for(current, height, width), tuple(current)))
+    return groups
+
+
+def capture_outputs(model: nn.Module, targets: list[Target], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run ``model(x)`` until every target module has produced an output; return them by path.
+
+    Raises:
+        LayerDidNotRunError: the forward finished and a target's hook never fired.
+    """
+    wanted = {t.path for t in targets}
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(path: str):
+        def fn(module: nn.Module, inputs: object, output: object) -> None:
+            if path not in captured:
+                tensor = first_tensor(output)
+                if tensor is not None:
+                    captured[path] = tensor
+            if wanted <= captured.keys():
+                raise _Stop
+
+        return fn
+
+    handles = [t.module.register_forward_hook(hook(t.path)) for t in targets]
+    try:
+        model(x)
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [t for t in targets if t.path not in captured]
+    if missing:
+        t = missing[0]
+        raise LayerDidNotRunError(
+            f"layer {t.name!r} ({t.path}) never ran through its forward hook: the model may call it as "
+            "`module.forward(x)`, which bypasses hooks; it is not measured (never reported as zero)"
+        )
+    return captured
+
+
+def unit_gradient_map(output: torch.Tensor, unit: tuple[int, int], x: torch.Tensor, mode: str,
+                      retain_graph: bool, name: str = "") -> torch.Tensor:
+    """Per-image map ``(B, h, w)`` float64 of one unit's input gradient (see module docstring)."""
+    if output.ndim != 4:
+        raise UndefinedERFError(
+            f"layer {name!r} has no spatial map (output shape {tuple(output.shape)}): its ERF is undefined "
+            "(it comes after global pooling or flattening)"
+        )
+    i, j = unit
+    if not (0 <= i < output.shape[2] and 0 <= j < output.shape[3]):
+        raise UndefinedERFError(f"layer {name!r}: unit {unit} outside its {tuple(output.shape[2:])} map")
+    act = output[:, :, i, j]
+    if mode == "relu":
+        act = torch.relu(act)
+    (grad,) = torch.autograd.grad(act.sum(), x, retain_graph=retain_graph, allow_unused=True)
+    if grad is None:
+        return torch.zeros(x.shape[0], x.shape[2], x.shape[3], dtype=torch.float64, device=x.device)
+    grad = grad.abs() if mode == "abs" else torch.relu(grad)
+    return grad.sum(dim=1, dtype=torch.float64)
+
+
+@register_probe("gradient")
+class GradientProbe:
+    """Luo et al.'s gradient ERF with the cropping engine.
+
+    Args:
+        mode: ``"abs"`` (Luo: |gradient|) or ``"relu"`` (RepLKNet: ReLU on the
+            centre activation and on the gradient).
+        crop: crop the input to the TRF of local layers (exact; faster).
+        merge_ratio: grouping threshold of :func:`plan_groups`.
+    """
+
+    name = "gradient"
+
+    def __init__(self, mode: str = "abs", crop: bool = True, merge_ratio: float = 0.5) -> None:
+        if mode not in ("abs", "relu"):
+            raise ValueError(f"mode must be 'abs' or 'relu', got {mode!r}")
+        self.mode = mode
+        self.crop = crop
+        self.merge_ratio = merge_ratio
+
+    def batch_maps(self, model: nn.Module, targets: list[Target], x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{target name: (B, H, W) float64}`` maps for the batch ``x`` ``(B, C, H, W)``."""
+        b, _, h, w = x.shape
+        out: dict[str, torch.Tensor] = {}
+        with frozen_parameters(model), torch.enable_grad():
+            for group in plan_groups(targets, h, w, self.crop, self.merge_ratio):
+                out.update(self._group_maps(model, group, x))
+        return out
+
+    def _group_maps(self, model: nn.Module, group: CropGroup, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        b, _, h, w = x.shape
+        y0, y1, x0, x1 = group.crop or (0, h, 0, w)
+        xc = x[:, :, y0:y1, x0:x1].detach().clone().requires_grad_(True)
+        outputs = capture_outputs(model, list(group.targets), xc)
+        units = {}
+        for t in group.targets:
+            unit = (t.unit[0] - y0 // t.trf.stride[0], t.unit[1] - x0 // t.trf.stride[1])
+            o = outputs[t.path]
+            if group.crop is not None and o.ndim == 4 and not (0 <= unit[0] < o.shape[2] and 0 <= unit[1] < o.shape[3]):
+                # The crop lost the unit (exotic padding); measure this group on the full input instead.
+                return self._group_maps(model, CropGroup(None, group.targets), x)
+            units[t.name] = unit
+        maps: dict[str, torch.Tensor] = {}
+        for n, t in enumerate(group.targets):
+            m = unit_gradient_map(outputs[t.path], units[t.name], xc, self.mode,
+                                  retain_graph=n < len(group.targets) - 1, name=t.name)
+            if group.crop is not None:
+                full = torch.zeros(b, h, w, dtype=torch.float64, device=x.device)
+                full[:, y0:y1, x0:x1] = m
+                m = full
+            maps[t.name] = m
+        return maps

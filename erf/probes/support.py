@@ -1,0 +1,87 @@
+"""Gradient-support probe: an independent check of the analytic TRF.
+
+For random weights and inputs in float64, the set of input pixels with a
+non-zero gradient of a unit's activation (summed over channels) is that
+unit's receptive field. Its bounding box must equal the analytic TRF box of
+:mod:`erf.probes.theoretical` (clipped to the input); for a global layer it
+covers the whole input. Several random inputs are summed so that a ReLU that
+happens to be off for one input does not hide a pixel.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from erf.errors import LayerDidNotRunError, UndefinedERFError
+from erf.layers import resolve_layer
+
+
+@dataclass(frozen=True)
+class Support:
+    """Bounding box ``(y0, y1, x0, x1)`` (inclusive, input pixels) of the non-zero gradient,
+    whether it covers the whole input, and the unit probed."""
+
+    box: tuple[int, int, int, int] | None
+    covers_input: bool
+    unit: tuple[int, int]
+
+
+def gradient_support(
+    model: nn.Module,
+    layers: Sequence[str],
+    input_size: Sequence[int],
+    units: dict[str, tuple[int, int]] | None = None,
+    channels: int = 3,
+    samples: int = 3,
+    seed: int = 0,
+) -> dict[str, Support]:
+    """Support of ``d unit / d input`` for each layer, in float64 on a copy of ``model``.
+
+    Args:
+        model: any module (copied, cast to float64, eval mode).
+        layers: layer names (stable or module paths).
+        input_size: ``(H, W)`` of the random input.
+        units: ``{layer: (i, j)}``; default the centre of the feature map.
+        channels: input channels.
+        samples: random inputs whose absolute gradients are summed.
+        seed: seed of the inputs.
+    """
+    net = copy.deepcopy(model).double().eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    resolved = [resolve_layer(net, name) for name in layers]
+    captured: dict[str, torch.Tensor] = {}
+    handles = [
+        layer.module.register_forward_hook(
+            lambda m, i, o, key=layer.path: captured.setdefault(key, o if isinstance(o, torch.Tensor) else o[0])
+        )
+        for layer in resolved
+    ]
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(samples, channels, int(input_size[0]), int(input_size[1]), generator=gen,
+                    dtype=torch.float64).requires_grad_(True)
+    try:
+        net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    out: dict[str, Support] = {}
+    for n, (name, layer) in enumerate(zip(layers, resolved)):
+        act = captured.get(layer.path)
+        if act is None:
+            raise LayerDidNotRunError(f"layer {name!r} ({layer.path}) never ran through its forward hook")
+        if act.ndim != 4:
+            raise UndefinedERFError(f"layer {name!r} has no spatial map (output shape {tuple(act.shape)})")
+        i, j = (units or {}).get(name, (act.shape[2] // 2, act.shape[3] // 2))
+        (grad,) = torch.autograd.grad(act[:, :, i, j].sum(), x, retain_graph=n < len(layers) - 1)
+        nz = grad.abs().sum(dim=(0, 1)) > 0
+        ys = torch.nonzero(nz.any(dim=1)).flatten()
+        xs = torch.nonzero(nz.any(dim=0)).flatten()
+        box = None if len(ys) == 0 else (int(ys[0]), int(ys[-1]), int(xs[0]), int(xs[-1]))
+        out[name] = Support(box, bool(nz.all()), (int(i), int(j)))
+    return out
