@@ -167,12 +167,13 @@ def train(
             y = train_data.labels[idx].to(dev, non_blocking=True)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
-            if not torch.isfinite(loss):
-                raise InputError(f"training diverged at epoch {epoch + 1} (loss {float(loss)})")
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise InputError(f"training diverged at epoch {epoch + 1} (loss {loss_value})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += loss_value * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(idx)
             bar.update(1)

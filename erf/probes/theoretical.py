@@ -25,7 +25,6 @@ Coordinates are input pixels, 0-based (pixel ``y`` covers ``[y - 0.5, y + 0.5]``
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,11 +157,6 @@ def _pair(value: Any) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         return (int(value[0]), int(value[-1]))
     return (int(value), int(value))
-
-
-def _name(func: Any) -> str:
-    return getattr(func, "__name__", str(func)).lstrip("_").replace("__", "") if False else getattr(
-        func, "__name__", str(func))
 
 
 class _RFMode(TorchFunctionMode):
@@ -525,4 +519,3 @@ def receptive_field_size_formula(kernels: Sequence[int], strides: Sequence[int],
 
 
 __all__ = ["TRF", "TRFTrace", "receptive_field_size_formula", "theoretical_rf", "trace_receptive_fields"]
-_ = math
