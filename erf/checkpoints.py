@@ -111,13 +111,30 @@ def save_checkpoint(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": name,
-        "model_kwargs": dict(kwargs or {}),
+        "model_kwargs": _plain(dict(kwargs or {})),
         "state_dict": state,
-        "metadata": {**dict(metadata or {}), "library_versions": library_versions()},
+        "metadata": _plain({**dict(metadata or {}), "library_versions": library_versions()}),
     }
     payload.update(extra or {})
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def _plain(obj: Any) -> Any:
+    """Plain Python (numpy scalars/arrays -> numbers/lists, paths -> str) so ``weights_only`` can load it back."""
+    import os
+
+    import numpy as np
+
+    if isinstance(obj, Mapping):
+        return {k if isinstance(k, (str, int)) else str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+        return obj
+    return os.fspath(obj) if isinstance(obj, os.PathLike) else str(obj)
 
 
 def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
@@ -145,6 +162,12 @@ def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
             )
     except pickle.UnpicklingError as exc:
         text = str(exc)
+        if "Weights only load failed" in text and not any(m in text for m in _CODE_MARKERS):
+            # the safe unpickler stopped on a malformed stream (random bytes, JSON, text), not on code
+            detail = next((ln for ln in text.splitlines() if re.match(r"(Unsupported operand|String is too|"
+                                                                       r"Can only|unsupported persistent)", ln)),
+                          "malformed pickle stream")
+            raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint ({detail.strip()})") from None
         if "Weights only load failed" in text:
             raise UnsafeCheckpointError(
                 f"{path}: needs arbitrary unpickling, which can run code; refused "
@@ -156,7 +179,13 @@ def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
             f"{path}: truncated or not a PyTorch checkpoint ({_first_line(str(exc))})"
         ) from None
     except Exception as exc:  # anything a hostile file can make the unpickler raise
-        raise CheckpointError(f"{path}: cannot be read ({type(exc).__name__}: {_first_line(str(exc))})") from None
+        raise CheckpointError(
+            f"{path}: corrupt or not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(str(exc))})"
+        ) from None
+
+
+_CODE_MARKERS = ("GLOBAL ", "unrecognized function", "Can only create new object", "Can only build")
+"""Phrases of torch's weights-only unpickler that mean the file asks to import or call code."""
 
 
 def _first_line(text: str) -> str:
@@ -170,15 +199,17 @@ def _clean_state_dict(state: Mapping[str, Any], source: str, notes: list[str]) -
         raise CheckpointError(f"{source}: state_dict keys are not all strings")
     out: dict[str, torch.Tensor] = {}
     prefixes = ("module.", "_orig_mod.", "model.")
-    stripped, cast, bad = False, set(), []
+    strip, keys = 0, list(state)
+    while keys:  # a prefix shared by every key, possibly nested (module.module., module._orig_mod.)
+        common = next((p for p in prefixes if all(k[strip:].startswith(p) for k in keys)), None)
+        if common is None:
+            break
+        strip += len(common)
+    stripped, cast, bad = strip > 0, set(), []
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{source}: entry {key!r} is {type(value).__name__}, not a tensor")
-        for prefix in prefixes:
-            while key.startswith(prefix) and all(k.startswith(prefix) for k in state):
-                key = key[len(prefix):]
-                stripped = True
-                break
+        key = key[strip:]
         if value.is_floating_point():
             if value.dtype != torch.float32:
                 cast.add(str(value.dtype).replace("torch.", ""))
@@ -222,7 +253,7 @@ def infer_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str
             attention = "cbam_spatial"
         elif has("ChannelGate"):
             attention = "cbam_channel"
-        elif has("attention.fc"):
+        elif has("attention.fc") or has("cbam_module.fc"):
             attention = "se"
     if "conv_1_3x3.weight" in keys:
         reduce = state.get("stage_1.stage_1_bottleneck_0.conv_reduce.weight")

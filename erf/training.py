@@ -55,7 +55,13 @@ def pick_device(device: str | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {device}: CUDA is not available on this machine")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"--device {device!r}: use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 @torch.inference_mode()
@@ -103,12 +109,12 @@ def train(
         resume: continue from ``out_dir/last.pt``.
         device: ``cpu``, ``cuda`` or ``None`` (auto).
         progress: show a progress bar.
-        half_checkpoints: store weights as float16.
+        half_checkpoints: store ``best.pt`` weights as float16 (``last.pt`` stays float32 for exact resume).
 
     Returns:
         A summary: best and last test accuracy, epochs run, seconds.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     recipe = recipe or Recipe()
     out = Path(out_dir)
@@ -137,11 +143,16 @@ def train(
             scheduler.load_state_dict(state["scheduler"])
             generator.set_state(state["generator"])
             start_epoch = int(state["epoch"])
+            saved = dict(state["metadata"].get("recipe") or {})
             best_acc = float(state["metadata"].get("best_test_accuracy", -1.0))
             rows = list(state["log"])
             elapsed = float(state["metadata"].get("train_seconds", 0.0))
-        except (KeyError, TypeError, RuntimeError) as exc:
+        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{out / 'last.pt'}: cannot resume ({exc})") from None
+        changed = [f"{k} {saved[k]} -> {v}" for k, v in asdict(recipe).items() if k in saved and saved[k] != v]
+        if changed:  # the schedule and the data order depend on the recipe: resuming would not be exact
+            raise InputError(f"{out / 'last.pt'}: cannot resume with a different recipe ({', '.join(changed)}); "
+                             "use the original options or start a new run")
     meta_base = {
         **(metadata or {}),
         "train_images": len(train_data),
@@ -200,8 +211,8 @@ def train(
                             half=half_checkpoints)
         meta["best_test_accuracy"] = best_acc
         meta["test_accuracy"] = result.accuracy
-        save_checkpoint(
-            out / "last.pt", model, name, kwargs, meta, half=half_checkpoints,
+        save_checkpoint(  # full precision whatever half_checkpoints says: resuming must be exact
+            out / "last.pt", model, name, kwargs, meta,
             extra={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                    "generator": generator.get_state(), "epoch": epoch + 1, "log": rows},
         )

@@ -6,18 +6,21 @@ import argparse
 from pathlib import Path
 
 from erf.cli import add_model_options, command, print_json, print_notes
-from erf.errors import ErfError
+from erf.errors import CheckpointError
 
 
 # ----------------------------------------------------------------------------- models
 def cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
+    from erf.checkpoints import bundled_weights
     from erf.models import create_model, get_entry, list_models
 
     rows = []
     for name in list_models(args.pattern):
         entry = get_entry(name)
-        params = sum(p.numel() for p in create_model(name).parameters())
-        from erf.checkpoints import bundled_weights
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            params = sum(p.numel() for p in create_model(name).parameters())
 
         rows.append({"name": name, "params": params, "family": entry.family,
                      "attention": entry.attention, "twin": entry.twin,
@@ -45,7 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.resume:
         prepare_output_dir(out, force=args.force)
     elif not (out / "last.pt").exists():
-        raise ErfError(f"{out / 'last.pt'}: nothing to resume")
+        raise CheckpointError(f"{out / 'last.pt'}: nothing to resume")
     train_data = load_source(args.data, "train", subset=args.subset)
     test_data = load_source(args.data, "test", subset=args.subset)
     print_notes(train_data.notes + test_data.notes)
@@ -112,7 +115,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder: log.csv, best.pt, last.pt")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--force", action="store_true", help="write into a non-empty OUT")
-    p.add_argument("--half", action="store_true", help="store checkpoint weights as float16")
+    p.add_argument("--half", action="store_true", help="store best.pt weights as float16 (last.pt stays float32)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +128,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
         ("_codecs", "encode"),
+        ("numpy.core.numeric", "_frombuffer"),  # pickle protocol 5
+        ("numpy._core.numeric", "_frombuffer"),
     }
 
     def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle API
@@ -237,7 +238,10 @@ def load_source(
         if not BUNDLED_SAMPLE.exists():
             raise DataError(f"{BUNDLED_SAMPLE}: the bundled sample is missing from this install")
         x, y, _ = _load_cifar10(BUNDLED_SAMPLE, "test")
-        data = _to_set(x, y, f"bundled CIFAR-10 sample (first {len(x)} official test images)", CIFAR10_CLASSES)
+        n, note = subset_count(subset, "test", len(x))
+        data = _to_set(x[:n], y[:n], f"bundled CIFAR-10 sample (first {n} official test images)", CIFAR10_CLASSES)
+        if note:
+            data.notes.append(note)
         if split == "train":
             data.notes.append("the bundled sample holds test images only")
     elif kind == "cifar10":
@@ -289,12 +293,14 @@ def _load_tensor(path: Path) -> ImageSet:
         raise DataError(f"{path}: no such file")
     try:
         with open(path, "rb") as f:
-            array = np.load(io.BytesIO(f.read()), allow_pickle=False)
+            array = np.load(f, allow_pickle=False)  # read once, straight into the array
+            if not isinstance(array, np.ndarray):  # an .npz archive: np.load returned a lazy NpzFile
+                raise ValueError("an .npz archive, not a single .npy array")
     except Exception as exc:
         raise DataError(f"{path}: not a .npy array ({type(exc).__name__}: {exc})") from None
     if array.ndim != 4 or not np.issubdtype(array.dtype, np.floating):
         raise DataError(f"{path}: expected an N x C x H x W float array, got {array.dtype} {array.shape}")
     if not np.isfinite(array).all():
         raise DataError(f"{path}: holds NaN or Inf values")
-    images = torch.from_numpy(array.astype(np.float32))
+    images = torch.from_numpy(array.astype(np.float32, copy=False))
     return ImageSet(images, torch.full((len(images),), -1, dtype=torch.long), f"{len(images)} images from {path}")
