@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from erf.data.sources import ImageSet
-from erf.errors import InputError, UndefinedERFError
+from erf.errors import DataError, InputError, UndefinedERFError
 from erf.layers import default_layers, resolve_layer
 from erf.metrics import ERFMetrics, bootstrap_ci, erf_metrics
 from erf.probes import TRF, Target, make_probe, trace_receptive_fields
@@ -184,17 +184,26 @@ def _batches(n: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator
             yield start, min(n, start + batch_size)
 
 
+def erf_defined(module: nn.Module, trf: TRF) -> bool:
+    """Whether a layer has an ERF: it has a spatial map that is not the 1x1 output of global pooling."""
+    pooled = isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and trf.feature_size == (1, 1)
+    return trf.feature_size is not None and not pooled
+
+
 def make_targets(
     model: nn.Module,
     layers: Sequence[str],
     input_size: Sequence[int],
     units: dict[str, tuple[int, int]] | None = None,
     channels: int = 3,
+    replknet_unit: bool = False,
 ) -> tuple[list[Target], dict[str, str]]:
     """Resolve layer names into probe targets (TRF + unit) at ``input_size``.
 
     The unit of a layer is ``units[name]`` if given, else the unit whose TRF
-    centre is nearest the input centre (:meth:`TRF.central_unit`).
+    centre is nearest the input centre (:meth:`TRF.central_unit`), or with
+    ``replknet_unit`` RepLKNet's ``(h // 2, w // 2)`` of the ``h x w`` map.
+    A layer named twice (``stage3`` and its module path ``layer3``) is probed once, under its stable name.
 
     Returns:
         ``(targets, {name: unit rule})``.
@@ -206,15 +215,20 @@ def make_targets(
 
     trace = trace_receptive_fields(model, input_size, channels)
     targets, rules = [], {}
+    seen: set[str] = set()
     for name in layers:
         layer = resolve_layer(model, name)
+        key = layer.name if name == layer.path else name
+        if key in seen:
+            continue
+        seen.add(key)
         trf = trace.trf.get(layer.path)
         if trf is None:
             raise LayerDidNotRunError(
                 f"layer {name!r} ({layer.path}) never ran through its forward hook: the model may call it as "
                 "`module.forward(x)`, which bypasses hooks; it is not measured (never reported as zero)"
             )
-        if trf.feature_size is None:
+        if not erf_defined(layer.module, trf):
             raise UndefinedERFError(
                 f"layer {name!r} ({layer.path}) has no spatial map: it comes after global pooling or "
                 "flattening, so its ERF is undefined; pick an earlier layer (see `erf layers`)"
@@ -224,11 +238,14 @@ def make_targets(
             if not (0 <= unit[0] < trf.feature_size[0] and 0 <= unit[1] < trf.feature_size[1]):
                 raise InputError(f"--unit {unit[0]},{unit[1]}: outside layer {name!r}'s {trf.feature_size} map")
             rule = "given"
+        elif replknet_unit:
+            unit = (trf.feature_size[0] // 2, trf.feature_size[1] // 2)
+            rule = "replknet (h // 2, w // 2)"
         else:
             unit = trf.central_unit()
             even = [s % 2 == 0 for s in trf.feature_size]
             rule = "nearest-centre" + (" (even map: no single centre)" if any(even) else "")
-        targets.append(Target(layer.name if name == layer.path else name, layer.path, layer.module,
+        targets.append(Target(key, layer.path, layer.module,
                               (int(unit[0]), int(unit[1])), trf))
         rules[targets[-1].name] = rule
     return targets, rules
@@ -257,7 +274,8 @@ def measure(
     """TRF and ERF metrics of ``layers`` of ``model`` over the images of ``data``.
 
     Args:
-        model: the network (switched to eval mode; a note says so if it was training).
+        model: the network (switched to eval mode and left so, a note says so if it was training;
+            moved to ``device``).
         layers: layer names (default: every block, see :func:`erf.layers.default_layers`).
         data: images (normalised or raw, see :class:`~erf.data.ImageSet`).
         probe: a name in :data:`erf.probes.PROBES`; ``probe_options`` its options.
@@ -271,7 +289,8 @@ def measure(
         bootstrap: bootstrap resamples for the CIs (0: none).
         groups: bootstrap groups G (memory ``G x H x W`` float64 per layer).
         seed: bootstrap seed.
-        exact_replknet: RepLKNet's own area-ratio loop (their published numbers).
+        exact_replknet: RepLKNet's own area-ratio loop and centre unit ``(h // 2, w // 2)``
+            (their published numbers; combine with ``probe_options={"mode": "relu"}``).
         progress: show a progress bar.
         distributed: shard batches over ``torch.distributed`` ranks and all-reduce the sums
             (the process group must be initialised, e.g. by ``torchrun``).
@@ -281,10 +300,18 @@ def measure(
         A :class:`Measurement`.
     """
     notes: list[str] = []
+    for option, value, low in (("--batch-size", batch_size, 1), ("--bootstrap", bootstrap, 0), ("--seed", seed, 0),
+                               ("groups", groups, 1)):
+        if not isinstance(value, (int, np.integer)) or value < low:
+            raise InputError(f"{option} {value}: must be an integer >= {low}")
+    if tol is not None and not (math.isfinite(tol) and tol > 0):
+        raise InputError(f"--tol {tol}: must be a positive number (a relative CI half-width, e.g. 0.05)")
     if model.training:
         notes.append("the model was in train mode; switched to eval mode (batch norm must not couple images)")
     dev = torch.device(device)
     model = model.eval().to(dev)
+    param = next(iter(model.parameters()), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     images = data.normalized()
     n_total, channels, h, w = images.shape
     size = (int(input_size[0]), int(input_size[1])) if input_size else (h, w)
@@ -292,10 +319,18 @@ def measure(
         raise InputError(f"--input-size {size[0]}x{size[1]} is smaller than the {h}x{w} images")
     if size[0] * size[1] > 4096 * 4096:
         raise InputError(f"--input-size {size[0]}x{size[1]} is too large (at most 4096 x 4096)")
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None and first.in_channels != channels:
+        raise DataError(f"data {data.description!r}: images have {channels} channels, the model's first "
+                        f"convolution expects {first.in_channels}")
     names = list(layers) if layers else default_layers(model)
     if not names:
         raise InputError("no layers to measure: name some with --layer (see `erf layers`)")
-    targets, rules = make_targets(model, names, size, units, channels)
+    need = len(names) * max(1, min(groups, n_total)) * size[0] * size[1] * 8
+    if need > 8 * 2**30:
+        raise InputError(f"--input-size {size[0]}x{size[1]}: the per-image sums of {len(names)} layers would need "
+                         f"{need / 2**30:.0f} GiB; use a smaller --input-size or fewer layers")
+    targets, rules = make_targets(model, names, size, units, channels, replknet_unit=exact_replknet)
     for t in targets:
         if not t.trf.is_global and (t.trf.size[0] > size[0] or t.trf.size[1] > size[1]):
             notes.append(f"{t.name}: its TRF ({t.trf.size[0]} px) exceeds the {size[0]} px input, so the ERF is "
@@ -314,20 +349,23 @@ def measure(
     accs = {t.name: _Accumulator(size, max(1, min(groups, n_total)), dev) for t in targets}
     outside = None
     used = 0
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
-    bar = tqdm(total=n_total, disable=not progress or rank != 0, desc="ERF", unit="img", dynamic_ncols=True)
-    for start, stop in _batches(n_total, batch_size, rank, world):
-        x, outside = embed(images[start:stop], size, fill)
-        maps = prb.batch_maps(model, targets, x.to(dev))
-        for t in targets:
-            accs[t.name].add(maps[t.name], start)
-        used = stop
-        bar.update(stop - start)
-        if tol is not None and _converged(targets, accs, tol, outside, exact_replknet, seed):
-            notes.append(f"--tol {tol}: stopped after {used} of {n_total} images")
-            break
-    bar.close()
+    # deterministic cuDNN kernels: the same command gives byte-identical maps on a GPU too
+    with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True,
+                                  allow_tf32=torch.backends.cudnn.allow_tf32):
+        bar = tqdm(total=n_total, disable=not progress or rank != 0, desc="ERF", unit="img", dynamic_ncols=True)
+        for start, stop in _batches(n_total, batch_size, rank, world):
+            x, outside = embed(images[start:stop], size, fill)
+            maps = prb.batch_maps(model, targets, x.to(dev, dtype=dtype))
+            for t in targets:
+                accs[t.name].add(maps[t.name], start)
+            used = stop
+            bar.update(stop - start)
+            if tol is not None and _converged(targets, accs, tol, outside, exact_replknet, seed):
+                notes.append(f"--tol {tol}: stopped after {used} of {n_total} images")
+                break
+        bar.close()
     if distributed:
         for acc in accs.values():
             acc.all_reduce()
@@ -339,6 +377,9 @@ def measure(
         acc = accs[t.name]
         gm = acc.group_maps.cpu().numpy()
         gc = acc.group_counts.cpu().numpy()
+        if not np.isfinite(gm).all():
+            raise UndefinedERFError(f"layer {t.name!r}: the gradient map holds NaN/Inf (non-finite weights or an "
+                                    "overflow), so its ERF is undefined")
         layer = LayerERF(t.name, t.path, t.trf, t.unit, rules[t.name], gm.sum(axis=0), gm, gc, int(gc.sum()))
         layer.metrics, layer.ci = _metrics_with_ci(layer, outside, exact_replknet, bootstrap, seed)
         results.append(layer)

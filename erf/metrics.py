@@ -132,7 +132,7 @@ def area_ratio(
         for i in range(1, h_ // 2):
             sel = a[h_ // 2 - i: h_ // 2 + 1 + i, w_ // 2 - i: w_ // 2 + 1 + i]
             if sel.sum() / total > threshold:
-                return ((2 * i + 1) / h_ * (2 * i + 1) / w_, False)
+                return (min(1.0, (2 * i + 1) / h_ * (2 * i + 1) / w_), False)  # <= 1 on non-square maps
         return (1.0, True)
     cy, cx = _pixel(center if center is not None else ((h_ - 1) / 2, (w_ - 1) / 2))
     max_half = max(cy, cx, h_ - 1 - cy, w_ - 1 - cx, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,8 @@ def run_measure(model: Any, layers: list[str] | None, args: argparse.Namespace, 
     from erf.training import pick_device
 
     size = parse_size(args.input_size)
-    image_size = size[0] if size and args.data.split(":")[0] in ("noise", "constant") else 32
+    synthetic = args.data.split(":")[0] in ("noise", "constant")
+    image_size = size[0] if size and synthetic and size[0] == size[1] else 32
     data = load_source(args.data, "test", count=args.images, image_size=image_size)
     mode = "relu" if args.replknet else args.mode
     options: dict[str, Any] = {}
@@ -74,7 +76,8 @@ def run_measure(model: Any, layers: list[str] | None, args: argparse.Namespace, 
     return measure(model, layers, data, probe=args.probe, probe_options=options, input_size=size,
                    fill=args.fill, units=units, batch_size=args.batch_size, device=str(pick_device(args.device)),
                    tol=args.tol, bootstrap=args.bootstrap, seed=args.seed, exact_replknet=args.replknet,
-                   progress=not getattr(args, "json", False), distributed=getattr(args, "distributed", False),
+                   progress=not getattr(args, "json", False) and sys.stderr.isatty(),
+                   distributed=getattr(args, "distributed", False),
                    info=info)
 
 
@@ -84,20 +87,36 @@ def _fmt_ci(layer: Any, key: str, value: float, digits: int = 1) -> str:
 
 
 def print_table(result: Any, title: str) -> None:
-    """Aligned per-layer table of a :class:`~erf.measure.Measurement` (80 columns)."""
+    """Aligned per-layer table of a :class:`~erf.measure.Measurement` (80 columns): TRF side / stride,
+    probed unit, ERF radii r50 and r95 (px), area ratio at 50 %, clipped fraction; [95 % bootstrap CI]."""
     print(f"{title}: {result.images} images, input {result.input_size[0]}x{result.input_size[1]}")
-    print(f"{'layer':<15}{'TRF':>12} {'unit':>6} {'r50 px [95% CI]':>17} {'r95 px [95% CI]':>17} "
-          f"{'AR50':>6} {'clip':>5}")
+    print(f"{'layer':<14} {'TRF':>7} {'unit':>6} {'r50':>5} {'r95 px [95% CI]':>16} {'AR50 [95% CI]':>19} "
+          f"{'clip':>4}")
     for layer in result.layers:
         trf = "global" if layer.trf.is_global else f"{layer.trf.size[0]}/s{layer.trf.stride[0]}"
         m = layer.metrics
-        print(f"{layer.name[:15]:<15}{trf:>12} {layer.unit[0]:>2},{layer.unit[1]:<3} "
-              f"{_fmt_ci(layer, 'radius.50', m.radius[0.5]):>17} {_fmt_ci(layer, 'radius.95', m.radius[0.95]):>17} "
-              f"{m.area_ratio[0.5]:>6.3f} {m.clipped_fraction:>5.2f}")
+        unit = f"{layer.unit[0]},{layer.unit[1]}"
+        print(f"{layer.name[:14]:<14} {trf:>7} {unit:>6} {m.radius[0.5]:>5.1f} "
+              f"{_fmt_ci(layer, 'radius.95', m.radius[0.95]):>16} "
+              f"{_fmt_ci(layer, 'area_ratio.50', m.area_ratio[0.5], 3):>19} "
+              f"{m.clipped_fraction:>4.2f}")
 
 
-def write_measurement(result: Any, out: Path, plots: bool = True) -> dict[str, Any]:
-    """Write ``measure.json``, ``maps/<layer>.npy`` and figures into ``out``; return the JSON."""
+DISPLAYS = {"log": True, "linear": False, "log1p": "log1p"}
+"""``--display`` -> the ``log`` argument of :func:`erf.plotting.erf_heatmap`."""
+
+
+def write_measurement(result: Any, out: Path, plots: bool = True, display: str = "log",
+                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``measure.json``, ``maps/<layer>.npy`` and figures into ``out``; return the JSON.
+
+    Args:
+        result: a :class:`~erf.measure.Measurement`.
+        out: the output folder (already prepared).
+        plots: write ``heatmaps/<layer>.png`` and, for several layers, ``erf_vs_depth.png``.
+        display: heatmap scale, a key of :data:`DISPLAYS`.
+        extra: top-level fields added to the document (e.g. ``trained``).
+    """
     from erf.atomic import write_json, write_npy
 
     maps = {}
@@ -105,12 +124,12 @@ def write_measurement(result: Any, out: Path, plots: bool = True) -> dict[str, A
         rel = f"maps/{layer.name}.npy"
         write_npy(out / rel, layer.sum_map)
         maps[layer.name] = rel
-    doc = result.to_json(maps)
+    doc = {**result.to_json(maps), **(extra or {})}
     if plots:
         from erf.plotting import erf_heatmap, erf_vs_depth
 
         for layer in result.layers:
-            erf_heatmap(layer, out / "heatmaps" / f"{layer.name}.png")
+            erf_heatmap(layer, out / "heatmaps" / f"{layer.name}.png", log=DISPLAYS[display])
         if len(result.layers) > 1:
             erf_vs_depth({doc["model"] or "model": result.layers}, out / "erf_vs_depth.png")
     write_json(out / "measure.json", doc)
@@ -141,14 +160,17 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return 0
     print_notes(result.notes)
-    doc = write_measurement(result, out, plots=not args.no_plots) if args.out else result.to_json()
-    doc["trained"] = loaded.trained
+    extra = {"trained": bool(loaded.trained)}
+    if args.out:
+        doc = write_measurement(result, out, plots=not args.no_plots, display=args.display, extra=extra)
+    else:
+        doc = {**result.to_json(), **extra}
     if args.json:
         print_json(doc)
     else:
         print_table(result, f"{loaded.name} ({'trained' if loaded.trained else 'untrained'})")
         if args.out:
-            print(f"wrote {out}/measure.json, maps/, heatmaps/")
+            print(f"wrote {out}/measure.json, maps/" + ("" if args.no_plots else ", heatmaps/"))
     return 0
 
 
@@ -162,6 +184,9 @@ def _args_measure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="folder for measure.json, maps/*.npy and heatmaps")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    p.add_argument("--display", default="log", choices=sorted(DISPLAYS),
+                   help="heatmap scale: log = log10(1 + 9 m) with m = map / max; linear = m; "
+                        "log1p = RepLKNet's log10(1 + mean map) / max")
     p.add_argument("--json", action="store_true", help="print the measure.json document")
     p.add_argument("--distributed", action="store_true",
                    help="shard images over torchrun processes (gloo on CPU, nccl on GPU)")
@@ -170,6 +195,7 @@ def _args_measure(p: argparse.ArgumentParser) -> None:
 def cmd_layers(args: argparse.Namespace) -> int:
     from erf.checkpoints import load_checkpoint
     from erf.layers import named_layers
+    from erf.measure import erf_defined
     from erf.probes import trace_receptive_fields
 
     loaded = load_checkpoint(args.checkpoint, trust=args.trust)
@@ -177,17 +203,20 @@ def cmd_layers(args: argparse.Namespace) -> int:
     size = parse_size(args.input_size) or (32, 32)
     trace = trace_receptive_fields(loaded.model, size)
     names = named_layers(loaded.model)
+    modules = dict(loaded.model.named_modules())
     rows = []
     for name, path in names.items():
         trf = trace.trf.get(path)
         rows.append({"name": name, "module": path, "ran": trf is not None,
+                     "erf": trf is not None and erf_defined(modules[path], trf),
                      "trf": trf.to_json(trf.central_unit() if trf and trf.feature_size else None) if trf else None,
                      "feature_size": list(trf.feature_size) if trf and trf.feature_size else None})
     if args.modules:
         known = set(names.values())
         for path, trf in trace.trf.items():
             if path not in known:
-                rows.append({"name": path, "module": path, "ran": True, "trf": trf.to_json(),
+                rows.append({"name": path, "module": path, "ran": True, "erf": erf_defined(modules[path], trf),
+                             "trf": trf.to_json(),
                              "feature_size": list(trf.feature_size) if trf.feature_size else None})
     if args.json:
         print_json({"schema": "erf.layers/1", "model": loaded.name, "input_size": list(size), "layers": rows})
@@ -201,7 +230,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
             continue
         fs = "x".join(map(str, r["feature_size"])) if r["feature_size"] else "-"
         size_txt = "global" if t["global"] else str(t["size"][0])
-        print(f"{r['name'][:18]:<18}{r['module'][:40]:<40}{fs:>8}{size_txt:>10}{t['stride'][0]:>7}")
+        print(f"{r['name'][:18]:<18}{r['module'][:40]:<40}{fs:>8}{size_txt:>10}{t['stride'][0]:>7}"
+              + ("" if r["erf"] else "  no ERF"))
     if trace.assumed_pointwise:
         print_notes([f"ops treated as pointwise: {', '.join(sorted(trace.assumed_pointwise))}"])
     return 0

@@ -53,7 +53,8 @@ class CaptumProbe:
         with frozen_parameters(model), torch.enable_grad():
             for t in targets:
                 method = cls(model, t.module)
-                attr = method.attribute(x.detach().clone(), neuron_selector=_selector(t.unit), **self.options)
+                xin = x.detach().clone().requires_grad_(True)
+                attr = method.attribute(xin, neuron_selector=_selector(t.unit), **self.options)
                 out[t.name] = attr.detach().abs().sum(dim=1, dtype=torch.float64)
         return out
 

@@ -14,6 +14,8 @@ The engine:
   (forward hooks) and stops right after the deepest one (no deeper layer runs);
 * one input-gradient per layer (``torch.autograd.grad`` with the graph
   retained), parameters frozen (no parameter gradient is ever computed);
+* eval-mode batch norm runs as a per-channel affine map
+  (:func:`affine_batch_norm`: same values, a backward without reductions);
 * for layers whose TRF is local, the input is cropped to the union of the
   targets' TRF boxes, with the crop start a multiple of the effective stride
   so that every feature-map grid keeps its phase: the target unit sees exactly
@@ -23,7 +25,10 @@ The engine:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -106,6 +111,40 @@ def plan_groups(targets: list[Target], height: int, width: int, crop: bool = Tru
     return groups
 
 
+def _affine_bn_forward(self: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    if x.ndim != 4:
+        return type(self).forward(self, x)
+    scale = torch.rsqrt(self.running_var + self.eps)
+    if self.weight is not None:
+        scale = self.weight * scale
+    shift = -self.running_mean * scale if self.bias is None else self.bias - self.running_mean * scale
+    return torch.addcmul(shift.to(x.dtype).view(1, -1, 1, 1), x, scale.to(x.dtype).view(1, -1, 1, 1))
+
+
+@contextlib.contextmanager
+def affine_batch_norm(model: nn.Module) -> Iterator[None]:
+    """Run every eval-mode ``BatchNorm2d`` (running statistics) as one per-channel affine ``x * s + t``.
+
+    Same function up to float rounding, but its backward is one multiply, where
+    ``native_batch_norm_backward`` also reduces over the batch (for parameter
+    gradients nobody asked for): on CPU it took 15 % of the engine's time, and
+    the swap made all-layer ERF of norm_8d 12-35 % faster (erf bench; an
+    in-process A/B). Hooks on the BN
+    modules still fire; the original ``forward`` is restored on exit.
+    """
+    swapped = []
+    for mod in model.modules():
+        if (isinstance(mod, nn.BatchNorm2d) and not mod.training and mod.running_var is not None
+                and mod.running_mean is not None and "forward" not in mod.__dict__):
+            mod.forward = types.MethodType(_affine_bn_forward, mod)
+            swapped.append(mod)
+    try:
+        yield
+    finally:
+        for mod in swapped:
+            del mod.forward
+
+
 def capture_outputs(model: nn.Module, targets: list[Target], x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Run ``model(x)`` until every target module has produced an output; return them by path.
 
@@ -155,6 +194,11 @@ def unit_gradient_map(output: torch.Tensor, unit: tuple[int, int], x: torch.Tens
     i, j = unit
     if not (0 <= i < output.shape[2] and 0 <= j < output.shape[3]):
         raise UndefinedERFError(f"layer {name!r}: unit {unit} outside its {tuple(output.shape[2:])} map")
+    if not output.requires_grad:
+        raise UndefinedERFError(
+            f"layer {name!r}: its output does not depend on the input through autograd (detached, or computed "
+            "under torch.no_grad), so its gradient ERF cannot be measured (it is not reported as zero)"
+        )
     act = output[:, :, i, j]
     if mode == "relu":
         act = torch.relu(act)
@@ -189,7 +233,7 @@ class GradientProbe:
         """``{target name: (B, H, W) float64}`` maps for the batch ``x`` ``(B, C, H, W)``."""
         b, _, h, w = x.shape
         out: dict[str, torch.Tensor] = {}
-        with frozen_parameters(model), torch.enable_grad():
+        with frozen_parameters(model), affine_batch_norm(model), torch.enable_grad():
             for group in plan_groups(targets, h, w, self.crop, self.merge_ratio):
                 out.update(self._group_maps(model, group, x))
         return out

@@ -24,11 +24,13 @@ from erf.layers import resolve_layer
 @dataclass(frozen=True)
 class Support:
     """Bounding box ``(y0, y1, x0, x1)`` (inclusive, input pixels) of the non-zero gradient,
-    whether it covers the whole input, and the unit probed."""
+    whether every input pixel has a non-zero gradient, the unit probed and the fraction
+    of input pixels with a non-zero gradient."""
 
     box: tuple[int, int, int, int] | None
     covers_input: bool
     unit: tuple[int, int]
+    nonzero_fraction: float = 0.0
 
 
 def gradient_support(
@@ -83,5 +85,5 @@ def gradient_support(
         ys = torch.nonzero(nz.any(dim=1)).flatten()
         xs = torch.nonzero(nz.any(dim=0)).flatten()
         box = None if len(ys) == 0 else (int(ys[0]), int(ys[-1]), int(xs[0]), int(xs[-1]))
-        out[name] = Support(box, bool(nz.all()), (int(i), int(j)))
+        out[name] = Support(box, bool(nz.all()), (int(i), int(j)), float(nz.double().mean()))
     return out

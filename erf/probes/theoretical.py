@@ -271,6 +271,8 @@ class _RFMode(TorchFunctionMode):
         spatial = self._spatial_dims(x) if x.ndim >= 3 else ()
         if base in _REDUCTIONS:
             dim = args[1] if len(args) > 1 else kwargs.get("dim", kwargs.get("dims", kwargs.get("shifts")))
+            if base in ("max", "min") and isinstance(dim, torch.Tensor):
+                return union  # torch.max(a, b): elementwise, not a reduction
             if base == "roll":
                 dim = args[2] if len(args) > 2 else kwargs.get("dims")
             if base in ("softmax", "log_softmax") and dim is None:
@@ -408,7 +410,7 @@ def _module_hooks(model: nn.Module, mode: _RFMode, outputs: dict[str, Any]) -> I
             if mode.module_stack and mode.module_stack[-1] == name:
                 mode.module_stack.pop()
             tensors = [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)]
-            if tensors:
+            if tensors and name not in outputs:  # first call, as the ERF probes (a reused module: its first use)
                 outputs[name] = (tensors[0], mode.get(tensors[0]))
         return hook
 
@@ -444,12 +446,14 @@ def trace_receptive_fields(
 ) -> TRFTrace:
     """Run one forward pass on zeros of shape ``(1, channels, H, W)`` and return every module's TRF.
 
-    The model is run in eval mode under ``torch.no_grad`` on CPU (float32); its
-    training flag is restored afterwards.
+    The model is run in eval mode under ``torch.no_grad`` on its own device and in
+    its parameters' dtype; its training flag is restored afterwards.
     """
     h, w = int(input_size[0]), int(input_size[1])
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x = torch.zeros(1, channels, h, w, device=device)
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    x = torch.zeros(1, channels, h, w, device=device, dtype=dtype)
     mode = _RFMode()
     outputs: dict[str, Any] = {}
     was_training = model.training
@@ -464,8 +468,15 @@ def trace_receptive_fields(
     for name, (tensor, info) in outputs.items():
         if info is None:
             continue
-        spatial = tensor.ndim >= 3 and info.axes is not None
-        axes = info.axes or ((0, h - 1, 1), (0, w - 1, 1))
+        spatial = tensor.ndim >= 3 and (info.axes is not None or tensor.ndim == 4)
+        axes = info.axes
+        if axes is None and spatial:
+            # The local geometry was lost (a map rebuilt from a flattened vector, always global):
+            # unit u is given the u-th cell of a regular grid over the input.
+            sh, sw = max(1, h // int(tensor.shape[-2])), max(1, w // int(tensor.shape[-1]))
+            axes = ((0, sh - 1, sh), (0, sw - 1, sw))
+        elif axes is None:
+            axes = ((0, h - 1, 1), (0, w - 1, 1))
         result[name] = TRF(
             lo=(axes[0][0], axes[1][0]),
             hi=(axes[0][1], axes[1][1]),
