@@ -1,4 +1,6 @@
-"""Figures of ERF maps and metrics (matplotlib, Agg backend; saved atomically)."""
+"""Figures of ERF maps and metrics (matplotlib; saved atomically, figures closed after saving).
+
+The backend is left to the caller: the command line selects Agg, notebooks keep theirs."""
 
 from __future__ import annotations
 
@@ -6,24 +8,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from erf.atomic import save_figure  # noqa: E402
+from erf.atomic import save_figure
 
 
-def draw_erf(ax: Any, layer: Any, log: bool = True, vmax: float | None = None, title: str | None = None,
+def draw_erf(ax: Any, layer: Any, log: bool | str = True, vmax: float | None = None, title: str | None = None,
              normalise: bool = True) -> Any:
-    """Draw one layer's ERF map on ``ax``: ``log10(1 + M / mean images)`` (or linear), the
-    probed unit's TRF box (dashed; "global" in the title when global) and its centre."""
+    """Draw one layer's ERF map on ``ax``: ``log10(1 + 9 m)`` with ``m`` the mean map over its maximum
+    (``log=True``), ``m`` (``False``) or RepLKNet's ``log10(1 + mean map)`` over its maximum
+    (``log="log1p"``), with the probed unit's TRF box (dashed; "global" in the title) and its centre."""
     m = layer.sum_map / max(layer.images, 1)
-    if normalise and m.max() > 0:
-        m = m / m.max()
-    shown = np.log10(1 + 9 * m) if log else m
+    if log == "log1p":
+        shown = np.log10(1 + m)
+        shown = shown / shown.max() if normalise and shown.max() > 0 else shown
+    else:
+        if normalise and m.max() > 0:
+            m = m / m.max()
+        shown = np.log10(1 + 9 * m) if log else m
     im = ax.imshow(shown, cmap="magma", vmin=0, vmax=vmax if vmax is not None else max(shown.max(), 1e-12))
     y0, y1, x0, x1 = layer.trf.box(layer.unit)
     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, ec="cyan", ls="--", lw=1))
@@ -39,12 +43,12 @@ def draw_erf(ax: Any, layer: Any, log: bool = True, vmax: float | None = None, t
     return im
 
 
-def erf_heatmap(layer: Any, path: str | Path, log: bool = True) -> None:
-    """Save one layer's ERF heatmap with its TRF box to ``path`` (PNG)."""
+def erf_heatmap(layer: Any, path: str | Path, log: bool | str = True) -> None:
+    """Save one layer's ERF heatmap with its TRF box to ``path`` (PNG); ``log`` as in :func:`draw_erf`."""
     fig, ax = plt.subplots(figsize=(3.4, 3.4), dpi=120)
     im = draw_erf(ax, layer, log=log)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04,
-                 label="log10(1 + 9 m), m = map / max" if log else "map / max")
+    label = {"log1p": "log10(1 + mean map) / max"}.get(log, "log10(1 + 9 m), m = map / max" if log else "map / max")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
@@ -79,6 +83,122 @@ def erf_vs_depth(series: dict[str, Sequence[Any]], path: str | Path, accuracy: d
     ax.set_ylabel("input pixels")
     ax.set_title("ERF radius vs depth (shaded: 95% bootstrap CI; TRF missing = global)", fontsize=9)
     ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- comparisons (erf compare)
+def mass_distribution(layer: Any) -> np.ndarray:
+    """``(H, W)`` share of the layer's gradient mass per pixel (sums to 1; zeros for an all-zero map).
+
+    Dividing by the total makes maps of different models comparable on one colour
+    scale whatever their gradient magnitudes.
+    """
+    m = np.asarray(layer.sum_map, dtype=np.float64)
+    total = m.sum()
+    return m / total if total > 0 else np.zeros_like(m)
+
+
+def radial_profile(map_: np.ndarray, center: Sequence[float], step: float = 1.0) -> tuple[np.ndarray, ...]:
+    """Radial profile of a non-negative map around ``center`` ``(cy, cx)`` (input pixels).
+
+    Returns:
+        ``(radii, density, cumulative)``: bin centres (px, bins of ``step`` px), mean share of
+        the mass per pixel in each annulus, and the share of the mass within each bin's outer radius.
+    """
+    m = np.asarray(map_, dtype=np.float64)
+    total = m.sum()
+    yy, xx = np.indices(m.shape)
+    d = np.hypot(yy - center[0], xx - center[1]).ravel()
+    bins = np.floor(d / step).astype(int)
+    nb = int(bins.max()) + 1
+    mass = np.bincount(bins, weights=m.ravel(), minlength=nb)
+    count = np.bincount(bins, minlength=nb)
+    share = mass / total if total > 0 else np.zeros(nb)
+    density = np.where(count > 0, share / np.maximum(count, 1), 0.0)
+    return (np.arange(nb) + 0.5) * step, density, np.cumsum(share)
+
+
+def _acc_text(accuracy: dict[str, float] | None, label: str) -> str:
+    return f", acc {accuracy[label]:.3f}" if accuracy and accuracy.get(label) is not None else ""
+
+
+def compare_heatmaps(layers: Sequence[Any], labels: Sequence[str], path: str | Path,
+                     accuracy: dict[str, float] | None = None, title: str | None = None) -> None:
+    """Side-by-side ERF maps of one layer for several models on ONE colour scale, plus differences.
+
+    Each map is shown as its share of the gradient mass per pixel (:func:`mass_distribution`)
+    with a shared square-root colour scale; each later model also gets a difference panel
+    ``share(model) - share(first model)`` on a symmetric diverging scale. TRF boxes dashed.
+
+    Args:
+        layers: one ``LayerERF`` per model (same layer name, same input size).
+        labels: model labels; ``accuracy``: optional ``{label: test accuracy}`` shown in titles.
+        path: PNG destination.
+    """
+    from matplotlib.colors import PowerNorm
+
+    shares = [mass_distribution(layer) for layer in layers]
+    n = len(layers)
+    cols = n + (n - 1)
+    fig, axes = plt.subplots(1, cols, figsize=(2.7 * cols + 1.2, 3.3), dpi=110, squeeze=False, layout="constrained")
+    axes = axes[0]
+    vmax = max(max(float(s.max()) for s in shares), 1e-12)
+    norm = PowerNorm(0.5, vmin=0.0, vmax=vmax)
+    im = None
+    for k, (ax, layer, share, label) in enumerate(zip(axes, layers, shares, labels)):
+        im = ax.imshow(share, cmap="magma", norm=norm)
+        y0, y1, x0, x1 = layer.trf.box(layer.unit)
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, ec="cyan", ls="--",
+                               lw=1))
+        cy, cx = layer.center
+        ax.plot([cx], [cy], "+", color="cyan", ms=6)
+        ax.set_xlim(-0.5, share.shape[1] - 0.5)
+        ax.set_ylim(share.shape[0] - 0.5, -0.5)
+        r95 = layer.metrics.radius[0.95] if layer.metrics else float("nan")
+        ax.set_title(f"{chr(65 + k)}: {label}{_acc_text(accuracy, label)}\nr95 {r95:.1f}px", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=list(axes[:n]), fraction=0.04, pad=0.02, label="share of mass per px (sqrt scale)")
+    if n > 1:
+        diffs = [s - shares[0] for s in shares[1:]]
+        lim = max(max(float(np.abs(d).max()) for d in diffs), 1e-12)
+        dim = None
+        for k, (ax, d) in enumerate(zip(axes[n:], diffs)):
+            dim = ax.imshow(d, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            ax.set_title(f"{chr(66 + k)} - A\n(red: more mass in {chr(66 + k)})", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.colorbar(dim, ax=list(axes[n:]), fraction=0.04, pad=0.02, label="difference of shares")
+    fig.suptitle(title or f"ERF of {layers[0].name}: one colour scale for all models", fontsize=9)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def compare_radial_profiles(layers: Sequence[Any], labels: Sequence[str], path: str | Path,
+                            accuracy: dict[str, float] | None = None, step: float = 1.0) -> None:
+    """Radial profiles of one layer for several models: mass density per pixel and cumulative
+    mass against the distance from the probed unit's centre (px), with each model's r50/r95 marked."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3.4), dpi=110)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (layer, label) in enumerate(zip(layers, labels)):
+        c = colors[k % len(colors)]
+        radii, density, cumulative = radial_profile(layer.sum_map, layer.center, step)
+        name = f"{chr(65 + k)}: {label}{_acc_text(accuracy, label)}"
+        ax1.semilogy(radii, np.where(density > 0, density, np.nan), "-", color=c, marker="o", ms=2, label=name)
+        ax2.plot(radii + step / 2, cumulative, "-", color=c, label=name)
+        if layer.metrics:
+            for q, ls in ((0.5, ":"), (0.95, "--")):
+                ax2.axvline(layer.metrics.radius[q], color=c, ls=ls, lw=0.8)
+    ax1.set_xlabel("distance from unit centre (px)")
+    ax1.set_ylabel("share of mass per px (log)")
+    ax2.set_xlabel("radius (px)")
+    ax2.set_ylabel("share of mass within radius")
+    ax2.set_ylim(0, 1.02)
+    ax2.set_title("dotted: r50, dashed: r95", fontsize=8)
+    ax1.legend(fontsize=6)
+    fig.suptitle(f"radial ERF profiles of {layers[0].name}", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)

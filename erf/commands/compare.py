@@ -1,0 +1,158 @@
+"""``erf compare``: TRF and ERF of two or more models side by side, paired on the same images."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from erf.cli import add_model_options, command, print_json, print_notes
+from erf.errors import InputError
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def write_figures(result: Any, out: Path) -> dict[str, Any]:
+    """Write ``heatmaps_<layer>.png``, ``radial_profiles_<layer>.png`` and ``radius_vs_depth.png`` into ``out``.
+
+    Returns:
+        ``{"heatmaps": {layer: file}, "radial_profiles": {layer: file}, "radius_vs_depth": file}``.
+    """
+    from erf.plotting import compare_heatmaps, compare_radial_profiles, erf_vs_depth
+
+    labels = [m.label for m in result.models]
+    accuracy = {m.label: m.accuracy for m in result.models if m.accuracy is not None}
+    figures: dict[str, Any] = {"heatmaps": {}, "radial_profiles": {}}
+    for lc in result.layers:
+        heat, radial = f"heatmaps_{_safe(lc.name)}.png", f"radial_profiles_{_safe(lc.name)}.png"
+        compare_heatmaps(lc.erfs, labels, out / heat, accuracy)
+        compare_radial_profiles(lc.erfs, labels, out / radial, accuracy)
+        figures["heatmaps"][lc.name] = heat
+        figures["radial_profiles"][lc.name] = radial
+    series = {m.label: [lc.erfs[k] for lc in result.layers] for k, m in enumerate(result.models)}
+    erf_vs_depth(series, out / "radius_vs_depth.png", accuracy)
+    figures["radius_vs_depth"] = "radius_vs_depth.png"
+    return figures
+
+
+def _ci(value: float, ci: tuple[float, float] | None, sign: bool = False) -> str:
+    f = "+.1f" if sign else ".1f"
+    if ci is None:
+        return f"{value:{f}}"
+    return f"{value:{f}} [{ci[0]:{f}},{ci[1]:{f}}]"
+
+
+def print_table(result: Any) -> None:
+    """Aligned table of a :class:`~erf.compare.Comparison` (fits 80 columns)."""
+    ref = result.models[0]
+    unit = "image" if result.pairing == "image" else "group"
+    print(f"{result.images} images paired per {unit}, input {result.input_size[0]}x{result.input_size[1]}; "
+          f"differences vs A")
+    for m in result.models:
+        acc = f"acc {m.accuracy:.3f} ({m.accuracy_source})" if m.accuracy is not None else "acc n/a"
+        state = "" if m.trained else ", untrained"
+        print(f"  {m.letter} = {m.label[:44]} ({acc}{state})")
+    print(f"{'layer':<14}{'m':<2}{'TRF':>6}{'r50':>6} {'r95 px [95% CI]':>18} {'dr95 vs A [95% CI]':>20} {'p':>6}")
+    for lc in result.layers:
+        for k, (m, e) in enumerate(zip(result.models, lc.erfs)):
+            trf = "global" if e.trf.is_global else str(e.trf.size[0])
+            r50, r95 = e.metrics.radius[0.5], e.metrics.radius[0.95]
+            name = lc.name if len(lc.name) <= 13 else lc.name[:12] + "~"
+            row = (f"{(name if k == 0 else ''):<14}{m.letter:<2}{trf:>6}{r50:>6.1f} "
+                   f"{_ci(r95, e.ci.get('radius.95')):>18}")
+            if k > 0:
+                d = result.difference(lc.name, "radius.95", m.label)
+                p = "n/a" if d.p_value is None else f"{d.p_value:.4f}"
+                star = "*" if d.significant else ""
+                row += f" {_ci(d.estimate, d.ci, sign=True):>20} {p:>6}{star}"
+            print(row.rstrip())
+    print(f"radii in px; dr95 = r95 minus A's ({ref.label[:30]}), paired bootstrap CI;")
+    print(f"p: Wilcoxon signed-rank test of the per-{unit} differences (* p < 0.05)")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import torch
+
+    from erf.atomic import prepare_output_dir, write_json
+    from erf.checkpoints import load_checkpoint
+    from erf.commands.measure import parse_size
+    from erf.compare import compare
+    from erf.data import load_source
+    from erf.training import pick_device
+
+    if len(args.checkpoints) < 2:
+        raise InputError("erf compare needs two or more checkpoints (e.g. erf compare norm_8d.pt cbam_8d.pt)")
+    if args.images is not None and args.images <= 0:
+        raise InputError(f"--images {args.images}: must be positive")
+    if args.layer and args.all_layers:
+        raise InputError("--layer and --all-layers are exclusive")
+    out = prepare_output_dir(args.out, force=args.force) if args.out else None
+    loaded = []
+    for spec in args.checkpoints:
+        torch.manual_seed(args.seed)  # reproducible random init of torchvision specs without weights
+        lm = load_checkpoint(spec, trust=args.trust, seed=args.seed)
+        print_notes([f"{spec}: {n}" for n in lm.notes])
+        loaded.append(lm)
+    size = parse_size(args.input_size)
+    side = size[0] if size and args.data.split(":")[0] in ("noise", "constant") else 32
+    data = load_source(args.data, "test", count=args.images, image_size=side)
+    evaluate_data = load_source(args.evaluate_data, "test") if args.evaluate_data else None
+    options: dict[str, Any] = {"mode": args.mode} if args.probe == "gradient" else {}
+    if args.probe != "gradient" and args.mode != "abs":
+        raise InputError(f"--mode applies to --probe gradient, not {args.probe}")
+    device = str(pick_device(args.device))
+    result = compare(loaded, layers=args.layer, data=data, images=args.images, input_size=size, device=device,
+                     seed=args.seed, bootstrap=args.bootstrap, probe=args.probe, probe_options=options,
+                     fill=args.fill, batch_size=args.batch_size, all_layers=args.all_layers,
+                     evaluate_data=evaluate_data, trust=args.trust, progress=not args.json)
+    print_notes(result.notes)
+    if out is not None:
+        if not args.no_plots:
+            result.figures = write_figures(result, out)
+        doc = result.to_json()
+        write_json(out / "compare.json", doc)
+    else:
+        doc = result.to_json()
+    if args.json:
+        print_json(doc)
+    else:
+        print_table(result)
+        if out is not None:
+            print(f"wrote compare.json{'' if args.no_plots else ' and figures'} to {out}")
+    return 0
+
+
+def _args_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT",
+                   help="two or more model specs; the first is the reference A (differences are X minus A)")
+    p.add_argument("--layer", action="append",
+                   help="layer name every model has (repeatable): stem, stage3, stage2.block1; "
+                        "default: the shared stem/stageN layers")
+    p.add_argument("--all-layers", action="store_true", help="every shared block instead of the stage-level layers")
+    p.add_argument("--data", default="bundled", help="image source, the same images for every model (see below)")
+    p.add_argument("--images", type=int, default=64,
+                   help="use the first N images; up to 64 the test pairs single images, above it 64 groups")
+    p.add_argument("--input-size", default=None,
+                   help="embed images in a larger canvas (e.g. 96) so an ERF clipped by the border shows whole")
+    p.add_argument("--fill", default="zero", choices=["zero", "mean"], help="canvas fill (see erf measure)")
+    p.add_argument("--probe", default="gradient",
+                   help="gradient (Luo et al.), captum-gradient, integrated-gradients, guided-backprop, deconvolution")
+    p.add_argument("--mode", default="abs", choices=["abs", "relu"], help="gradient probe: |grad| or RepLKNet's ReLU")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--bootstrap", type=int, default=200, help="paired bootstrap resamples for CIs (0: none)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the bootstrap (and of the random init of registry names without weights)")
+    p.add_argument("--evaluate-data", default=None,
+                   help="evaluate test accuracy on this source (e.g. cifar10:DIR) instead of checkpoint metadata")
+    p.add_argument("--out", default=None, help="folder for compare.json and the figures")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    p.add_argument("--json", action="store_true", help="print the compare.json document")
+    add_model_options(p)
+
+
+command("compare", "ERF of two or more models side by side: paired statistics, figures, JSON")(
+    _args_compare)(cmd_compare)

@@ -1,0 +1,528 @@
+"""Paired comparison of the TRF and ERF of two or more models, layer by layer: the heart of ``erf compare``.
+
+Every model sees the same images (``data``), so the ERF maps are *paired*:
+image ``n`` of model A and image ``n`` of model B. With ``N <= groups`` (64)
+images, :func:`erf.measure.measure` keeps one map per image, and each paired
+sample is one image; with more images, image ``n`` goes into group
+``n mod groups`` for every model alike, and each paired sample is one group
+(its metric is computed on the group's summed map). ``pairing`` in the report
+says which.
+
+For each layer, each metric in :data:`COMPARED_METRICS` and each model ``k``
+after the first (the *reference*):
+
+* ``estimate``: metric of model ``k``'s summed map minus the reference's
+  (the numbers ``erf measure`` reports, subtracted);
+* ``ci95``: paired percentile bootstrap: the same resampled images for every
+  model, the difference recomputed on each resample;
+* ``test``: two-sided Wilcoxon signed-rank test (:func:`scipy.stats.wilcoxon`,
+  ``zero_method="wilcox"``: zero differences dropped) on the per-sample
+  differences; when every difference is zero there is no evidence of a
+  difference and ``p = 1``.
+
+>>> from erf.compare import compare
+>>> result = compare(["resnet20", "resnet20_cbam"], layers=["stage3"], images=16)
+>>> result.difference("stage3", "radius.95").estimate    # px, resnet20_cbam minus resnet20
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from erf.checkpoints import LoadedModel, load_checkpoint
+from erf.data.sources import ImageSet
+from erf.errors import InputError, LayerError, LayerNotFoundError
+from erf.layers import default_layers, named_layers, resolve_layer
+from erf.measure import LayerERF, Measurement, measure
+from erf.metrics import erf_metrics
+
+SCHEMA = "erf.compare/1"
+COMPARED_METRICS = ("radius.50", "radius.95", "square_side.95", "area_ratio.50")
+"""Metric keys (see :meth:`erf.metrics.ERFMetrics.scalars`) whose paired differences are tested."""
+TEST_NAME = "wilcoxon-signed-rank"
+TEST_DESCRIPTION = ("two-sided Wilcoxon signed-rank test on the paired per-sample differences "
+                    "(scipy.stats.wilcoxon, zero_method='wilcox'); p = 1 when every difference is zero")
+ALPHA = 0.05
+_HEADS = ("pool", "avgpool", "fc")
+
+
+@dataclass
+class ModelInfo:
+    """One compared model.
+
+    Attributes:
+        label: unique display label (the registry name or file stem, ``#2`` appended to repeats).
+        letter: ``A``, ``B``... used in the terminal table.
+        spec: the checkpoint spec or file it came from; ``name``: architecture name.
+        trained: False for a random initialisation.
+        accuracy: test accuracy in [0, 1], or ``None`` when unknown.
+        accuracy_source: ``"metadata"`` (the checkpoint's ``best_test_accuracy``), ``"evaluated"`` or ``None``.
+        notes: remarks from loading.
+    """
+
+    label: str
+    letter: str
+    spec: str
+    name: str
+    trained: bool
+    accuracy: float | None = None
+    accuracy_source: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "letter": self.letter, "spec": self.spec, "model": self.name,
+                "trained": self.trained, "accuracy": _finite(self.accuracy),
+                "accuracy_source": self.accuracy_source, "notes": list(self.notes)}
+
+
+@dataclass
+class Difference:
+    """Paired difference of one metric at one layer: ``model`` minus ``reference``.
+
+    Attributes:
+        layer, metric: layer name and metric key (``radius.95``: px).
+        model, reference: model labels.
+        estimate: metric of ``model``'s summed map minus the reference's.
+        ci: 95 % paired bootstrap interval of ``estimate`` (``None`` without bootstrap).
+        pairs: paired samples (images, or groups when there are more images than groups).
+        mean, median: mean and median of the per-sample differences.
+        statistic, p_value: Wilcoxon signed-rank statistic and two-sided p-value.
+        nonzero: samples with a non-zero difference (the ones the test ranks).
+    """
+
+    layer: str
+    metric: str
+    model: str
+    reference: str
+    estimate: float
+    ci: tuple[float, float] | None
+    pairs: int
+    mean: float
+    median: float
+    statistic: float | None
+    p_value: float | None
+    nonzero: int
+
+    @property
+    def significant(self) -> bool:
+        """True when the test rejects "no difference" at the 5 % level."""
+        return self.p_value is not None and self.p_value < ALPHA
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric, "model": self.model, "reference": self.reference,
+            "estimate": _finite(self.estimate),
+            "ci95": [_finite(self.ci[0]), _finite(self.ci[1])] if self.ci else None,
+            "pairs": self.pairs, "mean": _finite(self.mean), "median": _finite(self.median),
+            "test": {"name": TEST_NAME, "statistic": _finite(self.statistic), "p_value": _finite(self.p_value),
+                     "nonzero": self.nonzero},
+            "significant": self.significant,
+        }
+
+
+@dataclass
+class LayerComparison:
+    """One layer of every model (``erfs[k]`` belongs to ``models[k]``) and its paired differences."""
+
+    name: str
+    erfs: list[LayerERF]
+    differences: list[Difference]
+
+
+@dataclass
+class Comparison:
+    """Result of :func:`compare`.
+
+    Attributes:
+        models: compared models, the reference first.
+        layers: one :class:`LayerComparison` per layer, in request order.
+        measurements: the per-model :class:`~erf.measure.Measurement` (same images, same settings).
+        images: images used; ``input_size``/``image_size``: ``(H, W)`` canvas and image sizes.
+        pairing: ``"image"`` (one paired sample per image) or ``"group"`` (per bootstrap group).
+        samples: paired samples per layer.
+        settings: probe, data, seed, bootstrap...; ``notes``: remarks for the user.
+        figures: relative paths of written figures (filled by the command line).
+    """
+
+    models: list[ModelInfo]
+    layers: list[LayerComparison]
+    measurements: list[Measurement]
+    images: int
+    input_size: tuple[int, int]
+    image_size: tuple[int, int]
+    pairing: str
+    samples: int
+    settings: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def outside(self) -> np.ndarray | None:
+        """``(H, W)`` bool mask of canvas padding, or ``None``."""
+        return self.measurements[0].outside
+
+    def layer(self, name: str) -> LayerComparison:
+        """The layer called ``name``."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def difference(self, layer: str, metric: str, model: str | int = 1) -> Difference:
+        """The difference of ``metric`` at ``layer`` for ``model`` (label or index >= 1) minus the reference."""
+        label = self.models[model].label if isinstance(model, int) else model
+        for d in self.layer(layer).differences:
+            if d.metric == metric and d.model == label:
+                return d
+        raise KeyError((layer, metric, label))
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``compare.json`` document (schema ``erf.compare/1``, see ``erf/schemas``)."""
+        return {
+            "schema": SCHEMA,
+            "data": self.settings.get("data"),
+            "probe": self.settings.get("probe"),
+            "settings": {k: v for k, v in sorted(self.settings.items()) if k not in ("data", "probe")},
+            "images": self.images,
+            "input_size": list(self.input_size),
+            "image_size": list(self.image_size),
+            "reference": self.models[0].label,
+            "metrics": list(COMPARED_METRICS),
+            "pairing": {"unit": self.pairing, "samples": self.samples,
+                        "description": ("one paired sample per image (same images for every model)"
+                                        if self.pairing == "image" else
+                                        f"{self.samples} paired groups: image n in group n mod {self.samples} for "
+                                        "every model; per-group metrics of the group's summed map")},
+            "test": {"name": TEST_NAME, "description": TEST_DESCRIPTION, "alpha": ALPHA,
+                     "ci": "95% paired percentile bootstrap (same resampled images for every model)"},
+            "models": [m.to_json() for m in self.models],
+            "layers": [
+                {"name": lc.name,
+                 "models": [{"label": m.label, **_layer_json(e)} for m, e in zip(self.models, lc.erfs)],
+                 "differences": [d.to_json() for d in lc.differences]}
+                for lc in self.layers
+            ],
+            "figures": dict(self.figures) or None,
+            "notes": list(self.notes),
+        }
+
+
+def _layer_json(layer: LayerERF) -> dict[str, Any]:
+    doc = layer.to_json(None)
+    doc.pop("map", None)
+    doc.pop("name", None)
+    return _clean(doc)
+
+
+def _clean(obj: Any) -> Any:
+    """Replace non-finite floats by ``None`` (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return _finite(obj)
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _finite(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+# ----------------------------------------------------------------------------- layers
+def spatial_layer_names(model: Any) -> list[str]:
+    """Stable layer names of ``model`` that can carry an ERF (heads ``pool``/``fc`` excluded), in order."""
+    return [n for n in named_layers(model) if n not in _HEADS]
+
+
+def shared_layers(models: Sequence[Any]) -> list[str]:
+    """Stable layer names every model has, in the first model's order (heads excluded)."""
+    names = spatial_layer_names(models[0])
+    for m in models[1:]:
+        own = set(spatial_layer_names(m))
+        names = [n for n in names if n in own]
+    return names
+
+
+def match_layers(models: Sequence[Any], layers: Sequence[str] | None, labels: Sequence[str] | None = None,
+                 all_layers: bool = False) -> list[str]:
+    """Resolve the layers to compare: ``layers`` if every model has each, else the defaults.
+
+    Defaults: the shared stage-level layers (``stem``, ``stage1``, ``stage2``...); with
+    ``all_layers``, every shared block (as :func:`erf.layers.default_layers`).
+
+    Raises:
+        LayerError: a requested layer is missing from some model, or no layer is shared;
+            the message lists the shared names.
+    """
+    labels = list(labels or [f"model {k + 1}" for k in range(len(models))])
+    shared = shared_layers(models)
+    shown = ", ".join(shared) or "none"
+    if layers:
+        for name in layers:
+            missing = []
+            for label, m in zip(labels, models):
+                try:
+                    resolve_layer(m, name)
+                except LayerNotFoundError:
+                    missing.append(label)
+            if missing:
+                raise LayerError(f"layer {name!r} is not in {', '.join(missing)}; "
+                                 f"layers shared by all models: {shown}")
+        return list(dict.fromkeys(layers))
+    if all_layers:
+        own = set(shared)
+        names = [n for n in default_layers(models[0]) if n in own]
+    else:
+        names = [n for n in shared if re.fullmatch(r"stem|stage\d+", n)]
+    if not names:
+        names = shared
+    if not names:
+        raise LayerError(f"the models share no layer name ({', '.join(labels)}); pass module paths with --layer "
+                         "(see `erf layers`)")
+    return names
+
+
+# ----------------------------------------------------------------------------- statistics
+def sample_metrics(layer: LayerERF, outside: np.ndarray | None, keys: Sequence[str] = COMPARED_METRICS,
+                   ) -> dict[str, np.ndarray]:
+    """Per-sample metrics of ``layer``: one value per non-empty group map (per image when ``N <= G``).
+
+    Returns:
+        ``{metric key: (S,) float64}``.
+    """
+    side = None if layer.trf.is_global else max(layer.trf.size)
+    keep = layer.group_counts > 0
+    rows = [erf_metrics(m, int(c), layer.center, outside, side).scalars()
+            for m, c in zip(layer.group_maps[keep], layer.group_counts[keep])]
+    return {k: np.array([r.get(k, math.nan) for r in rows], dtype=np.float64) for k in keys}
+
+
+def signed_rank_test(differences: np.ndarray) -> tuple[float | None, float | None, int]:
+    """Two-sided Wilcoxon signed-rank test of paired ``differences`` (zeros dropped).
+
+    Returns:
+        ``(statistic, p_value, nonzero)``; all-zero differences give ``(0.0, 1.0, 0)``,
+        and a test scipy cannot compute gives ``(None, None, nonzero)``.
+    """
+    d = np.asarray(differences, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    d = d[d != 0]  # zero_method="wilcox", done here so that small samples get the exact distribution
+    nonzero = int(d.size)
+    if nonzero == 0:
+        return 0.0, 1.0, 0
+    from scipy.stats import wilcoxon
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = wilcoxon(d, alternative="two-sided")
+    except ValueError:
+        return None, None, nonzero
+    stat, p = float(res.statistic), float(res.pvalue)
+    return (stat if math.isfinite(stat) else None), (min(p, 1.0) if math.isfinite(p) else None), nonzero
+
+
+def _paired_bootstrap(erfs: Sequence[LayerERF], outside: np.ndarray | None, resamples: int, seed: int,
+                      ) -> list[dict[str, np.ndarray]]:
+    """Draws of every metric for every model on the same resampled groups: ``[{key: (B,)}]`` per model."""
+    keep = erfs[0].group_counts > 0
+    g = int(keep.sum())
+    draws: list[dict[str, list[float]]] = [{} for _ in erfs]
+    if g < 2 or resamples <= 0:
+        return [{} for _ in erfs]
+    rng = np.random.default_rng(seed)
+    stats = []
+    for e in erfs:
+        side = None if e.trf.is_global else max(e.trf.size)
+        stats.append((e.group_maps[keep], e.group_counts[keep], e.center, side))
+    for _ in range(resamples):
+        idx = rng.integers(0, g, size=g)
+        for k, (maps, counts, center, side) in enumerate(stats):
+            values = erf_metrics(maps[idx].sum(axis=0), int(counts[idx].sum()), center, outside, side).scalars()
+            for key, v in values.items():
+                draws[k].setdefault(key, []).append(v)
+    return [{key: np.asarray(v) for key, v in d.items()} for d in draws]
+
+
+def _interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    alpha = (1 - level) / 2
+    return (float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha)))
+
+
+def compare_layer(name: str, erfs: Sequence[LayerERF], labels: Sequence[str], outside: np.ndarray | None,
+                  bootstrap: int = 200, seed: int = 0) -> LayerComparison:
+    """Bootstrap CIs of every model's metrics (set on ``erfs[k].ci``) and the paired differences to ``erfs[0]``."""
+    draws = _paired_bootstrap(erfs, outside, bootstrap, seed)
+    for e, d in zip(erfs, draws):
+        e.ci = {key: _interval(v) for key, v in d.items()}
+    samples = [sample_metrics(e, outside) for e in erfs]
+    diffs = []
+    for k in range(1, len(erfs)):
+        point_k, point_0 = erfs[k].metrics.scalars(), erfs[0].metrics.scalars()
+        for key in COMPARED_METRICS:
+            if key not in point_k or key not in point_0:
+                continue
+            per = samples[k][key] - samples[0][key]
+            ci = _interval(draws[k][key] - draws[0][key]) if key in draws[k] and key in draws[0] else None
+            stat, p, nonzero = signed_rank_test(per)
+            diffs.append(Difference(name, key, labels[k], labels[0], point_k[key] - point_0[key], ci,
+                                    int(per.size), float(np.mean(per)) if per.size else math.nan,
+                                    float(np.median(per)) if per.size else math.nan, stat, p, nonzero))
+    return LayerComparison(name, list(erfs), diffs)
+
+
+# ----------------------------------------------------------------------------- models
+def _labels(loaded: Sequence[LoadedModel], specs: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for lm, spec in zip(loaded, specs):
+        base = lm.name
+        path = Path(spec)
+        if lm.name == "custom" or (path.suffix and not spec.startswith(("torchvision:", "timm:"))):
+            base = path.stem if path.suffix else lm.name
+        label, k = base, 2
+        while label in out:
+            label, k = f"{base}#{k}", k + 1
+        out.append(label)
+    return out
+
+
+def _load(spec: str, trust: bool, seed: int) -> LoadedModel:
+    """:func:`load_checkpoint` with the global RNG seeded, so random inits (torchvision specs) are reproducible."""
+    import torch
+
+    torch.manual_seed(seed)
+    return load_checkpoint(spec, trust=trust, seed=seed)
+
+
+def model_accuracy(loaded: LoadedModel) -> float | None:
+    """Test accuracy from checkpoint metadata (``best_test_accuracy``, else ``test_accuracy``), or ``None``."""
+    for key in ("best_test_accuracy", "test_accuracy", "accuracy"):
+        v = loaded.metadata.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0:
+            return float(v) / (100.0 if v > 1 else 1.0)
+    return None
+
+
+def compare(
+    models: Sequence[LoadedModel | str],
+    layers: Sequence[str] | None = None,
+    data: ImageSet | str = "bundled",
+    images: int | None = 64,
+    input_size: Sequence[int] | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    bootstrap: int = 200,
+    probe: str = "gradient",
+    probe_options: dict[str, Any] | None = None,
+    fill: str = "zero",
+    batch_size: int = 32,
+    groups: int = 64,
+    all_layers: bool = False,
+    evaluate_data: ImageSet | str | None = None,
+    labels: Sequence[str] | None = None,
+    trust: bool = False,
+    progress: bool = False,
+) -> Comparison:
+    """Compare the TRF and ERF of ``models`` layer by layer on the same images.
+
+    Args:
+        models: two or more :class:`~erf.checkpoints.LoadedModel` or specs for
+            :func:`~erf.checkpoints.load_checkpoint`; the first is the reference.
+        layers: stable layer names every model has (default: shared ``stem``/``stageN``;
+            ``all_layers``: every shared block).
+        data: an :class:`~erf.data.ImageSet` or a source spec (``bundled``...).
+        images: use the first ``images`` images (``None``: all).
+        input_size: ``(H, W)`` canvas the images are embedded in (default: image size).
+        device: ``cpu``, ``cuda``...
+        seed: bootstrap seed (and random-init seed of registry names without weights).
+        bootstrap: paired bootstrap resamples (0: no CIs).
+        probe, probe_options, fill, batch_size, groups: as in :func:`erf.measure.measure`.
+        evaluate_data: evaluate test accuracy on this (ImageSet or spec, test split) instead of
+            reading it from checkpoint metadata.
+        labels: display labels (default: model names, made unique).
+        trust: allow unsafe unpickling of checkpoint files given as specs.
+        progress: show progress bars.
+
+    Returns:
+        A :class:`Comparison`.
+
+    Raises:
+        InputError: fewer than two models, or images of different sizes.
+        LayerError: a requested layer is missing from some model (message lists the shared names).
+    """
+    if len(models) < 2:
+        raise InputError("compare needs two or more models")
+    specs = [m.source if isinstance(m, LoadedModel) else str(m) for m in models]
+    loaded = [m if isinstance(m, LoadedModel) else _load(m, trust, seed) for m in models]
+    names = list(labels) if labels else _labels(loaded, specs)
+    if len(names) != len(loaded) or len(set(names)) != len(names):
+        raise InputError(f"labels must be unique, one per model: {names}")
+    infos = [ModelInfo(label, chr(ord("A") + k) if k < 26 else str(k + 1), spec, lm.name, lm.trained,
+                       notes=list(lm.notes))
+             for k, (label, spec, lm) in enumerate(zip(names, specs, loaded))]
+    nets = [lm.model for lm in loaded]
+    chosen = match_layers(nets, layers, names, all_layers)
+
+    if isinstance(data, str):
+        from erf.data import load_source
+
+        side = int(input_size[0]) if input_size and data.split(":")[0] in ("noise", "constant") else 32
+        data = load_source(data, "test", count=images, image_size=side)
+    else:
+        data = data.head(images)
+    notes: list[str] = []
+    if evaluate_data is not None:
+        from erf.training import evaluate
+
+        if isinstance(evaluate_data, str):
+            from erf.data import load_source
+
+            evaluate_data = load_source(evaluate_data, "test")
+        for info, net in zip(infos, nets):
+            info.accuracy = evaluate(net, evaluate_data, device=device).accuracy
+            info.accuracy_source = "evaluated"
+        notes.append(f"accuracy evaluated on {evaluate_data.description}")
+    else:
+        for info, lm in zip(infos, loaded):
+            info.accuracy = model_accuracy(lm)
+            info.accuracy_source = "metadata" if info.accuracy is not None else None
+
+    measurements = []
+    for info, net in zip(infos, nets):
+        result = measure(net, chosen, data, probe=probe, probe_options=probe_options, input_size=input_size,
+                         fill=fill, batch_size=batch_size, device=device, bootstrap=0, groups=groups, seed=seed,
+                         progress=progress, info={"checkpoint": info.spec, "model": info.name})
+        measurements.append(result)
+        notes.extend(f"{info.label}: {n}" for n in result.notes if n not in data.notes)
+    notes.extend(data.notes)
+    first = measurements[0]
+    outside = first.outside
+    comparisons = []
+    for name in chosen:
+        erfs = [m.layers[chosen.index(name)] for m in measurements]
+        comparisons.append(compare_layer(name, erfs, names, outside, bootstrap, seed))
+    g = int((first.layers[0].group_counts > 0).sum())
+    pairing = "image" if g == first.images else "group"
+    if pairing == "group":
+        notes.append(f"{first.images} images > {g} groups: paired samples are groups (image n in group n mod {g}), "
+                     "each metric computed on the group's summed map")
+    if g < 6:
+        notes.append(f"only {g} paired samples: the two-sided signed-rank test cannot reach p < 0.05 with fewer "
+                     "than 6 (use more --images)")
+    settings = {"probe": probe, "probe_options": dict(probe_options or {}), "fill": fill, "batch_size": batch_size,
+                "bootstrap": bootstrap, "groups": groups, "seed": seed, "data": data.description,
+                "device": str(device)}
+    return Comparison(infos, comparisons, measurements, first.images, first.input_size, first.image_size,
+                      pairing, g, settings, notes)
