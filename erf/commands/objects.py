@@ -1,0 +1,194 @@
+"""``erf objects``: object-size statistics of an annotation set (or estimated for CIFAR-10)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from erf.cli import command, print_json, print_notes
+from erf.errors import InputError
+
+SCHEMA = "erf.objects/1"
+MEASURES = (("sqrt_area", "sqrt(area) px"), ("longer_side", "longer side px"), ("relative", "relative size"))
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Object sizes in the model's input pixels: quantiles, histogram and CDF of sqrt(area), longer side and "
+        "relative size (object side / image side), per class. Example: "
+        "`erf objects instances_val.json --resize 256 --center-crop 224 --out runs/objects` or, for CIFAR-10 "
+        "(no boxes: a model-free foreground-segmentation ESTIMATE), `erf objects --estimate bundled --pad-to 64`.")
+    p.add_argument("src", nargs="?", default=None,
+                   help="annotation file or folder (COCO JSON, VOC XML, YOLO labels, mask PNGs, CSV)")
+    p.add_argument("--format", default="auto", choices=["auto", "coco", "voc", "yolo", "masks", "csv"],
+                   help="annotation format (auto: from the suffix / folder content)")
+    p.add_argument("--sizes", default=None, help="YOLO: image sizes file (CSV image,width,height or JSON)")
+    p.add_argument("--resize", type=int, default=None, help="resize the shorter side to N px (torchvision Resize(N))")
+    p.add_argument("--center-crop", type=int, default=None, help="then centre-crop N x N (torchvision CenterCrop)")
+    p.add_argument("--pad-to", type=int, default=None, help="then pad to an N x N canvas, image centred")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="model input side; the image is stretched to N x N if the steps above do not give it")
+    p.add_argument("--area", default="box", choices=["box", "mask"],
+                   help="sqrt(area) of the box, or of the mask where known (COCO segmentations, mask PNGs)")
+    p.add_argument("--skip-bad", action="store_true", help="skip malformed records/files and count them")
+    p.add_argument("--estimate", default=None, metavar="SOURCE",
+                   help="no annotations: estimate one object per image of SOURCE (bundled | cifar10:PATH)")
+    p.add_argument("--split", default="test", choices=["train", "test"], help="--estimate: CIFAR-10 split")
+    p.add_argument("--images", type=int, default=None, help="--estimate: use the first N images")
+    p.add_argument("--no-check", action="store_true",
+                   help="--estimate: skip measuring the estimator's error on controlled canvases")
+    p.add_argument("--bins", type=int, default=20, help="histogram bins")
+    p.add_argument("--out", default=None, help="folder for objects.json, histogram.png, cdf.png")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    p.add_argument("--json", action="store_true", help="print the objects.json document")
+
+
+def _estimate(args: argparse.Namespace, preprocess: Any) -> tuple[Any, dict[str, Any], list[str]]:
+    import numpy as np
+
+    from erf.data import load_source
+    from erf.objects import controlled_check, estimate_extents
+
+    kind = args.estimate.split(":")[0]
+    if kind not in ("bundled", "sample", "cifar10"):
+        raise InputError(f"--estimate {args.estimate!r}: use bundled or cifar10:PATH")
+    data = load_source(args.estimate, args.split, count=args.images)
+    x = data.images
+    if not data.raw:
+        raise InputError(f"--estimate {args.estimate!r}: needs raw images")
+    images = (x.permute(0, 2, 3, 1).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+    labels = [data.classes[int(k)] if data.classes and int(k) >= 0 else None for k in data.labels]
+    sizes = estimate_extents(images, preprocess=preprocess, labels=labels, area=args.area)
+    extra: dict[str, Any] = {"images": len(images), "data": data.description}
+    if not args.no_check:
+        check_images = images[: min(len(images), 300)]
+        extra["estimator_error"] = {bg: controlled_check(check_images, background=bg)
+                                    for bg in ("flat", "noise", "photo")}
+    return sizes, extra, list(data.notes)
+
+
+def build_document(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """Read or estimate the objects of ``args`` and return ``(objects.json document, ObjectSizes)``."""
+    from erf.objects import Preprocess, object_sizes, read_annotations, summarize
+
+    if (args.src is None) == (args.estimate is None):
+        raise InputError("give an annotation SRC or --estimate SOURCE (exactly one)")
+    preprocess = Preprocess(args.resize, args.center_crop, args.pad_to, args.input_size)
+    doc: dict[str, Any] = {"schema": SCHEMA, "preprocess": preprocess.to_json(), "area": args.area}
+    if args.estimate:
+        sizes, extra, notes = _estimate(args, preprocess)
+        doc.update({"source": args.estimate, "format": "estimate", "skipped": 0, **extra})
+    else:
+        ann = read_annotations(args.src, args.format, skip_bad=args.skip_bad, image_sizes=args.sizes)
+        sizes = object_sizes(ann.boxes, preprocess, area=args.area)
+        notes = list(ann.notes)
+        doc.update({"source": ann.source, "format": ann.source.rsplit("(", 1)[-1].rstrip(")"),
+                    "skipped": ann.skipped, "images": len({b.image for b in ann.boxes})})
+    if sizes.dropped:
+        notes.append(f"{sizes.dropped} object(s) lie entirely outside the crop and are not counted")
+    doc.update({"is_estimate": sizes.is_estimate, "method": sizes.method, "summary": summarize(sizes, args.bins),
+                "notes": notes, "sizes": {
+                    "sqrt_area": [float(v) for v in sizes.sqrt_area],
+                    "longer_side": [float(v) for v in sizes.longer_side],
+                    "relative": [float(v) for v in sizes.relative],
+                    "labels": list(sizes.labels),
+                    "boxes": [[float(v) for v in b] for b in sizes.boxes]}})
+    return doc, sizes
+
+
+def plot(sizes: Any, out: Path, title: str, bins: int = 20) -> None:
+    """``histogram.png`` (three measures) and ``cdf.png`` (sqrt area and longer side, per class) in ``out``."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    from erf.atomic import save_figure
+    from erf.objects import cdf
+
+    title = "\n".join(textwrap.fill(line, 110) for line in title.split("\n"))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for ax, (key, name) in zip(axes, MEASURES):
+        ax.hist(getattr(sizes, key), bins=bins, color="tab:blue", alpha=0.8)
+        ax.set_xlabel(name)
+        ax.set_ylabel("objects")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, out / "histogram.png", dpi=100)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    labels = ["(none)" if lab is None else str(lab) for lab in sizes.labels]
+    classes = sorted(set(labels))
+    import numpy as np
+
+    lab_arr = np.asarray(labels, dtype=object)
+    for ax, (key, name) in zip(axes, MEASURES[:2]):
+        values = getattr(sizes, key)
+        x, f = cdf(values)
+        ax.step(x, f, where="post", color="black", lw=2, label="all")
+        if 1 < len(classes) <= 12:
+            for c in classes:
+                x, f = cdf(values[lab_arr == c])
+                ax.step(x, f, where="post", lw=1, alpha=0.7, label=c)
+        ax.set_xlabel(name)
+        ax.set_ylabel("fraction of objects <= x")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, out / "cdf.png", dpi=100)
+    plt.close(fig)
+
+
+def _fmt(v: float | None, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def print_table(doc: dict[str, Any], title: str) -> None:
+    s = doc["summary"]
+    print(title)
+    print(f"{'measure':<16}{'p5':>8}{'p25':>8}{'p50':>8}{'p75':>8}{'p95':>8}{'mean':>8}")
+    for key, name in MEASURES:
+        d = s[key]
+        q = d["quantiles"]
+        digits = 3 if key == "relative" else 1
+        print(f"{name:<16}" + "".join(f"{_fmt(q[k], digits):>8}" for k in ("5", "25", "50", "75", "95"))
+              + f"{_fmt(d['mean'], digits):>8}")
+    print(f"{'class':<20}{'objects':>8}{'median sqrt(area)':>19}")
+    for label, entry in s["per_class"].items():
+        print(f"{label[:20]:<20}{entry['count']:>8}{_fmt(entry['sqrt_area']['quantiles']['50'], 1):>19}")
+    if doc.get("estimator_error"):
+        print("estimator error on controlled canvases (objects pasted at known positions, 64 px):")
+        for bg, e in doc["estimator_error"].items():
+            print(f"  {bg:<6} background: median |error| of sqrt(area) {e['median_abs_error_px']:.1f} px "
+                  f"({100 * e['median_relative_error']:.0f}%), median IoU {e['median_iou']:.2f}")
+
+
+def cmd_objects(args: argparse.Namespace) -> int:
+    from erf.atomic import prepare_output_dir, write_json
+
+    out = prepare_output_dir(args.out, force=args.force) if args.out else None
+    doc, sizes = build_document(args)
+    print_notes(doc["notes"])
+    kind = "ESTIMATED object sizes (no annotations)" if doc["is_estimate"] else "object sizes"
+    pre = ", ".join(f"{k}={v}" for k, v in doc["preprocess"].items() if v) or "no preprocessing"
+    title = f"{kind}: {doc['summary']['count']} objects from {doc['source']}, model-input px ({pre})"
+    if doc["is_estimate"]:
+        title += f"\nmethod: {doc['method']}"
+    if out:
+        plot(sizes, out, title, args.bins)
+        write_json(out / "objects.json", doc)
+    if args.json:
+        print_json(doc)
+    else:
+        print_table(doc, title)
+        if doc["skipped"]:
+            print(f"skipped {doc['skipped']} malformed record(s)/file(s) (--skip-bad)")
+        if out:
+            print(f"wrote {out}/objects.json, histogram.png, cdf.png")
+    return 0
+
+
+command("objects", "object-size statistics (quantiles, histogram, CDF) in model-input px")(_args)(cmd_objects)

@@ -1,0 +1,117 @@
+"""``erf study``: hypothesis 2 (attention helps when the ERF is smaller than the objects).
+
+Real data::
+
+    erf study resnet20 resnet20_cbam twoconv twoconv_cbam --data bundled --objects estimate --out study/
+
+Controlled experiment (object size set by construction)::
+
+    erf study --controlled --budget cpu --seeds 2 --sizes 8 16 32 --out study-controlled/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from erf.cli import add_model_options, command, print_json, print_notes
+from erf.errors import InputError
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoints", nargs="*", metavar="CKPT",
+                   help="models to study (files or registry names); attention models are paired with their plain "
+                        "twin by name (X_cbam / X_se with X)")
+    p.add_argument("--data", default=None,
+                   help="images for ERFs and evaluation (default: bundled); controlled: the object source "
+                        "(default: ../shared/data/cifar10_prefix.npz when present, else bundled)")
+    p.add_argument("--objects", default="estimate",
+                   help="object sizes: 'estimate' (estimated on --data's images, reported as an estimate), "
+                        "an `erf objects --json` file, or an annotation file/folder (COCO, VOC, YOLO, masks, CSV)")
+    p.add_argument("--images", type=int, default=100, help="use the first N images of --data")
+    p.add_argument("--accuracy", default="auto", choices=["auto", "metadata", "evaluate"],
+                   help="accuracy for the gain: checkpoint metadata (best_test_accuracy), evaluated on --data, "
+                        "or metadata when every checkpoint has it")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the ERF CIs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--controlled", action="store_true", help="run the controlled experiment instead")
+    p.add_argument("--budget", default="cpu", choices=["tiny", "cpu", "gpu"],
+                   help="controlled grid size: tiny (seconds), cpu (tens of minutes on 2 cores), gpu (full)")
+    p.add_argument("--seeds", type=int, default=None, help="controlled: seeds per cell (default: the budget's)")
+    p.add_argument("--sizes", type=int, nargs="+", default=None, help="controlled: object sides in px")
+    p.add_argument("--pairs", nargs="+", default=None,
+                   help="controlled: twin pairs (twoconv, twoconv_narrow, resnet8_narrow, resnet20_s2, resnet20)")
+    p.add_argument("--epochs", type=int, default=None, help="controlled: training epochs (default: the budget's)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="controlled: stop starting new cells after this many seconds and report the finished ones")
+    p.add_argument("--out", default=None, help="output folder (study.json, verdict.txt, figures)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite a non-empty --out (controlled: finished cells in --out/cells.json are reused)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the study.json document")
+    add_model_options(p)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from erf.atomic import prepare_output_dir
+    from erf.training import pick_device
+
+    device = str(pick_device(args.device))
+    progress = not args.quiet and not args.json and sys.stderr.isatty()
+    if args.controlled:
+        from erf.study import run_controlled
+
+        if args.checkpoints:
+            raise InputError("--controlled trains its own models: give no CKPT")
+        if not args.out:
+            raise InputError("--controlled needs --out (results are written and resumed there)")
+        out = prepare_output_dir(args.out, force=args.force)
+        doc = run_controlled(args.budget, out, sizes=args.sizes, seeds=args.seeds, pairs=args.pairs,
+                             data=args.data, device=device, progress=progress, time_limit=args.time_limit,
+                             epochs=args.epochs)
+    else:
+        from erf.data import load_source
+        from erf.study import load_objects, study_models, write_real_study
+
+        if not args.checkpoints:
+            raise InputError("give at least one CKPT (or --controlled)")
+        if args.out:
+            out = prepare_output_dir(args.out, force=args.force)
+        data = load_source(args.data or "bundled", "test", count=args.images)
+        objects = load_objects(args.objects, data)
+        doc, models = study_models(args.checkpoints, data, objects, accuracy=args.accuracy,
+                                   bootstrap=args.bootstrap, seed=args.seed, device=device, trust=args.trust,
+                                   progress=progress)
+        if args.out:
+            write_real_study(doc, models, objects, out)
+    if args.json:
+        print_json(doc)
+        return 0
+    print_notes(doc["notes"])
+    _print_summary(doc)
+    if args.out:
+        print(f"wrote {args.out}/study.json, verdict.txt and figures")
+    return 0
+
+
+def _print_summary(doc: dict) -> None:
+    print(f"conversion: {doc['conversion']}")
+    if doc["mode"] == "real":
+        print(f"{'model':<28}{'acc':>7}{'2r50 px [CI]':>20}{'2r95':>7}{'TRF':>7}{'<=2r50':>8}{'<=2r95':>8}"
+              f"{'<=TRF':>7}")
+        for m in doc["models"]:
+            f = m["fractions"]["sqrt_area"]
+            d = m["erf_diameter50"]
+            acc = m["accuracy"]["value"] if m["accuracy"] else float("nan")
+            trf = "global" if m["trf_side"] is None else str(m["trf_side"])
+            print(f"{m['label'][:28]:<28}{acc:>7.3f}{d['value']:>8.1f} [{d['ci'][0]:.1f},{d['ci'][1]:.1f}]"
+                  f"{m['erf_diameter95']['value']:>7.1f}{trf:>7}{f['below_erf50']['value']:>8.2f}"
+                  f"{f['below_erf95']['value']:>8.2f}{f['below_trf']:>7.2f}")
+    print(f"{'pair':<48}{'ratio':>7}{'gain pp [95% CI]':>22}")
+    for r in doc["pairs"]:
+        print(f"{r['label'][:48]:<48}{r['ratio']:>7.2f}{100 * r['gain']:>+8.1f} "
+              f"[{100 * r['gain_ci'][0]:+.1f},{100 * r['gain_ci'][1]:+.1f}]")
+    print(doc["verdict"]["text"])
+
+
+command("study", "hypothesis 2: ERF vs object size and attention gain (real data or --controlled)")(_args)(cmd_study)
