@@ -16,6 +16,13 @@ from typing import Any
 from erf.errors import OutputExistsError
 
 
+def _default_mode() -> int:
+    """``0o666`` minus the process umask: the mode ``open(path, "w")`` gives a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
@@ -29,6 +36,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp creates 0600 files: give the result the mode a plain open() would (or the old file's)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else _default_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

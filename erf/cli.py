@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Print a warning as one ``warning: ...`` line on stderr (no source location)."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``erf`` command line; return the exit code."""
     parser = build_parser()
@@ -106,16 +112,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display; the library leaves the backend to its caller
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            warnings.formatwarning = lambda m, c, *a, **k: f"warning: {m}\n"
+            warnings.showwarning = _show_warning  # restored on exit by catch_warnings
             return int(args.run(args) or 0)
     except ErfError as exc:
         print(f"erf {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"erf {args.command}: interrupted; no partial output was kept", file=sys.stderr)
+        print(f"erf {args.command}: interrupted; no half-written file was left behind", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
