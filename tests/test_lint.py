@@ -1,0 +1,21 @@
+"""The code base is `ruff` clean (ruff is a test extra; configuration in pyproject.toml)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ruff_clean():
+    if shutil.which("ruff") is None and subprocess.run([sys.executable, "-m", "ruff", "--version"],
+                                                       capture_output=True).returncode != 0:
+        pytest.fail("ruff is not installed: install the test extras (pip install -e '.[test]')")
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise",
+                           "erf", "tests", "notebooks", "scripts", ".ci"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
