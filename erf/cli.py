@@ -46,6 +46,7 @@ def print_notes(notes: Sequence[str]) -> None:
 
 # ----------------------------------------------------------------------------- parser
 def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Add ``--trust`` (allow unpickling code from checkpoints) and ``--device`` (cpu, cuda, auto) to ``p``."""
     p.add_argument("--trust", action="store_true",
                    help="allow checkpoints that need arbitrary unpickling (can run code!)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")

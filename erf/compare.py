@@ -78,6 +78,7 @@ class ModelInfo:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        """The model's entry of ``compare.json``."""
         return {"label": self.label, "letter": self.letter, "spec": self.spec, "model": self.name,
                 "trained": self.trained, "accuracy": _finite(self.accuracy),
                 "accuracy_source": self.accuracy_source, "notes": list(self.notes)}
@@ -117,6 +118,7 @@ class Difference:
         return self.p_value is not None and self.p_value < ALPHA
 
     def to_json(self) -> dict[str, Any]:
+        """The difference's entry of ``compare.json`` (estimate, CI, test)."""
         return {
             "metric": self.metric, "model": self.model, "reference": self.reference,
             "estimate": _finite(self.estimate),

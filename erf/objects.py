@@ -76,10 +76,12 @@ class ObjectBox:
 
     @property
     def width(self) -> float:
+        """Box width ``x1 - x0`` in original image px."""
         return self.x1 - self.x0
 
     @property
     def height(self) -> float:
+        """Box height ``y1 - y0`` in original image px."""
         return self.y1 - self.y0
 
 
@@ -656,6 +658,7 @@ class Preprocess:
         return (x0, y0, x1, y1)
 
     def to_json(self) -> dict[str, int | None]:
+        """The preprocessing as a JSON-ready dict."""
         return {"resize": self.resize, "center_crop": self.center_crop, "pad_to": self.pad_to,
                 "input_size": self.input_size}
 

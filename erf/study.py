@@ -97,6 +97,7 @@ class ObjectStats:
                    source, bool(est.any()), str(getattr(sizes, "method", "")))
 
     def summary(self) -> dict[str, Any]:
+        """Quantiles (px), count and source of the object sizes, JSON-ready."""
         out: dict[str, Any] = {"count": int(self.sqrt_area.size), "source": self.source,
                                "is_estimate": self.is_estimate, "method": self.method}
         for key, v in (("sqrt_area", self.sqrt_area), ("longer_side", self.longer_side)):
@@ -117,6 +118,7 @@ class Accuracy:
     correct: np.ndarray | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The accuracy entry of ``study.json``."""
         return {"value": self.value, "images": self.images, "source": self.source}
 
 
@@ -146,6 +148,7 @@ class ModelERF:
 
     @property
     def last(self) -> dict[str, Any]:
+        """Metrics of the model's last measured layer."""
         return self.layers[-1]
 
     def diameter(self, level: float = 0.5) -> tuple[float, float, float]:

@@ -109,12 +109,15 @@ trained per size and seed, their ERFs measured, and the attention gain related t
 `budget="tiny"` runs in seconds and shows the pipeline only; `erf study --controlled --budget cpu`
 (tens of minutes) or `--budget gpu` give numbers worth reading (see `figures/`)."""),
     ("code", """import tempfile
+from pathlib import Path
 
 from erf.study import run_controlled
 
 with tempfile.TemporaryDirectory() as tmp:
     doc = run_controlled("tiny", tmp, progress=False)
-print(doc["verdict"])"""),
+    figure = Image(Path(tmp, "gain_vs_ratio.png").read_bytes())
+print(doc["verdict"]["text"])
+figure"""),
 ]
 
 

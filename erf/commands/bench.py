@@ -36,6 +36,7 @@ def print_bench_table(doc: dict[str, Any]) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """``erf bench``: time the engine against captum, a per-image loop and the autograd floor; exit code."""
     from erf.atomic import write_json
     from erf.bench import DEFAULT_MODELS, METHODS, bench
     from erf.training import pick_device

@@ -74,6 +74,7 @@ def print_table(result: Any) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    """``erf compare``: paired TRF/ERF comparison of two or more models; exit code."""
     import torch
 
     from erf.atomic import prepare_output_dir, write_json

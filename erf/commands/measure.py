@@ -137,6 +137,7 @@ def write_measurement(result: Any, out: Path, plots: bool = True, display: str =
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
+    """``erf measure``: TRF and ERF per layer, table, heatmaps and JSON; exit code."""
     from erf.atomic import prepare_output_dir
     from erf.checkpoints import load_checkpoint
 
@@ -193,6 +194,7 @@ def _args_measure(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
+    """``erf layers``: probe-able layer names with their TRF; exit code."""
     from erf.checkpoints import load_checkpoint
     from erf.layers import named_layers
     from erf.measure import erf_defined

@@ -147,6 +147,7 @@ def _fmt(v: float | None, digits: int) -> str:
 
 
 def print_table(doc: dict[str, Any], title: str) -> None:
+    """Print the quantile table (px) and per-class counts of ``sizes`` under ``title``."""
     s = doc["summary"]
     print(title)
     print(f"{'measure':<16}{'p5':>8}{'p25':>8}{'p50':>8}{'p75':>8}{'p95':>8}{'mean':>8}")
@@ -167,6 +168,7 @@ def print_table(doc: dict[str, Any], title: str) -> None:
 
 
 def cmd_objects(args: argparse.Namespace) -> int:
+    """``erf objects``: object-size statistics from annotations or an estimate; exit code."""
     from erf.atomic import prepare_output_dir, write_json
 
     out = prepare_output_dir(args.out, force=args.force) if args.out else None

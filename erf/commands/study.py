@@ -53,6 +53,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    """``erf study``: hypothesis-2 study on real checkpoints or the controlled grid; exit code."""
     from erf.atomic import prepare_output_dir
     from erf.training import pick_device
 

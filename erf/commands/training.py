@@ -11,6 +11,7 @@ from erf.errors import CheckpointError
 
 # ----------------------------------------------------------------------------- models
 def cmd_models(args: argparse.Namespace) -> int:
+    """``erf models``: the registry with parameter counts (counted on the meta device); exit code."""
     import torch
 
     from erf.checkpoints import bundled_weights
@@ -38,6 +39,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- train / evaluate
 def cmd_train(args: argparse.Namespace) -> int:
+    """``erf train``: train a registry model with the article's recipe; exit code."""
     from erf.atomic import prepare_output_dir
     from erf.data import load_source
     from erf.models import canonical_name, create_model
@@ -74,6 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``erf evaluate``: test accuracy and mean cross-entropy of a checkpoint; exit code."""
     from erf.checkpoints import load_checkpoint
     from erf.data import load_source
     from erf.training import evaluate

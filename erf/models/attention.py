@@ -27,6 +27,7 @@ class ChannelGate(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> same shape, scaled per channel by the gate in (0, 1)."""
         logits = self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1))
         return x * torch.sigmoid(logits)[:, :, None, None]
 
@@ -40,6 +41,7 @@ class ConvBN(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels, eps=1e-5, momentum=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C_in, H, W)`` -> ``(N, C_out, H', W')``: convolution then batch norm."""
         return self.bn(self.conv(x))
 
 
@@ -54,6 +56,7 @@ class SpatialGate(nn.Module):
         self.spatial = ConvBN(2, 1, kernel_size, padding=(kernel_size - 1) // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> same shape, scaled per position by the 7x7 gate in (0, 1)."""
         pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
         return x * torch.sigmoid(self.spatial(pooled))
 
@@ -78,6 +81,7 @@ class CBAM(nn.Module):
             self.SpatialGate = SpatialGate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> same shape: channel gate, then spatial gate."""
         if hasattr(self, "ChannelGate"):
             x = self.ChannelGate(x)
         if hasattr(self, "SpatialGate"):
@@ -94,6 +98,7 @@ class SqueezeExcite(nn.Module):
         self.fc = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> same shape, scaled per channel (squeeze-and-excitation)."""
         return x * torch.sigmoid(self.fc(x.mean(dim=(2, 3))))[:, :, None, None]
 
 

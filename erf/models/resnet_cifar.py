@@ -24,6 +24,7 @@ class PadShortcut(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> ``(N, C_out, H/s, W/s)``: subsample and zero-pad channels (option A)."""
         x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
 
@@ -49,6 +50,7 @@ class BasicBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C_in, H, W)`` -> ``(N, C_out, H/s, W/s)``."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if hasattr(self, "attention"):
@@ -103,6 +105,7 @@ class ResNetCifar(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` normalised images -> ``(N, classes)`` logits."""
         x = self.act1(self.bn1(self.conv1(x)))
         for s in range(self.stages):
             x = getattr(self, f"layer{s + 1}")(x)

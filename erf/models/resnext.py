@@ -56,6 +56,7 @@ class Bottleneck(nn.Module):
             self.cbam_module = attn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C_in, H, W)`` -> ``(N, C_out, H/s, W/s)``."""
         out = F.relu(self.bn_reduce(self.conv_reduce(x)))
         out = F.relu(self.bn(self.conv_conv(out)))
         out = self.bn_expand(self.conv_expand(out))
@@ -123,6 +124,7 @@ class ResNeXtCifar(nn.Module):
         self.named_layers["fc"] = "fc"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` normalised images -> ``(N, classes)`` logits."""
         x = self.act_1(self.bn_1(self.conv_1_3x3(x)))
         x = self.stage_3(self.stage_2(self.stage_1(x)))
         return self.fc(torch.flatten(self.pool(x), 1))

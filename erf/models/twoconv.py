@@ -46,6 +46,7 @@ class TwoConv(nn.Module):
         self.named_layers.update(pool="pool", fc="fc")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` normalised images -> ``(N, classes)`` logits."""
         x = self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
         if hasattr(self, "attention"):
             x = self.attention(x)

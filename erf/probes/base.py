@@ -44,6 +44,7 @@ class Probe(Protocol):
     name: str
 
     def batch_maps(self, model: nn.Module, targets: list[Target], x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{layer name: (N, H, W) map}`` for a batch ``x`` of ``(N, C, H, W)`` inputs."""
         ...
 
 
