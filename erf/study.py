@@ -381,12 +381,16 @@ def study_layers(model: torch.nn.Module, count: int = 2) -> list[str]:
 
 def measure_model(model: torch.nn.Module, data: Any, label: str, name: str, attention: str | None,
                   bootstrap: int = 200, seed: int = 0, device: str = "cpu", layers: Sequence[str] | None = None,
-                  progress: bool = False) -> tuple[ModelERF, list[str]]:
-    """ERF of the last stage layers of ``model`` over ``data`` (its images' own size)."""
+                  progress: bool = False, input_size: Sequence[int] | None = None) -> tuple[ModelERF, list[str]]:
+    """ERF of the last stage layers of ``model`` over ``data``.
+
+    ``input_size``: ``(H, W)`` canvas the images are embedded in (zero fill) so that an ERF larger than the
+    image is not clipped by its border; radii stay in image px (default: the images' own size).
+    """
     from erf.measure import measure
 
     res = measure(model, list(layers or study_layers(model)), data, bootstrap=bootstrap, seed=seed, device=device,
-                  progress=progress, info={"model": name})
+                  progress=progress, info={"model": name}, input_size=input_size)
     rows = []
     for layer in res.layers:
         m = layer.metrics
@@ -492,7 +496,8 @@ def load_objects(spec: str, data: Any, preprocess: Any = None) -> ObjectStats:
 
 def study_models(checkpoints: Sequence[str], data: Any, objects: ObjectStats, accuracy: str = "auto",
                  bootstrap: int = 200, seed: int = 0, device: str = "cpu", trust: bool = False,
-                 progress: bool = False) -> tuple[dict[str, Any], list[ModelERF]]:
+                 progress: bool = False, input_size: Sequence[int] | None = None,
+                 ) -> tuple[dict[str, Any], list[ModelERF]]:
     """The real-data study of ``checkpoints`` on ``data`` against ``objects``.
 
     Args:
@@ -502,6 +507,7 @@ def study_models(checkpoints: Sequence[str], data: Any, objects: ObjectStats, ac
         accuracy: ``metadata`` (``best_test_accuracy`` of the checkpoints), ``evaluate`` (on ``data``)
             or ``auto`` (metadata when every checkpoint has it, else evaluate).
         bootstrap, seed, device, trust, progress: as for :func:`erf.measure.measure` / ``load_checkpoint``.
+        input_size: ``(H, W)`` canvas for the ERF measurement (see :func:`measure_model`).
 
     Returns:
         ``(document of schema erf.study/1, models)``.
@@ -527,7 +533,8 @@ def study_models(checkpoints: Sequence[str], data: Any, objects: ObjectStats, ac
 
         att = get_entry(lm.name).attention if is_model(lm.name) else (
             "cbam" if twin_of(lm.name) else None)
-        m, mnotes = measure_model(lm.model, data, str(spec), lm.name, att, bootstrap, seed, device)
+        m, mnotes = measure_model(lm.model, data, str(spec), lm.name, att, bootstrap, seed, device,
+                                  input_size=input_size)
         notes += [f"{spec}: {n}" for n in mnotes]
         m.trained = lm.trained
         if use_meta:
@@ -554,7 +561,7 @@ def study_models(checkpoints: Sequence[str], data: Any, objects: ObjectStats, ac
            "objects": objects.summary(), "models": [_model_json(m, objects) for m in models], "pairs": rows,
            "fit": fit, "verdict": v, "notes": notes,
            "settings": {"accuracy": "metadata" if use_meta else "evaluate", "bootstrap": bootstrap, "seed": seed,
-                        "images": len(data)}}
+                        "images": len(data), "input_size": list(input_size) if input_size else None}}
     return doc, models
 
 

@@ -213,6 +213,15 @@ def test_real_study_cli_on_tiny_checkpoints(tmp_path, run_cli):
     assert code == 2 and "not empty" in stderr
     code, _, stderr = run_cli("study", "--controlled", specs[0], "--out", tmp_path / "c")
     assert code == 2 and "give no CKPT" in stderr
+    # --input-size: the same images on a larger canvas; an ERF clipped by the 32 px border can only grow,
+    # and the twoconv TRF (5 px) is far from the border, so its ERF must not change
+    code, _, stderr = run_cli("study", *specs, "--images", "8", "--bootstrap", "5", "--objects", objects,
+                              "--input-size", "48", "--out", tmp_path / "canvas")
+    assert code == 0, stderr
+    canvas = json.loads((tmp_path / "canvas" / "study.json").read_text())
+    _validate(canvas)
+    assert canvas["settings"]["input_size"] == [48, 48] and doc["settings"]["input_size"] is None
+    assert canvas["models"][0]["erf_diameter50"]["value"] == pytest.approx(d)
 
 
 def test_load_objects_reads_erf_objects_json(tmp_path):

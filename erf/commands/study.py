@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from erf.cli import add_model_options, command, print_json, print_notes
+from erf.commands.measure import parse_size
 from erf.errors import InputError
 
 
@@ -33,6 +34,9 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="accuracy for the gain: checkpoint metadata (best_test_accuracy), evaluated on --data, "
                         "or metadata when every checkpoint has it")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the ERF CIs")
+    p.add_argument("--input-size", default=None,
+                   help="real study: embed the images in an S or HxW canvas so ERFs larger than the image are not "
+                        "clipped by its border (radii stay in image px)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--controlled", action="store_true", help="run the controlled experiment instead")
     p.add_argument("--budget", default="cpu", choices=["tiny", "cpu", "gpu"],
@@ -82,7 +86,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         objects = load_objects(args.objects, data)
         doc, models = study_models(args.checkpoints, data, objects, accuracy=args.accuracy,
                                    bootstrap=args.bootstrap, seed=args.seed, device=device, trust=args.trust,
-                                   progress=progress)
+                                   progress=progress, input_size=parse_size(args.input_size))
         if args.out:
             write_real_study(doc, models, objects, out)
     if args.json:
