@@ -223,18 +223,13 @@ def pair_models(models: Sequence[ModelERF]) -> tuple[list[tuple[ModelERF, ModelE
 
 
 # ----------------------------------------------------------------------------- accuracy and gain
-@torch.inference_mode()
 def correctness(model: torch.nn.Module, data: Any, device: str = "cpu", batch_size: int = 256) -> np.ndarray:
     """Per-image correctness ``(N,)`` bool of ``model`` (eval mode) on a labelled :class:`~erf.data.ImageSet`."""
+    from erf.training import evaluate
+
     if (data.labels < 0).any():
         raise StudyError(f"{data.description}: has no labels; accuracy cannot be evaluated")
-    model = model.to(device).eval()
-    out = []
-    for start in range(0, len(data), batch_size):
-        x = data.images[start: start + batch_size]
-        x = data.normalized()[start: start + batch_size] if data.raw else x
-        out.append((model(x.to(device)).argmax(1).cpu() == data.labels[start: start + batch_size]).numpy())
-    return np.concatenate(out)
+    return evaluate(model, data, batch_size=batch_size, device=device).correct
 
 
 def gain(plain: Accuracy, attention: Accuracy, resamples: int = 2000, seed: int = 0,

@@ -12,7 +12,7 @@ import csv
 import io
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,15 @@ class Recipe:
 
 @dataclass
 class EvalResult:
-    """Accuracy in [0, 1] and mean cross-entropy loss over ``images`` images."""
+    """Accuracy in [0, 1] and mean cross-entropy loss over ``images`` images.
+
+    ``correct``: ``(images,)`` bool numpy array, whether each image was classified correctly (paired tests).
+    """
 
     accuracy: float
     loss: float
     images: int
+    correct: Any = field(default=None, repr=False)
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -71,15 +75,16 @@ def evaluate(model: nn.Module, data: ImageSet, batch_size: int = 256, device: st
         raise InputError(f"{data.description}: has no labels to evaluate against")
     dev = pick_device(device)
     model = model.to(dev).eval()
-    correct, total_loss = 0, 0.0
+    hits, total_loss = [], 0.0
     for start in range(0, len(data), batch_size):
         x = data.images[start: start + batch_size]
         x = (normalize(x) if data.raw else x).to(dev)
         y = data.labels[start: start + batch_size].to(dev)
         logits = model(x)
         total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-    return EvalResult(correct / len(data), total_loss / len(data), len(data))
+        hits.append((logits.argmax(1) == y).cpu())
+    correct = torch.cat(hits).numpy()
+    return EvalResult(int(correct.sum()) / len(data), total_loss / len(data), len(data), correct)
 
 
 def train(
