@@ -203,7 +203,7 @@ def time_method(method: str, model_spec: str, layers: Sequence[str] | None, imag
     from erf.probes.base import frozen_parameters
 
     dev = torch.device(device)
-    torch.manual_seed(seed)  # the same random weights in every method's process (torchvision/timm specs too)
+    # the same random weights in every method's process: load_checkpoint seeds every random init
     loaded = load_checkpoint(model_spec, trust=trust, seed=seed)
     model = loaded.model.eval().to(dev)
     names = list(layers) if layers else bench_layers(model)

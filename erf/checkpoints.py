@@ -392,9 +392,10 @@ def bundled_weights(name: str) -> Path | None:
     return path if path.exists() else None
 
 
-def _library_model(spec: str, trust: bool) -> LoadedModel:
+def _library_model(spec: str, trust: bool, seed: int = 0) -> LoadedModel:
     library, _, rest = spec.partition(":")
     arch, _, weights = rest.partition("@")
+    torch.manual_seed(seed)  # reproducible random init when no weights are given
     if library == "torchvision":
         import torchvision
 
@@ -421,7 +422,7 @@ def _library_model(spec: str, trust: bool) -> LoadedModel:
         _load_into(model, _clean_state_dict(state, weights, notes), weights)
         trained = True
     else:
-        notes.append("no weights given: random initialisation (add @FILE for local weights)")
+        notes.append(f"no weights given: random initialisation (seed {seed}; add @FILE for local weights)")
     return LoadedModel(model.float().eval(), f"{library}:{arch}", spec, {}, {}, trained, notes)
 
 
@@ -431,7 +432,8 @@ def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> Loa
     Args:
         spec: path, registry name, ``torchvision:NAME[@FILE]`` or ``timm:NAME[@FILE]``.
         trust: allow arbitrary unpickling (only for files from a trusted author).
-        seed: seed of the random initialisation used when no weights exist.
+        seed: seed of the random initialisation used when no weights exist (registry names without
+            bundled weights, ``torchvision:``/``timm:`` specs without ``@FILE``).
 
     Returns:
         A :class:`LoadedModel` in eval mode.
@@ -441,7 +443,7 @@ def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> Loa
     """
     text = str(spec)
     if re.match(r"^(torchvision|timm):", text):
-        return _library_model(text, trust)
+        return _library_model(text, trust, seed)
     path = Path(text)
     if not path.exists() and is_model(text):
         weights = bundled_weights(text)

@@ -400,14 +400,6 @@ def _labels(loaded: Sequence[LoadedModel], specs: Sequence[str]) -> list[str]:
     return out
 
 
-def _load(spec: str, trust: bool, seed: int) -> LoadedModel:
-    """:func:`load_checkpoint` with the global RNG seeded, so random inits (torchvision specs) are reproducible."""
-    import torch
-
-    torch.manual_seed(seed)
-    return load_checkpoint(spec, trust=trust, seed=seed)
-
-
 def model_accuracy(loaded: LoadedModel) -> float | None:
     """Test accuracy from checkpoint metadata (``best_test_accuracy``, else ``test_accuracy``), or ``None``."""
     for key in ("best_test_accuracy", "test_accuracy", "accuracy"):
@@ -467,7 +459,7 @@ def compare(
     if len(models) < 2:
         raise InputError("compare needs two or more models")
     specs = [m.source if isinstance(m, LoadedModel) else str(m) for m in models]
-    loaded = [m if isinstance(m, LoadedModel) else _load(m, trust, seed) for m in models]
+    loaded = [m if isinstance(m, LoadedModel) else load_checkpoint(m, trust=trust, seed=seed) for m in models]
     names = list(labels) if labels else _labels(loaded, specs)
     if len(names) != len(loaded) or len(set(names)) != len(names):
         raise InputError(f"labels must be unique, one per model: {names}")

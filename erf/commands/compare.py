@@ -75,7 +75,6 @@ def print_table(result: Any) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """``erf compare``: paired TRF/ERF comparison of two or more models; exit code."""
-    import torch
 
     from erf.atomic import prepare_output_dir, write_json
     from erf.checkpoints import load_checkpoint
@@ -93,7 +92,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = prepare_output_dir(args.out, force=args.force) if args.out else None
     loaded = []
     for spec in args.checkpoints:
-        torch.manual_seed(args.seed)  # reproducible random init of torchvision specs without weights
         lm = load_checkpoint(spec, trust=args.trust, seed=args.seed)
         print_notes([f"{spec}: {n}" for n in lm.notes])
         loaded.append(lm)
