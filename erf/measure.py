@@ -326,7 +326,8 @@ def measure(
     names = list(layers) if layers else default_layers(model)
     if not names:
         raise InputError("no layers to measure: name some with --layer (see `erf layers`)")
-    need = len(names) * max(1, min(groups, n_total)) * size[0] * size[1] * 8
+    n_groups = max(1, min(groups, n_total))  # bootstrap groups: one image each while N <= groups
+    need = len(names) * n_groups * size[0] * size[1] * 8
     if need > 8 * 2**30:
         raise InputError(f"--input-size {size[0]}x{size[1]}: the per-image sums of {len(names)} layers would need "
                          f"{need / 2**30:.0f} GiB; use a smaller --input-size or fewer layers")
@@ -346,7 +347,7 @@ def measure(
         if tol is not None:
             raise InputError("--tol and --distributed cannot be combined")
         rank, world = dist.get_rank(), dist.get_world_size()
-    accs = {t.name: _Accumulator(size, max(1, min(groups, n_total)), dev) for t in targets}
+    accs = {t.name: _Accumulator(size, n_groups, dev) for t in targets}
     outside = None
     used = 0
     from tqdm import tqdm
