@@ -672,6 +672,10 @@ def rescale(boxes: Sequence[ObjectBox], preprocess: Preprocess | None = None) ->
 
 
 # ============================================================================ sizes
+SIZE_MEASURES = (("sqrt_area", "sqrt(area) px"), ("longer_side", "longer side px"), ("relative", "relative size"))
+"""The size measures of :class:`ObjectSizes`: attribute and label (px in model input; relative: side / image side)."""
+
+
 @dataclass
 class ObjectSizes:
     """Object sizes in model-input px, one entry per object.
@@ -979,7 +983,9 @@ def paste_canvases(images: np.ndarray, sizes: Sequence[int], canvas: int = 64, b
     ``background``: ``"flat"`` (one random colour per canvas), ``"noise"`` (a random
     mean colour plus Gaussian pixel noise, std 20 grey levels), ``"gray"`` (128), or
     ``"photo"`` (another of the images, enlarged to the canvas: a natural, textured
-    background, the hard case).
+    background, the hard case), or ``"study"``: the canvases of the controlled
+    experiment themselves (:func:`erf.controlled.make_controlled`: smooth-noise
+    background; images of size ``sizes[k]`` are every ``len(sizes)``-th image from ``k``).
 
     Returns:
         ``(canvases (N, canvas, canvas, 3) uint8, boxes (N, 4) float64 x0, y0, x1, y1)``.
@@ -991,6 +997,17 @@ def paste_canvases(images: np.ndarray, sizes: Sequence[int], canvas: int = 64, b
     n = len(images)
     out = np.zeros((n, canvas, canvas, 3), dtype=np.uint8)
     boxes = np.zeros((n, 4))
+    if background == "study":
+        from erf.controlled import make_controlled
+
+        for k, s in enumerate(sizes):
+            idx = np.arange(k, n, len(sizes))
+            if int(s) > canvas:
+                raise InputError(f"object size {s} exceeds the {canvas} px canvas")
+            if idx.size:
+                made = make_controlled(images[idx], np.zeros(idx.size, dtype=np.int64), int(s), canvas, seed)
+                out[idx], boxes[idx] = made.uint8(), made.boxes
+        return out, boxes
     for i in range(n):
         s = int(sizes[i % len(sizes)])
         if s > canvas:
@@ -1006,7 +1023,7 @@ def paste_canvases(images: np.ndarray, sizes: Sequence[int], canvas: int = 64, b
             other = images[(i + 1 + int(rng.integers(0, max(n - 1, 1)))) % n]
             bg = np.asarray(Image.fromarray(other).resize((canvas, canvas), Image.BILINEAR), dtype=np.float64)
         else:
-            raise InputError(f"background {background!r}: use flat, noise, gray or photo")
+            raise InputError(f"background {background!r}: use flat, noise, gray, photo or study")
         obj = np.asarray(Image.fromarray(images[i]).resize((s, s), Image.BILINEAR), dtype=np.float64)
         y, x = (int(v) for v in rng.integers(0, canvas - s + 1, size=2))
         bg[y: y + s, x: x + s] = obj

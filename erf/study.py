@@ -773,6 +773,8 @@ def run_controlled(budget: Budget | str, out: str | Path, sizes: Sequence[int] |
     doc["settings"]["cell_devices"] = sorted({str(c.get("device", "unrecorded")) for c in cells})
     write_json(outp / "study.json", doc)
     write_text(outp / "verdict.txt", doc["verdict"]["text"] + "\n")
+    from erf.plotting import plot_controlled
+
     plot_controlled(doc, outp)
     return doc
 
@@ -840,124 +842,13 @@ def _fit_text(what: str, fit: dict[str, Any] | None, n: int) -> str:
 
 
 # ----------------------------------------------------------------------------- figures
-def _short(label: str) -> str:
-    """``/work/runs/resnet20/best.pt`` -> ``resnet20/best.pt`` (figure legends)."""
-    p = Path(label)
-    return f"{p.parent.name}/{p.name}" if p.suffix in (".pt", ".pth") and p.parent.name else label
-
-
-def plot_cdf(models: Sequence[ModelERF], objects: ObjectStats, path: str | Path) -> None:
-    """Object-size CDFs (sqrt(area) solid, longer side dashed) with each model's ERF 2 r50 (solid vertical
-    line, CI shaded), 2 r95 (dashed) and TRF side (dotted; a triangle at the top edge) on one axis."""
-    import matplotlib.pyplot as plt
-
-    from erf.atomic import save_figure
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    kind = " (estimated)" if objects.is_estimate else ""
-    for values, ls, lab in ((objects.sqrt_area, "-", "sqrt(area)"), (objects.longer_side, "--", "longer side")):
-        v = np.sort(values)
-        ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", color="black", ls=ls, lw=1.5,
-                label=f"objects{kind}: {lab}")
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    xmax = float(max(objects.longer_side.max(), 1))
-    for i, m in enumerate(models):
-        c = colors[i % len(colors)]
-        d, lo, hi = m.diameter(0.5)
-        ax.axvspan(lo, hi, color=c, alpha=0.15, lw=0)
-        ax.axvline(d, color=c, lw=2, label=f"{_short(m.label)}: 2r50 {d:.1f}px")
-        d95 = m.diameter(0.95)[0]
-        ax.axvline(d95, color=c, lw=1.2, ls="--")
-        trf = m.last["trf_side"]
-        if trf is not None:
-            ax.axvline(trf, color=c, lw=1, ls=":")
-            ax.plot([trf], [1.02], marker="v", color=c, clip_on=False)
-        xmax = max(xmax, d95, trf or 0)
-    ax.set_xlim(0, xmax * 1.05)
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel("size in model-input px (object side; ERF diameter 2r; TRF side)")
-    ax.set_ylabel("fraction of objects with size <= x")
-    ax.set_title("ERF size vs object-size CDF (solid: 2r50 with CI, dashed: 2r95, dotted/triangle: TRF)",
-                 fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    save_figure(fig, path, dpi=120)
-    plt.close(fig)
-
-
-def plot_gain(rows: Sequence[dict[str, Any]], fit: dict[str, Any] | None, path: str | Path,
-              title: str = "attention gain vs ERF/object ratio") -> None:
-    """Gain (pp, with CI bars) against the ERF/object ratio (log2 axis), with the fitted line when any."""
-    import matplotlib.pyplot as plt
-
-    from erf.atomic import save_figure
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    keys = sorted({r.get("pair", r["label"]) for r in rows})
-    for i, key in enumerate(keys):
-        sub = [r for r in rows if r.get("pair", r["label"]) == key]
-        key = _short(key)
-        x = np.array([r["ratio"] for r in sub])
-        y = np.array([100 * r["gain"] for r in sub])
-        lo = np.array([100 * r["gain_ci"][0] for r in sub])
-        hi = np.array([100 * r["gain_ci"][1] for r in sub])
-        chance = np.array([bool(r.get("near_chance")) for r in sub])
-        for sel, face, lab in ((~chance, colors[i % len(colors)], key), (chance, "none", f"{key} (near chance)")):
-            if sel.any():
-                ax.errorbar(x[sel], y[sel], yerr=[(y - lo)[sel], (hi - y)[sel]], fmt="o", color=colors[i % len(colors)],
-                            mfc=face, ms=5, capsize=2, alpha=0.8, label=lab)
-    if fit is not None and rows:
-        xs = np.linspace(min(r["ratio"] for r in rows), max(r["ratio"] for r in rows), 50)
-        ax.plot(xs, 100 * (fit["intercept"] + fit["slope"] * np.log2(xs)), "k-", lw=1,
-                label=f"fit: {100 * fit['slope']:+.1f} pp/doubling [{100 * fit['slope_ci'][0]:+.1f}, "
-                      f"{100 * fit['slope_ci'][1]:+.1f}]")
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.axvline(1, color="grey", lw=0.8, ls=":")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("ERF/object ratio (2 r50 of the plain twin / object size)")
-    ax.set_ylabel("attention gain (pp of accuracy)")
-    ax.set_title(title, fontsize=9)
-    if rows:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=120)
-    plt.close(fig)
-
-
-def plot_controlled(doc: dict[str, Any], out: str | Path) -> None:
-    """``gain_vs_ratio.png`` and ``erf_vs_size.png`` (ERF 2 r50 of each twin against object side s)."""
-    import matplotlib.pyplot as plt
-
-    from erf.atomic import save_figure
-
-    out = Path(out)
-    plot_gain(doc["pairs"], doc["fit"], out / "gain_vs_ratio.png",
-              title=f"controlled ({doc['budget']['name']} budget): gain vs ERF/object, one point per seed x size")
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, key in enumerate(sorted({r["pair"] for r in doc["pairs"]})):
-        sub = [r for r in doc["pairs"] if r["pair"] == key]
-        s = np.array([r["size"] for r in sub])
-        ax.plot(s, [r["erf_diameter50_plain"] for r in sub], "o", color=colors[i % len(colors)], label=f"{key} plain")
-        ax.plot(s, [r["erf_diameter50_attention"] for r in sub], "x", color=colors[i % len(colors)],
-                label=f"{key} attention")
-    lim = max([r["size"] for r in doc["pairs"]] + [1])
-    ax.plot([0, lim], [0, lim], "k:", lw=0.8, label="2r50 = s")
-    ax.set_xlabel("object side s (px)")
-    ax.set_ylabel("ERF 2 r50 of the last layer (px)")
-    ax.set_title("controlled: ERF size of each trained twin vs object size", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, out / "erf_vs_size.png", dpi=120)
-    plt.close(fig)
-
-
 def write_real_study(doc: dict[str, Any], models: Sequence[ModelERF], objects: ObjectStats, out: str | Path) -> None:
     """Write ``study.json``, ``erf_vs_objects_cdf.png`` and ``gain_vs_ratio.png`` into ``out``."""
     from erf.atomic import write_json, write_text
 
     out = Path(out)
+    from erf.plotting import plot_cdf, plot_gain
+
     plot_cdf(models, objects, out / "erf_vs_objects_cdf.png")
     plot_gain(doc["pairs"], doc["fit"], out / "gain_vs_ratio.png")
     write_text(out / "verdict.txt", doc["verdict"]["text"] + "\n")
@@ -967,6 +858,6 @@ def write_real_study(doc: dict[str, Any], models: Sequence[ModelERF], objects: O
 __all__ = [
     "BUDGETS", "CONVERSION", "PAIRS", "SCHEMA", "Accuracy", "Budget", "ModelERF", "ObjectStats", "PairSpec",
     "controlled_report", "correctness", "erf_size", "fit_gain", "fraction_below", "gain", "load_objects",
-    "measure_model", "pair_models", "pair_rows", "plot_cdf", "plot_controlled", "plot_gain", "run_cell",
+    "measure_model", "pair_models", "pair_rows", "run_cell",
     "run_controlled", "study_layers", "study_models", "twin_of", "verdict", "write_real_study",
 ]

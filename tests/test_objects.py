@@ -303,6 +303,26 @@ def test_estimator_is_poor_on_photo_backgrounds():
     assert err["median_iou"] < 0.8 and err["median_abs_error_px"] > 2
 
 
+def test_study_background_is_the_controlled_experiments_own_canvas():
+    """One paster for the study's canvases: ``paste_canvases(background="study")`` returns exactly the images
+    and boxes of :func:`erf.controlled.make_controlled` (per size), so the estimator error reported for the
+    ``study`` background is measured on the controlled data set itself."""
+    from erf.controlled import make_controlled
+    from erf.objects import controlled_check, paste_canvases
+
+    x = np.load(SAMPLE)["x_test"][:12]
+    canv, boxes = paste_canvases(x, (12, 24), background="study", seed=3)
+    for k, s in enumerate((12, 24)):
+        made = make_controlled(x[k::2], np.zeros(6, dtype=np.int64), s, 64, seed=3)
+        np.testing.assert_array_equal(canv[k::2], made.uint8())
+        np.testing.assert_array_equal(boxes[k::2], made.boxes)
+        assert np.all(boxes[k::2, 2] - boxes[k::2, 0] == s)
+    err = controlled_check(x, sizes=(12, 24), background="study", seed=3)
+    assert err["count"] == 12 and set(err["per_size"]) == {"12", "24"}
+    with pytest.raises(InputError, match="exceeds"):
+        paste_canvases(x, (80,), background="study")
+
+
 def test_estimate_extents_is_flagged_and_falls_back_to_full_frame():
     images, truth = _canvases("flat", n=10)
     sizes = estimate_extents(images, labels=[f"c{i % 2}" for i in range(10)])
@@ -359,5 +379,5 @@ def test_cli_estimate_says_estimate_everywhere(run_cli, tmp_path):
     validate(doc, "objects")
     assert doc["is_estimate"] is True and doc["summary"]["is_estimate"] is True
     assert doc["method"].startswith("estimate:") and doc["format"] == "estimate"
-    assert set(doc["estimator_error"]) == {"flat", "noise", "photo"}
+    assert set(doc["estimator_error"]) == {"flat", "noise", "study", "photo"}
     assert doc["summary"]["count"] == 30 and max(doc["sizes"]["relative"]) <= 0.5  # 32 px images in a 64 canvas

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from erf.cli import command, print_json, print_notes
 from erf.errors import InputError
 
 SCHEMA = "erf.objects/1"
-MEASURES = (("sqrt_area", "sqrt(area) px"), ("longer_side", "longer side px"), ("relative", "relative size"))
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -44,6 +42,11 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the objects.json document")
 
 
+ESTIMATOR_BACKGROUNDS = ("flat", "noise", "study", "photo")
+"""Canvases on which ``--estimate`` measures its estimator's error (:func:`erf.objects.paste_canvases`);
+``study`` are the controlled experiment's own canvases."""
+
+
 def _estimate(args: argparse.Namespace, preprocess: Any) -> tuple[Any, dict[str, Any], list[str]]:
     import numpy as np
 
@@ -64,7 +67,7 @@ def _estimate(args: argparse.Namespace, preprocess: Any) -> tuple[Any, dict[str,
     if not args.no_check:
         check_images = images[: min(len(images), 300)]
         extra["estimator_error"] = {bg: controlled_check(check_images, background=bg)
-                                    for bg in ("flat", "noise", "photo")}
+                                    for bg in ESTIMATOR_BACKGROUNDS}
     return sizes, extra, list(data.notes)
 
 
@@ -97,51 +100,6 @@ def build_document(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     return doc, sizes
 
 
-def plot(sizes: Any, out: Path, title: str, bins: int = 20) -> None:
-    """``histogram.png`` (three measures) and ``cdf.png`` (sqrt area and longer side, per class) in ``out``."""
-    import textwrap
-
-    import matplotlib.pyplot as plt
-
-    from erf.atomic import save_figure
-    from erf.objects import cdf
-
-    title = "\n".join(textwrap.fill(line, 110) for line in title.split("\n"))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    for ax, (key, name) in zip(axes, MEASURES):
-        ax.hist(getattr(sizes, key), bins=bins, color="tab:blue", alpha=0.8)
-        ax.set_xlabel(name)
-        ax.set_ylabel("objects")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, out / "histogram.png", dpi=100)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    labels = ["(none)" if lab is None else str(lab) for lab in sizes.labels]
-    classes = sorted(set(labels))
-    import numpy as np
-
-    lab_arr = np.asarray(labels, dtype=object)
-    for ax, (key, name) in zip(axes, MEASURES[:2]):
-        values = getattr(sizes, key)
-        x, f = cdf(values)
-        ax.step(x, f, where="post", color="black", lw=2, label="all")
-        if 1 < len(classes) <= 12:
-            for c in classes:
-                x, f = cdf(values[lab_arr == c])
-                ax.step(x, f, where="post", lw=1, alpha=0.7, label=c)
-        ax.set_xlabel(name)
-        ax.set_ylabel("fraction of objects <= x")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, out / "cdf.png", dpi=100)
-    plt.close(fig)
-
-
 def _fmt(v: float | None, digits: int) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
@@ -151,7 +109,9 @@ def print_table(doc: dict[str, Any], title: str) -> None:
     s = doc["summary"]
     print(title)
     print(f"{'measure':<16}{'p5':>8}{'p25':>8}{'p50':>8}{'p75':>8}{'p95':>8}{'mean':>8}")
-    for key, name in MEASURES:
+    from erf.objects import SIZE_MEASURES
+
+    for key, name in SIZE_MEASURES:
         d = s[key]
         q = d["quantiles"]
         digits = 3 if key == "relative" else 1
@@ -180,7 +140,9 @@ def cmd_objects(args: argparse.Namespace) -> int:
     if doc["is_estimate"]:
         title += f"\nmethod: {doc['method']}"
     if out:
-        plot(sizes, out, title, args.bins)
+        from erf.plotting import object_size_figures
+
+        object_size_figures(sizes, out, title, args.bins)
         write_json(out / "objects.json", doc)
     if args.json:
         print_json(doc)
