@@ -77,38 +77,6 @@ def test_channels_last_equals_contiguous(name: str) -> None:
         GradientProbe(memory_format="nhwc")
 
 
-@pytest.mark.parametrize("name", ["norm_8d", "resnet20_cbam"])
-def test_worker_threads_give_the_same_maps(name: str) -> None:
-    """Splitting a batch over worker threads (each with one intra-op thread) changes nothing but speed."""
-    model = _tiny(name)
-    targets, _ = make_targets(model, default_layers(model), (32, 32))
-    x = noise_images(5, 32, 3, seed=6)
-    threads = torch.get_num_threads()
-    one = GradientProbe(workers=1).batch_maps(model, targets, x)
-    three = GradientProbe(workers=3).batch_maps(model, targets, x)
-    assert torch.get_num_threads() == threads  # restored
-    assert not [t for t in __import__("threading").enumerate() if t.name.startswith("erf-probe")]
-    for layer, m in one.items():
-        assert three[layer].shape == m.shape == (5, 32, 32)
-        torch.testing.assert_close(three[layer], m, rtol=0, atol=1e-6 * float(m.abs().max()))
-
-
-def test_worker_errors_reach_the_caller() -> None:
-    import dataclasses
-
-    from erf.errors import LayerDidNotRunError
-    from erf.probes.gradient import cpu_workers
-
-    model = _tiny("resnet20")
-    targets, _ = make_targets(model, ["stage1"], (32, 32))
-    orphan = dataclasses.replace(targets[0], module=torch.nn.Conv2d(3, 3, 1))  # never called by the model
-    with pytest.raises(LayerDidNotRunError, match="never ran"):
-        GradientProbe(workers=2).batch_maps(model, [orphan], noise_images(4))
-    assert cpu_workers(torch.device("cpu"), 3, 8) == 3 and cpu_workers(torch.device("meta"), 8) == 1
-    with pytest.raises(ValueError, match="workers"):
-        GradientProbe(workers=0)
-
-
 def test_no_parameter_gradient_and_flags_restored() -> None:
     model = _tiny("resnet20_cbam")
     params = list(model.parameters())

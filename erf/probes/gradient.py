@@ -18,11 +18,6 @@ The engine:
   (:func:`affine_batch_norm`: same values, a backward without reductions);
 * on CPU, models with grouped convolutions (ResNeXt) are probed in the
   channels-last memory format (:func:`probe_memory_format`);
-* on CPU with several threads, the batch is split over as many worker
-  threads, each running its share with one intra-op thread
-  (:func:`cpu_workers`): images are independent in eval mode, and many small
-  single-threaded convolutions keep both cores busy where one
-  OpenMP-parallel convolution at a time waits at its barriers;
 * for layers whose TRF is local, the input is cropped to the union of the
   targets' TRF boxes, with the crop start a multiple of the effective stride
   so that every feature-map grid keeps its phase: the target unit sees exactly
@@ -34,10 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 import types
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -176,40 +169,17 @@ def probe_memory_format(model: nn.Module, device: torch.device, choice: str = "a
     return torch.contiguous_format
 
 
-def cpu_workers(device: torch.device, batch: int, choice: int | None = None) -> int:
-    """Worker threads for a batch of ``batch`` images (``choice``: ``None`` for auto, else a count >= 1).
-
-    Auto: on CPU, ``torch.get_num_threads()`` workers (at most one per image);
-    elsewhere 1. Splitting norm_8d's all-layer ERF over 2 workers of one thread
-    each instead of 2 OpenMP threads was 1.3-1.9x faster on this project's
-    2-core CPU (``erf bench``; the maps are identical).
-    """
-    if choice is not None:
-        if int(choice) < 1:
-            raise ValueError(f"workers must be at least 1, got {choice}")
-        return max(1, min(int(choice), batch))
-    if device.type != "cpu":
-        return 1
-    return max(1, min(torch.get_num_threads(), batch))
-
-
 def capture_outputs(model: nn.Module, targets: list[Target], x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Run ``model(x)`` until every target module has produced an output; return them by path.
-
-    Thread-safe: the hooks only record (and stop) the forward of the calling
-    thread, so several threads may probe the same model at once.
 
     Raises:
         LayerDidNotRunError: the forward finished and a target's hook never fired.
     """
     wanted = {t.path for t in targets}
     captured: dict[str, torch.Tensor] = {}
-    owner = threading.get_ident()
 
     def hook(path: str):
         def fn(module: nn.Module, inputs: object, output: object) -> None:
-            if threading.get_ident() != owner:
-                return
             if path not in captured:
                 tensor = first_tensor(output)
                 if tensor is not None:
@@ -274,22 +244,17 @@ class GradientProbe:
         merge_ratio: grouping threshold of :func:`plan_groups`.
         memory_format: ``"auto"``, ``"channels_last"`` or ``"contiguous"``
             (:func:`probe_memory_format`); same maps up to float rounding.
-        workers: threads that split each batch (:func:`cpu_workers`; ``None``:
-            auto, one per CPU thread; 1: no split).
     """
 
     name = "gradient"
 
     def __init__(self, mode: str = "abs", crop: bool = True, merge_ratio: float = 0.5,
-                 memory_format: str = "auto", workers: int | None = None) -> None:
+                 memory_format: str = "auto") -> None:
         if mode not in ("abs", "relu"):
             raise ValueError(f"mode must be 'abs' or 'relu', got {mode!r}")
         if memory_format != "auto" and memory_format not in MEMORY_FORMATS:
             raise ValueError(f"memory_format must be 'auto' or one of {sorted(MEMORY_FORMATS)}, got {memory_format!r}")
-        if workers is not None and int(workers) < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
         self.memory_format = memory_format
-        self.workers = workers
         self.mode = mode
         self.crop = crop
         self.merge_ratio = merge_ratio
@@ -298,31 +263,11 @@ class GradientProbe:
         """``{target name: (B, H, W) float64}`` maps for the batch ``x`` ``(B, C, H, W)``."""
         b, _, h, w = x.shape
         fmt = probe_memory_format(model, x.device, self.memory_format)
-        groups = plan_groups(targets, h, w, self.crop, self.merge_ratio)
-        n_workers = cpu_workers(x.device, b, self.workers)
-
-        def maps_of(xs: torch.Tensor) -> dict[str, torch.Tensor]:
-            out: dict[str, torch.Tensor] = {}
-            with torch.enable_grad():
-                for group in groups:
-                    out.update(self._group_maps(model, group, xs, fmt))
-            return out
-
-        with frozen_parameters(model), affine_batch_norm(model):
-            if n_workers == 1:
-                return maps_of(x)
-            threads = torch.get_num_threads()
-
-            def work(xs: torch.Tensor) -> dict[str, torch.Tensor]:
-                torch.set_num_threads(1)  # this worker thread only (OpenMP's setting is per thread)
-                return maps_of(xs)
-
-            try:
-                with ThreadPoolExecutor(n_workers, thread_name_prefix="erf-probe") as pool:
-                    parts = list(pool.map(work, torch.tensor_split(x, n_workers)))
-            finally:
-                torch.set_num_threads(threads)
-            return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+        out: dict[str, torch.Tensor] = {}
+        with frozen_parameters(model), affine_batch_norm(model), torch.enable_grad():
+            for group in plan_groups(targets, h, w, self.crop, self.merge_ratio):
+                out.update(self._group_maps(model, group, x, fmt))
+        return out
 
     def _group_maps(self, model: nn.Module, group: CropGroup, x: torch.Tensor,
                     fmt: torch.memory_format = torch.contiguous_format) -> dict[str, torch.Tensor]:
