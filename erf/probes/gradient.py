@@ -155,10 +155,11 @@ def probe_memory_format(model: nn.Module, device: torch.device, choice: str = "a
 
     ``"auto"`` picks ``channels_last`` on CPU when the model has a grouped
     convolution and ``contiguous`` otherwise: on this project's 2-core CPU,
-    channels-last made all-layer ERF of ResNeXt-29 16x8d 26-30 % faster
-    (norm_8d 5.8 -> 4.0 s, cbam_8d 14.9 -> 11.0 s; 64 images, one thread),
-    but torchvision's resnet18 40 % slower and resnet20 10 % slower (plain
-    convolutions on small maps). CUDA keeps the contiguous format (not measured).
+    channels-last made all-layer ERF of ResNeXt-29 16x8d 26-36 % faster
+    (norm_8d 5.8 -> 4.0 s with one thread and 3.2 -> 2.05 s with two, cbam_8d
+    14.9 -> 11.0 s with one; 64 images, batch 16), but torchvision's resnet18
+    40 % slower and resnet20 10 % slower (plain convolutions on small maps).
+    CUDA keeps the contiguous format (not measured).
     """
     if choice != "auto":
         if choice not in MEMORY_FORMATS:
