@@ -614,7 +614,7 @@ class Budget:
 
 BUDGETS: dict[str, Budget] = {
     "tiny": Budget("tiny", (8, 24), 1, ("twoconv_narrow",), 64, 64, 1, 32, 0.05, 8, 20),
-    "cpu": Budget("cpu", (8, 16, 32), 2, ("twoconv_narrow", "resnet8_narrow"), 1000, 300, 4, 64, 0.05, 32, 100),
+    "cpu": Budget("cpu", (12, 16, 32), 3, ("twoconv_narrow", "resnet8_narrow"), None, None, 5, 64, 0.05, 32, 100),
     "gpu": Budget("gpu", (8, 12, 16, 24, 32, 48), 3, ("twoconv", "resnet20_s2", "resnet20"), None, None, 15, 128,
                   0.1, 64, 200),
 }
@@ -791,13 +791,7 @@ def controlled_report(cells: Sequence[dict[str, Any]], budget: Budget, data: str
         r["size"] = int(r["object_size"])
         r["pair"] = r["group"].split("pair=")[1]
     fit = fit_gain([r["ratio"] for r in rows], [r["gain"] for r in rows])
-    flagged = sorted({r["group"] for r in rows if r["near_chance"]})
-    all_chance = bool(rows) and all(r["near_chance"] for r in rows)
-    v = verdict(rows, fit, flagged if all_chance else ())
-    n_flag = sum(r["near_chance"] for r in rows)
-    if n_flag and not all_chance:
-        v["text"] += (f" Caution: {n_flag} of {len(rows)} cells have a model within {100 * CHANCE_MARGIN:.0f} pp of "
-                      "chance accuracy.")
+    v, fit_trained = controlled_verdict(rows)
     by_pair: dict[str, Any] = {}
     for key in sorted({r["pair"] for r in rows}):
         sub = [r for r in rows if r["pair"] == key]
@@ -807,17 +801,6 @@ def controlled_report(cells: Sequence[dict[str, Any]], budget: Budget, data: str
                                            "mean_ratio": float(np.mean([r["ratio"] for r in sub if r["size"] == s])),
                                            "seeds": sum(r["size"] == s for r in sub)}
                                   for s in sorted({r["size"] for r in sub})}}
-    trained = [r for r in rows if not r["near_chance"]]
-    fit_trained = fit_gain([r["ratio"] for r in trained], [r["gain"] for r in trained]) if n_flag else fit
-    extra = []
-    if n_flag and not all_chance:
-        extra.append(_fit_text("without the near-chance cells", fit_trained, len(trained)))
-    for key, entry in by_pair.items():
-        extra.append(_fit_text(f"within {key} only (same architecture, object size varied)", entry["fit"],
-                               sum(r["pair"] == key for r in rows)))
-    extra.append("Fits across pairs mix architectures (depth, width), so they confound the ERF with capacity; the "
-                 "within-pair fits vary only the object size.")
-    v["text"] += " " + " ".join(extra)
     model_rows = [_model_json(m, None) for m in models]
     doc = {"schema": SCHEMA, "mode": "controlled", "conversion": CONVERSION.replace("median object sqrt(area)",
                                                                                     "object side s"),
@@ -830,9 +813,63 @@ def controlled_report(cells: Sequence[dict[str, Any]], budget: Budget, data: str
     return doc, models
 
 
+def controlled_verdict(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Verdict of the controlled grid from its cells ``{"pair", "ratio", "gain", "gain_ci", "near_chance"}``.
+
+    The label is judged on the *trained* cells only (neither twin within
+    :data:`CHANCE_MARGIN` of chance: a near-chance model's gain says nothing about
+    attention) by :func:`verdict`; all cells near chance: inconclusive. A
+    ``supports`` / ``contradicts`` label from the fit across all trained cells
+    stands only if the same trend (slope CI excluding 0, same sign) also shows
+    within at least one pair (same architecture, only the object size varied)
+    and no pair shows the opposite one; otherwise it becomes ``inconclusive``: a
+    trend seen only across architectures confounds the ERF with capacity. The
+    text also gives the fit over all cells and the within-pair fits.
+
+    Returns:
+        ``({"label", "text"}, fit over the trained cells or None)``.
+    """
+    fit_all = fit_gain([r["ratio"] for r in rows], [r["gain"] for r in rows])
+    trained = [r for r in rows if not r["near_chance"]]
+    n_flag = len(rows) - len(trained)
+    if not trained:
+        return verdict(rows, fit_all, sorted({r.get("group", r["label"]) for r in rows})), None
+    fit_trained = fit_gain([r["ratio"] for r in trained], [r["gain"] for r in trained]) if n_flag else fit_all
+    v = verdict(trained, fit_trained)
+    within = {key: fit_gain([r["ratio"] for r in trained if r["pair"] == key],
+                            [r["gain"] for r in trained if r["pair"] == key])
+              for key in sorted({r["pair"] for r in rows})}
+    extra = []
+    if n_flag:
+        extra.append(f"Judged on the {len(trained)} of {len(rows)} cells where both twins are more than "
+                     f"{100 * CHANCE_MARGIN:.0f} pp above chance accuracy ({n_flag} near-chance cells left out: "
+                     "their gains say nothing about attention).")
+        extra.append(_fit_text("over all cells, near-chance ones included", fit_all, len(rows)))
+    for key, f in within.items():
+        extra.append(_fit_text(f"within {key} only (same architecture, object size varied"
+                               + (", trained cells)" if n_flag else ")"), f, sum(r["pair"] == key for r in trained)))
+    if v["label"] in ("supports", "contradicts"):
+        sign = -1 if v["label"] == "supports" else 1  # the sign of the slope that gave the label
+        signs = {k: (-1 if f["slope_ci"][1] < 0 else 1 if f["slope_ci"][0] > 0 else 0)
+                 for k, f in within.items() if f is not None}
+        agree = [k for k, s in signs.items() if s == sign]
+        against = [k for k, s in signs.items() if s == -sign]
+        why = (f"within {', '.join(against)} (same architecture, only the object size varied) the gain moves the "
+               "other way" if against else "no pair shows it within its own architecture (only the object size "
+               "varied), so it may be a difference of capacity between architectures rather than of ERF")
+        if against or not agree:
+            head = v["text"].split(". ", 1)[0] + "."
+            v = {"label": "inconclusive", "text": v["text"].replace(head, "Verdict: INCONCLUSIVE.", 1)
+                 + f" The trend across all trained cells is not attributed to the ERF: {why}."}
+    extra.append("Fits across pairs mix architectures (depth, width), so they confound the ERF with capacity; the "
+                 "within-pair fits vary only the object size.")
+    v["text"] += " " + " ".join(extra)
+    return v, fit_trained
+
+
 def _fit_text(what: str, fit: dict[str, Any] | None, n: int) -> str:
     if fit is None:
-        return f"Fit {what}: not possible ({n} point(s) or a single ratio)."
+        return f"Fit {what}: not possible (n = {n}; a fit needs 3 points at 2 or more ratios)."
     lo, hi = fit["slope_ci"]
     sign = "falls" if hi < 0 else "rises" if lo > 0 else "shows no detectable trend"
     return (f"Fit {what}: {100 * fit['slope']:+.1f} pp per doubling of ERF/object [95% CI {100 * lo:+.1f}, "
@@ -857,7 +894,7 @@ def write_real_study(doc: dict[str, Any], models: Sequence[ModelERF], objects: O
 
 __all__ = [
     "BUDGETS", "CONVERSION", "PAIRS", "SCHEMA", "Accuracy", "Budget", "ModelERF", "ObjectStats", "PairSpec",
-    "controlled_report", "correctness", "erf_size", "fit_gain", "fraction_below", "gain", "load_objects",
-    "measure_model", "pair_models", "pair_rows", "run_cell",
-    "run_controlled", "study_layers", "study_models", "twin_of", "verdict", "write_real_study",
+    "controlled_report", "controlled_verdict", "correctness", "erf_size", "fit_gain", "fraction_below", "gain",
+    "load_objects", "measure_model", "pair_models", "pair_rows", "run_cell", "run_controlled", "study_layers",
+    "study_models", "twin_of", "verdict", "write_real_study",
 ]

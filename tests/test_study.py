@@ -159,6 +159,41 @@ def test_fit_and_verdict_labels():
     assert one["label"] == "contradicts" and "no trend" in one["text"]
 
 
+def _cell(pair: str, ratio: float, gain: float, near_chance: bool = False) -> dict:
+    return {"label": f"{pair}@{ratio}", "group": f"pair={pair}", "pair": pair, "ratio": ratio, "gain": gain,
+            "gain_ci": [gain - 0.01, gain + 0.01], "near_chance": near_chance}
+
+
+def test_controlled_verdict_is_judged_on_trained_cells_and_checked_within_pairs():
+    from erf.study import controlled_verdict
+
+    # Trained cells: -2 pp per doubling in both pairs, and across them: supports.
+    clean = [_cell(p, r * k, 0.02 - 0.02 * math.log2(r * k)) for p, k in (("a", 1), ("b", 4)) for r in (0.25, 0.5, 1)]
+    v, fit = controlled_verdict(clean)
+    assert v["label"] == "supports" and fit["slope"] == pytest.approx(-0.02)
+    assert "within a only" in v["text"] and "within b only" in v["text"]
+    # The same trained cells plus near-chance cells that alone would carry a steep fall: judged without them.
+    noisy_trained = [_cell("a", r, g) for r, g in ((0.5, 0.01), (1, -0.01), (2, 0.01), (4, -0.01))]
+    chance = [_cell("b", r, g, near_chance=True) for r, g in ((0.25, 0.3), (0.3, 0.28), (0.35, 0.26))]
+    v, fit = controlled_verdict(noisy_trained + chance)
+    assert v["label"] == "inconclusive" and fit["n"] == 4
+    assert "4 of 7 cells" in v["text"] and "over all cells, near-chance ones included" in v["text"]
+    assert "falls" in v["text"]  # the all-cells fit does fall: reported, but not the verdict
+    # A fall across architectures that each architecture's own size series contradicts: inconclusive.
+    across = [_cell("small", r, 0.10 + 0.02 * math.log2(r / 0.25)) for r in (0.125, 0.25, 0.5)]
+    across += [_cell("large", r, -0.30 + 0.02 * math.log2(r / 2)) for r in (1, 2, 4)]
+    assert controlled_verdict(across)[0]["label"] == "inconclusive"
+    assert "moves the other way" in controlled_verdict(across)[0]["text"]
+    # A fall across architectures with flat series inside each: a capacity difference, not shown to be the ERF.
+    flat = [_cell("small", r, 0.10 + e) for r, e in ((0.125, 0.01), (0.25, -0.01), (0.5, 0.0))]
+    flat += [_cell("large", r, -0.20 + e) for r, e in ((1, 0.01), (2, -0.01), (4, 0.0))]
+    v, fit = controlled_verdict(flat)
+    assert fit["slope_ci"][1] < 0 and v["label"] == "inconclusive" and "capacity" in v["text"]
+    # Every cell near chance: inconclusive, no trained fit.
+    v, fit = controlled_verdict([{**c, "near_chance": True} for c in clean])
+    assert v["label"] == "inconclusive" and fit is None
+
+
 # ----------------------------------------------------------------------------- end to end
 def test_controlled_grid_end_to_end_and_resume(tmp_path):
     budget = Budget("test", sizes=(8, 16), seeds=1, pairs=("twoconv_narrow",), train_images=32, test_images=32,

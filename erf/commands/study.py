@@ -40,7 +40,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--controlled", action="store_true", help="run the controlled experiment instead")
     p.add_argument("--budget", default="cpu", choices=["tiny", "cpu", "gpu"],
-                   help="controlled grid size: tiny (seconds), cpu (tens of minutes on 2 cores), gpu (full)")
+                   help="controlled grid size: tiny (seconds, a pipeline check), cpu (about an hour on a 2-core CPU), "
+                        "gpu (the full grid, about 35 min on one H200)")
     p.add_argument("--seeds", type=int, default=None, help="controlled: seeds per cell (default: the budget's)")
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="controlled: object sides in px")
     p.add_argument("--pairs", nargs="+", default=None,
