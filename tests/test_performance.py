@@ -77,6 +77,34 @@ def test_channels_last_equals_contiguous(name: str) -> None:
         GradientProbe(memory_format="nhwc")
 
 
+@pytest.mark.parametrize("name", ["norm_8d", "resnet20_cbam"])
+def test_cpu_sub_batches_give_the_same_maps(name: str) -> None:
+    model = _tiny(name)
+    targets, _ = make_targets(model, default_layers(model), (32, 32))
+    x = noise_images(5, 32, 3, seed=6)
+    whole = GradientProbe(cpu_chunk_mb=None).batch_maps(model, targets, x)
+    split = GradientProbe(cpu_chunk_mb=1e-6).batch_maps(model, targets, x)  # one image per sub-batch
+    for layer, m in whole.items():
+        assert split[layer].shape == m.shape == (5, 32, 32)
+        torch.testing.assert_close(split[layer], m, rtol=0, atol=1e-5 * float(m.abs().max()))
+
+
+def test_sub_batch_size_from_the_largest_feature_map() -> None:
+    from erf.probes.gradient import CPU_CHUNK_MB, largest_feature_map_bytes
+
+    model = _tiny("resnet20")  # widths 16/32/64: the largest map is a 16 x 32 x 32 float32 stage-1 map
+    targets, _ = make_targets(model, ["stage1.block1"], (32, 32))
+    assert largest_feature_map_bytes(model, targets, noise_images(3)) == 16 * 32 * 32 * 4
+    deep, _ = make_targets(model, ["stage3"], (32, 32))
+    assert largest_feature_map_bytes(model, deep, noise_images(3)) == 16 * 32 * 32 * 4  # earlier maps count
+    probe = GradientProbe()
+    assert probe.sub_batch(2**20, 64) == int(CPU_CHUNK_MB) == 16  # 1 MiB per image (a ResNeXt-29 8d stage-1 map)
+    assert probe.sub_batch(2**20 * 1000, 64) == 1 and probe.sub_batch(1024, 64) == 64
+    assert GradientProbe(cpu_chunk_mb=None).sub_batch(2**20, 64) == 64
+    with pytest.raises(ValueError, match="cpu_chunk_mb"):
+        GradientProbe(cpu_chunk_mb=0)
+
+
 def test_no_parameter_gradient_and_flags_restored() -> None:
     model = _tiny("resnet20_cbam")
     params = list(model.parameters())
