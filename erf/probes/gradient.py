@@ -185,6 +185,12 @@ def largest_feature_map_bytes(model: nn.Module, targets: list[Target], x: torch.
     return largest
 
 
+def _checked_memory_format(choice: str) -> str:
+    if choice != "auto" and choice not in MEMORY_FORMATS:
+        raise ValueError(f"memory_format must be 'auto' or one of {sorted(MEMORY_FORMATS)}, got {choice!r}")
+    return choice
+
+
 def probe_memory_format(model: nn.Module, device: torch.device, choice: str = "auto") -> torch.memory_format:
     """Memory format of the probed input (convolutions follow their input's format).
 
@@ -196,9 +202,7 @@ def probe_memory_format(model: nn.Module, device: torch.device, choice: str = "a
     40 % slower and resnet20 10 % slower (plain convolutions on small maps).
     CUDA keeps the contiguous format (not measured).
     """
-    if choice != "auto":
-        if choice not in MEMORY_FORMATS:
-            raise ValueError(f"memory_format must be 'auto' or one of {sorted(MEMORY_FORMATS)}, got {choice!r}")
+    if _checked_memory_format(choice) != "auto":
         return MEMORY_FORMATS[choice]
     if device.type == "cpu" and any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules()):
         return torch.channels_last
@@ -291,11 +295,9 @@ class GradientProbe:
                  memory_format: str = "auto", cpu_chunk_mb: float | None = CPU_CHUNK_MB) -> None:
         if mode not in ("abs", "relu"):
             raise ValueError(f"mode must be 'abs' or 'relu', got {mode!r}")
-        if memory_format != "auto" and memory_format not in MEMORY_FORMATS:
-            raise ValueError(f"memory_format must be 'auto' or one of {sorted(MEMORY_FORMATS)}, got {memory_format!r}")
         if cpu_chunk_mb is not None and not cpu_chunk_mb > 0:
             raise ValueError(f"cpu_chunk_mb must be positive or None, got {cpu_chunk_mb}")
-        self.memory_format = memory_format
+        self.memory_format = _checked_memory_format(memory_format)
         self.cpu_chunk_mb = cpu_chunk_mb
         self._map_bytes: tuple[tuple, int] | None = None  # (model, input, targets) key -> largest map bytes
         self.mode = mode
