@@ -791,7 +791,7 @@ def controlled_report(cells: Sequence[dict[str, Any]], budget: Budget, data: str
         r["size"] = int(r["object_size"])
         r["pair"] = r["group"].split("pair=")[1]
     fit = fit_gain([r["ratio"] for r in rows], [r["gain"] for r in rows])
-    v, fit_trained = controlled_verdict(rows)
+    v, fit_trained = controlled_verdict(rows, fit)
     by_pair: dict[str, Any] = {}
     for key in sorted({r["pair"] for r in rows}):
         sub = [r for r in rows if r["pair"] == key]
@@ -813,7 +813,8 @@ def controlled_report(cells: Sequence[dict[str, Any]], budget: Budget, data: str
     return doc, models
 
 
-def controlled_verdict(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def controlled_verdict(rows: Sequence[dict[str, Any]], fit_all: dict[str, Any] | None = None
+                       ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Verdict of the controlled grid from its cells ``{"pair", "ratio", "gain", "gain_ci", "near_chance"}``.
 
     The label is judged on the *trained* cells only (neither twin within
@@ -826,10 +827,13 @@ def controlled_verdict(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], 
     trend seen only across architectures confounds the ERF with capacity. The
     text also gives the fit over all cells and the within-pair fits.
 
+    ``fit_all``: :func:`fit_gain` over all ``rows`` when the caller has it (else computed here).
+
     Returns:
         ``({"label", "text"}, fit over the trained cells or None)``.
     """
-    fit_all = fit_gain([r["ratio"] for r in rows], [r["gain"] for r in rows])
+    if fit_all is None:
+        fit_all = fit_gain([r["ratio"] for r in rows], [r["gain"] for r in rows])
     trained = [r for r in rows if not r["near_chance"]]
     n_flag = len(rows) - len(trained)
     if not trained:
