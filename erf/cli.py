@@ -30,7 +30,14 @@ data sources (--data):
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Keeps the description's layout; shows an option's default unless it says nothing (None, a flag's False)
+    or the help text already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text.lower():
+            return action.help
+        return super()._get_help_string(action)
 
 
 def print_json(obj: Any) -> None:

@@ -374,3 +374,18 @@ def test_erf_help_lists_every_subcommand(run_cli):
     with pytest.raises(SystemExit) as exc:
         run_cli("--help")
     assert exc.value.code == 0
+
+
+def test_subcommand_help_shows_only_defaults_that_say_something():
+    """``--help`` shows real defaults (``(default: 64)``), never ``(default: None)`` or a flag's ``False``."""
+    import argparse
+
+    from erf.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name in COMMANDS:
+        text = " ".join(sub.choices[name].format_help().split())
+        assert "(default: None)" not in text and "(default: False)" not in text, name
+    bench = " ".join(sub.choices["bench"].format_help().split())
+    assert "(default: 64)" in bench  # --images: a default worth showing is still shown
