@@ -8,6 +8,8 @@ single-process run up to float rounding. Backend: gloo on CPU, nccl on CUDA.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -28,3 +30,22 @@ def init_from_env(device: str = "cpu") -> tuple[int, int]:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size()
+
+
+@contextmanager
+def process_group(device: str = "cpu") -> Iterator[tuple[int, int]]:
+    """:func:`init_from_env` for the duration of a ``with`` block; yields ``(rank, world size)``.
+
+    The group is destroyed on the way out (also after an error) when this block created it: a process that
+    exits with a live gloo group can abort in its threads' teardown ("terminate called without an active
+    exception", exit code -6), which torchrun reports as a failed run although every rank finished.
+    """
+    import torch.distributed as dist
+
+    created = not dist.is_initialized()
+    rank_world = init_from_env(device)
+    try:
+        yield rank_world
+    finally:
+        if created and dist.is_initialized():
+            dist.destroy_process_group()

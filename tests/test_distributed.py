@@ -50,3 +50,26 @@ def test_distributed_without_torchrun_is_a_clear_error(run_cli, monkeypatch) -> 
     code, _, err = run_cli("measure", *ARGS, "--distributed", "--json")
     assert code == 2
     assert "torchrun" in err
+
+
+def test_process_group_is_destroyed_on_the_way_out(monkeypatch) -> None:
+    """A rank that exits with a live gloo group can abort in teardown (exit -6): the block must destroy it."""
+    import socket
+
+    import torch.distributed as dist
+
+    from erf.distributed import process_group
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                       "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}.items():
+        monkeypatch.setenv(key, value)
+    assert not dist.is_initialized()
+    with process_group("cpu") as (rank, world):
+        assert (rank, world) == (0, 1) and dist.is_initialized() and dist.get_backend() == "gloo"
+    assert not dist.is_initialized()
+    with pytest.raises(RuntimeError, match="inside"), process_group("cpu"):
+        raise RuntimeError("inside")
+    assert not dist.is_initialized()

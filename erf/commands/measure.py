@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -145,20 +146,18 @@ def cmd_measure(args: argparse.Namespace) -> int:
         out = prepare_output_dir(args.out, force=args.force)
     loaded = load_checkpoint(args.checkpoint, trust=args.trust, seed=args.seed)
     print_notes(loaded.notes)
-    if args.distributed:
-        from erf.distributed import init_from_env
-
-        init_from_env(args.device)
     layers = None if args.all_layers or not args.layer else args.layer
     unit = parse_unit(args.unit)
     units = {name: unit for name in (layers or [])} if unit else None
     if unit and not layers:
         raise InputError("--unit needs --layer")
-    result = run_measure(loaded.model, layers, args,
-                         {"checkpoint": str(args.checkpoint), "model": loaded.name}, units)
-    import torch.distributed as dist
+    from erf.distributed import process_group
 
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+    # torchrun: every rank measures its shard; the sums are all-reduced and rank 0 alone reports
+    with process_group(args.device) if args.distributed else nullcontext((0, 1)) as (rank, _):
+        result = run_measure(loaded.model, layers, args,
+                             {"checkpoint": str(args.checkpoint), "model": loaded.name}, units)
+    if rank != 0:
         return 0
     print_notes(result.notes)
     extra = {"trained": bool(loaded.trained)}
