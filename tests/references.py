@@ -46,3 +46,17 @@ class BypassesHooks(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stage.forward(self.stem(x))
+
+
+TINY_RESNEXT = {"cardinality": 2, "base_width": 1}
+"""ResNeXt-29 at reduced width: same topology (3 stages x 3 bottlenecks, strides, CBAM), 2 groups of width 1."""
+
+
+def tiny_model(name: str) -> nn.Module:
+    """Registered model ``name`` in eval mode, seeded weights; ResNeXt-29 entries at :data:`TINY_RESNEXT` width."""
+    from erf.models import get_entry
+
+    entry = get_entry(name)
+    torch.manual_seed(0)
+    model = entry.build(**TINY_RESNEXT) if entry.family == "resnext29" else entry.build()
+    return model.eval()

@@ -20,17 +20,15 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
+from references import tiny_model
 
 from erf.bench import noise_images
 from erf.layers import default_layers
 from erf.measure import make_targets
-from erf.models import get_entry, list_models
+from erf.models import list_models
 from erf.probes import GradientProbe
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-
-TINY_RESNEXT = {"cardinality": 2, "base_width": 1}
-
 
 @pytest.fixture(autouse=True)
 def float32_arithmetic() -> Iterator[None]:
@@ -43,13 +41,6 @@ def float32_arithmetic() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32 = matmul
 
 
-def _tiny(name: str) -> torch.nn.Module:
-    entry = get_entry(name)
-    torch.manual_seed(0)
-    model = entry.build(**TINY_RESNEXT) if entry.family == "resnext29" else entry.build()
-    return model.eval()
-
-
 def _maps(model: torch.nn.Module, x: torch.Tensor, crop: bool) -> dict[str, torch.Tensor]:
     targets, _ = make_targets(model, default_layers(model), (32, 32))
     return GradientProbe(crop=crop).batch_maps(model, targets, x)
@@ -57,7 +48,7 @@ def _maps(model: torch.nn.Module, x: torch.Tensor, crop: bool) -> dict[str, torc
 
 @pytest.mark.parametrize("name", list_models())
 def test_engine_maps_on_cuda_equal_cpu(name: str) -> None:
-    model = _tiny(name)
+    model = tiny_model(name)
     x = noise_images(3, 32, 3, seed=2)
     cpu = _maps(model, x, crop=True)
     gpu_model = copy.deepcopy(model).cuda()

@@ -15,6 +15,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from references import tiny_model
 
 from erf.bench import bench_layers, noise_images
 from erf.data.sources import load_source
@@ -24,20 +25,10 @@ from erf.models import get_entry, list_models
 from erf.probes import GradientProbe
 from erf.probes.gradient import plan_groups
 
-TINY_RESNEXT = {"cardinality": 2, "base_width": 1}
-"""ResNeXt-29 at reduced width: same topology (3 stages x 3 bottlenecks, strides, CBAM), 2 groups of width 1."""
-
-
-def _tiny(name: str) -> torch.nn.Module:
-    entry = get_entry(name)
-    torch.manual_seed(0)
-    model = entry.build(**TINY_RESNEXT) if entry.family == "resnext29" else entry.build()
-    return model.eval()
-
 
 @pytest.mark.parametrize("name", list_models())
 def test_crop_equals_no_crop_on_every_registered_model(name: str) -> None:
-    model = _tiny(name)
+    model = tiny_model(name)
     layers = default_layers(model)
     targets, _ = make_targets(model, layers, (32, 32))
     x = noise_images(2, 32, 3, seed=1)
@@ -60,7 +51,7 @@ def test_crop_equals_no_crop_on_every_registered_model(name: str) -> None:
 def test_channels_last_equals_contiguous(name: str) -> None:
     from erf.probes.gradient import probe_memory_format
 
-    model = _tiny(name)
+    model = tiny_model(name)
     targets, _ = make_targets(model, default_layers(model), (32, 32))
     x = noise_images(2, 32, 3, seed=4)
     last = GradientProbe(memory_format="channels_last").batch_maps(model, targets, x)
@@ -79,7 +70,7 @@ def test_channels_last_equals_contiguous(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["norm_8d", "resnet20_cbam"])
 def test_cpu_sub_batches_give_the_same_maps(name: str) -> None:
-    model = _tiny(name)
+    model = tiny_model(name)
     targets, _ = make_targets(model, default_layers(model), (32, 32))
     x = noise_images(5, 32, 3, seed=6)
     whole = GradientProbe(cpu_chunk_mb=None).batch_maps(model, targets, x)
@@ -92,7 +83,7 @@ def test_cpu_sub_batches_give_the_same_maps(name: str) -> None:
 def test_sub_batch_size_from_the_largest_feature_map() -> None:
     from erf.probes.gradient import CPU_CHUNK_MB, largest_feature_map_bytes
 
-    model = _tiny("resnet20")  # widths 16/32/64: the largest map is a 16 x 32 x 32 float32 stage-1 map
+    model = tiny_model("resnet20")  # widths 16/32/64: the largest map is a 16 x 32 x 32 float32 stage-1 map
     targets, _ = make_targets(model, ["stage1.block1"], (32, 32))
     assert largest_feature_map_bytes(model, targets, noise_images(3)) == 16 * 32 * 32 * 4
     deep, _ = make_targets(model, ["stage3"], (32, 32))
@@ -106,7 +97,7 @@ def test_sub_batch_size_from_the_largest_feature_map() -> None:
 
 
 def test_no_parameter_gradient_and_flags_restored() -> None:
-    model = _tiny("resnet20_cbam")
+    model = tiny_model("resnet20_cbam")
     params = list(model.parameters())
     for k, p in enumerate(params):
         p.requires_grad_(k % 3 != 0)  # a mix of flags, to check they come back as they were
@@ -119,7 +110,7 @@ def test_no_parameter_gradient_and_flags_restored() -> None:
 
 
 def test_deeper_layers_never_run() -> None:
-    model = _tiny("resnet20")
+    model = tiny_model("resnet20")
     calls = {"stage2": 0, "stage3": 0, "pool": 0, "fc": 0, "stage1": 0}
     modules = {"stage1": model.stage1 if hasattr(model, "stage1") else None}
     from erf.layers import resolve_layer
@@ -145,7 +136,7 @@ def test_deeper_layers_never_run() -> None:
 
 
 def test_tol_stops_early_and_none_uses_every_image(run_cli) -> None:
-    model = _tiny("twoconv")
+    model = tiny_model("twoconv")
     data = load_source("noise", count=64)
     loose = measure(model, ["stage1"], data, batch_size=8, tol=0.5, bootstrap=0)
     full = measure(model, ["stage1"], data, batch_size=8, tol=None, bootstrap=0)
@@ -172,7 +163,7 @@ def test_memory_bounded_streams_batches_into_float64(monkeypatch) -> None:
         return original(self, model, targets, x)
 
     monkeypatch.setattr(GradientProbe, "batch_maps", spy)
-    model = _tiny("twoconv")
+    model = tiny_model("twoconv")
     result = measure(model, ["stem", "stage1"], load_source("noise", count=50), batch_size=16, groups=8,
                      bootstrap=0)
     assert seen == [16, 16, 16, 2]  # streamed: never more than one batch at a time
@@ -184,7 +175,7 @@ def test_memory_bounded_streams_batches_into_float64(monkeypatch) -> None:
 
 
 def test_bench_layers_are_the_nine_resnext_bottlenecks() -> None:
-    names = bench_layers(_tiny("norm_8d"))
+    names = bench_layers(tiny_model("norm_8d"))
     assert names == [f"stage{s}.block{b}" for s in (1, 2, 3) for b in (1, 2, 3)]
 
 
@@ -225,7 +216,7 @@ def test_affine_batch_norm_is_the_same_function_and_is_restored() -> None:
     from erf.probes.base import frozen_parameters
     from erf.probes.gradient import affine_batch_norm
 
-    model = _tiny("norm_8d")
+    model = tiny_model("norm_8d")
     gen = torch.Generator().manual_seed(3)
     for mod in model.modules():  # non-trivial running statistics and affine parameters
         if isinstance(mod, torch.nn.BatchNorm2d):
@@ -248,7 +239,7 @@ def test_affine_batch_norm_is_the_same_function_and_is_restored() -> None:
     for name, m in engine.items():
         ref = floor[name].numpy()
         np.testing.assert_allclose(m.sum(dim=0).numpy(), ref, rtol=0, atol=1e-4 * np.abs(ref).max(), err_msg=name)
-    train = _tiny("twoconv").train()
+    train = tiny_model("twoconv").train()
     with affine_batch_norm(train):  # batch statistics in train mode: left alone
         assert all("forward" not in m.__dict__ for m in train.modules())
 
