@@ -1,11 +1,11 @@
 #!/bin/bash
-# The GPU checks, as one prepared run on a lent GPU machine (the `run` tool; see docs in README "GPU checks").
+# The GPU checks, as one prepared run on a lent GPU machine (the `run` tool; README, section `erf bench`).
 #
 #   1. the CUDA tests (tests/test_cuda.py: engine, erf measure and erf bench on CUDA equal the CPU path)
 #   2. erf bench --device cuda on norm_8d, cbam_8d and torchvision:resnet18 (issue #8's GPU target:
 #      engine >= 10x faster than the per-image loop)
-#   3. with STUDY_SECONDS > 0: the controlled study at the gpu budget for that long (resumes from
-#      $RESUME/controlled/cells.json when given), copied under $OUT/controlled
+#   3. with STUDY_SECONDS > 0: the controlled study at the gpu budget for that long, written to
+#      $OUT/controlled (scripts/run_study.sh controlled; resumes from $RESUME/controlled/cells.json when given)
 #
 # That machine has PyTorch but not captum: carry its wheel. Here, once, in the repo root:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -38,7 +38,7 @@ if [ "$STUDY_SECONDS" -gt 0 ]; then
   if [ -n "${RESUME:-}" ] && [ -f "$RESUME/controlled/cells.json" ]; then
     cp "$RESUME/controlled/cells.json" "$OUT/controlled/"
   fi
-  python3 -m erf study --controlled --budget gpu --device cuda --time-limit "$STUDY_SECONDS" \
-    --data "cifar10:$DATA" --out "$OUT/controlled" --force --quiet 2>&1 | tee "$OUT/study.log" || status=1
+  OUT="$OUT" DATA="$DATA" TIME_LIMIT="$STUDY_SECONDS" bash scripts/run_study.sh controlled 2>&1 \
+    | tee "$OUT/study.log" || status=1
 fi
 exit $status

@@ -30,6 +30,7 @@ from erf.probes import GradientProbe
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
+
 @pytest.fixture(autouse=True)
 def float32_arithmetic() -> Iterator[None]:
     matmul = torch.backends.cuda.matmul.allow_tf32
