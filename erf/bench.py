@@ -60,14 +60,6 @@ DEFAULT_BATCH = {"cpu": 16, "cuda": 64}
 fits a 32 MiB L3 cache."""
 
 
-def bench_layers(model: nn.Module) -> list[str]:
-    """Default layers of the benchmark: every block (``stageN.blockM``), e.g. the 9 bottlenecks of ResNeXt-29."""
-    from erf.layers import default_layers, named_layers
-
-    blocks = [n for n in named_layers(model) if "." in n]
-    return blocks or default_layers(model)
-
-
 def noise_images(n: int, size: int = 32, channels: int = 3, seed: int = 0) -> torch.Tensor:
     """``(n, channels, size, size)`` float32 N(0, 1) images (model input space), fixed seed."""
     g = torch.Generator().manual_seed(seed)
@@ -117,24 +109,9 @@ def run_captum(model: nn.Module, targets: Sequence[Any], x: torch.Tensor, batch_
 
 def _forward_keep(model: nn.Module, targets: Sequence[Any], x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Full forward of ``model(x)`` keeping every target's output (no early stop)."""
-    from erf.probes.base import first_tensor
+    from erf.hooks import capture_outputs
 
-    kept: dict[str, torch.Tensor] = {}
-
-    def hook(path: str) -> Callable:
-        def fn(module: nn.Module, inputs: object, output: object) -> None:
-            if path not in kept:
-                kept[path] = first_tensor(output)
-
-        return fn
-
-    handles = [t.module.register_forward_hook(hook(t.path)) for t in targets]
-    try:
-        model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return kept
+    return capture_outputs(model, {t.path: t.module for t in targets}, x)
 
 
 def _grads_into(sums: dict[str, torch.Tensor], targets: Sequence[Any], kept: dict[str, torch.Tensor],
@@ -199,6 +176,7 @@ def time_method(method: str, model_spec: str, layers: Sequence[str] | None, imag
         "layers": [names]}``.
     """
     from erf.checkpoints import load_checkpoint
+    from erf.layers import bench_layers
     from erf.measure import make_targets
     from erf.probes.base import frozen_parameters
 

@@ -28,8 +28,6 @@ after the first (the *reference*):
 from __future__ import annotations
 
 import math
-import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +37,11 @@ import numpy as np
 
 from erf.checkpoints import LoadedModel, load_checkpoint
 from erf.data.sources import ImageSet
-from erf.errors import InputError, LayerError, LayerNotFoundError
-from erf.layers import default_layers, named_layers, resolve_layer
+from erf.errors import InputError
+from erf.layers import match_layers
 from erf.measure import LayerERF, Measurement, measure
 from erf.metrics import erf_metrics
+from erf.statistics import percentile_interval, signed_rank_test
 
 SCHEMA = "erf.compare/1"
 COMPARED_METRICS = ("radius.50", "radius.95", "square_side.95", "area_ratio.50")
@@ -51,7 +50,6 @@ TEST_NAME = "wilcoxon-signed-rank"
 TEST_DESCRIPTION = ("two-sided Wilcoxon signed-rank test on the paired per-sample differences "
                     "(scipy.stats.wilcoxon, zero_method='wilcox'); p = 1 when every difference is zero")
 ALPHA = 0.05
-_HEADS = ("pool", "avgpool", "fc")
 
 
 @dataclass
@@ -242,60 +240,6 @@ def _finite(x: float | None) -> float | None:
     return x if math.isfinite(x) else None
 
 
-# ----------------------------------------------------------------------------- layers
-def spatial_layer_names(model: Any) -> list[str]:
-    """Stable layer names of ``model`` that can carry an ERF (heads ``pool``/``fc`` excluded), in order."""
-    return [n for n in named_layers(model) if n not in _HEADS]
-
-
-def shared_layers(models: Sequence[Any]) -> list[str]:
-    """Stable layer names every model has, in the first model's order (heads excluded)."""
-    names = spatial_layer_names(models[0])
-    for m in models[1:]:
-        own = set(spatial_layer_names(m))
-        names = [n for n in names if n in own]
-    return names
-
-
-def match_layers(models: Sequence[Any], layers: Sequence[str] | None, labels: Sequence[str] | None = None,
-                 all_layers: bool = False) -> list[str]:
-    """Resolve the layers to compare: ``layers`` if every model has each, else the defaults.
-
-    Defaults: the shared stage-level layers (``stem``, ``stage1``, ``stage2``...); with
-    ``all_layers``, every shared block (as :func:`erf.layers.default_layers`).
-
-    Raises:
-        LayerError: a requested layer is missing from some model, or no layer is shared;
-            the message lists the shared names.
-    """
-    labels = list(labels or [f"model {k + 1}" for k in range(len(models))])
-    shared = shared_layers(models)
-    shown = ", ".join(shared) or "none"
-    if layers:
-        for name in layers:
-            missing = []
-            for label, m in zip(labels, models):
-                try:
-                    resolve_layer(m, name)
-                except LayerNotFoundError:
-                    missing.append(label)
-            if missing:
-                raise LayerError(f"layer {name!r} is not in {', '.join(missing)}; "
-                                 f"layers shared by all models: {shown}")
-        return list(dict.fromkeys(layers))
-    if all_layers:
-        own = set(shared)
-        names = [n for n in default_layers(models[0]) if n in own]
-    else:
-        names = [n for n in shared if re.fullmatch(r"stem|stage\d+", n)]
-    if not names:
-        names = shared
-    if not names:
-        raise LayerError(f"the models share no layer name ({', '.join(labels)}); pass module paths with --layer "
-                         "(see `erf layers`)")
-    return names
-
-
 # ----------------------------------------------------------------------------- statistics
 def sample_metrics(layer: LayerERF, outside: np.ndarray | None, keys: Sequence[str] = COMPARED_METRICS,
                    ) -> dict[str, np.ndarray]:
@@ -304,36 +248,11 @@ def sample_metrics(layer: LayerERF, outside: np.ndarray | None, keys: Sequence[s
     Returns:
         ``{metric key: (S,) float64}``.
     """
-    side = None if layer.trf.is_global else max(layer.trf.size)
+    side = layer.trf.side
     keep = layer.group_counts > 0
     rows = [erf_metrics(m, int(c), layer.center, outside, side).scalars()
             for m, c in zip(layer.group_maps[keep], layer.group_counts[keep])]
     return {k: np.array([r.get(k, math.nan) for r in rows], dtype=np.float64) for k in keys}
-
-
-def signed_rank_test(differences: np.ndarray) -> tuple[float | None, float | None, int]:
-    """Two-sided Wilcoxon signed-rank test of paired ``differences`` (zeros dropped).
-
-    Returns:
-        ``(statistic, p_value, nonzero)``; all-zero differences give ``(0.0, 1.0, 0)``,
-        and a test scipy cannot compute gives ``(None, None, nonzero)``.
-    """
-    d = np.asarray(differences, dtype=np.float64)
-    d = d[np.isfinite(d)]
-    d = d[d != 0]  # zero_method="wilcox", done here so that small samples get the exact distribution
-    nonzero = int(d.size)
-    if nonzero == 0:
-        return 0.0, 1.0, 0
-    from scipy.stats import wilcoxon
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = wilcoxon(d, alternative="two-sided")
-    except ValueError:
-        return None, None, nonzero
-    stat, p = float(res.statistic), float(res.pvalue)
-    return (stat if math.isfinite(stat) else None), (min(p, 1.0) if math.isfinite(p) else None), nonzero
 
 
 def _paired_bootstrap(erfs: Sequence[LayerERF], outside: np.ndarray | None, resamples: int, seed: int,
@@ -347,7 +266,7 @@ def _paired_bootstrap(erfs: Sequence[LayerERF], outside: np.ndarray | None, resa
     rng = np.random.default_rng(seed)
     stats = []
     for e in erfs:
-        side = None if e.trf.is_global else max(e.trf.size)
+        side = e.trf.side
         stats.append((e.group_maps[keep], e.group_counts[keep], e.center, side))
     for _ in range(resamples):
         idx = rng.integers(0, g, size=g)
@@ -358,17 +277,12 @@ def _paired_bootstrap(erfs: Sequence[LayerERF], outside: np.ndarray | None, resa
     return [{key: np.asarray(v) for key, v in d.items()} for d in draws]
 
 
-def _interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    alpha = (1 - level) / 2
-    return (float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha)))
-
-
 def compare_layer(name: str, erfs: Sequence[LayerERF], labels: Sequence[str], outside: np.ndarray | None,
                   bootstrap: int = 200, seed: int = 0) -> LayerComparison:
     """Bootstrap CIs of every model's metrics (set on ``erfs[k].ci``) and the paired differences to ``erfs[0]``."""
     draws = _paired_bootstrap(erfs, outside, bootstrap, seed)
     for e, d in zip(erfs, draws):
-        e.ci = {key: _interval(v) for key, v in d.items()}
+        e.ci = {key: percentile_interval(v) for key, v in d.items()}
     samples = [sample_metrics(e, outside) for e in erfs]
     diffs = []
     for k in range(1, len(erfs)):
@@ -377,7 +291,7 @@ def compare_layer(name: str, erfs: Sequence[LayerERF], labels: Sequence[str], ou
             if key not in point_k or key not in point_0:
                 continue
             per = samples[k][key] - samples[0][key]
-            ci = _interval(draws[k][key] - draws[0][key]) if key in draws[k] and key in draws[0] else None
+            ci = percentile_interval(draws[k][key] - draws[0][key]) if key in draws[k] and key in draws[0] else None
             stat, p, nonzero = signed_rank_test(per)
             diffs.append(Difference(name, key, labels[k], labels[0], point_k[key] - point_0[key], ci,
                                     int(per.size), float(np.mean(per)) if per.size else math.nan,

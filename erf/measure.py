@@ -21,7 +21,7 @@ from torch import nn
 from erf.data.sources import ImageSet
 from erf.errors import DataError, InputError, UndefinedERFError
 from erf.layers import default_layers, resolve_layer
-from erf.metrics import ERFMetrics, bootstrap_ci, erf_metrics
+from erf.metrics import ERFMetrics, bootstrap_ci, erf_metrics, level_key
 from erf.probes import TRF, Target, make_probe, trace_receptive_fields
 
 SCHEMA = "erf.measure/1"
@@ -64,10 +64,10 @@ class LayerERF:
         m = self.metrics
         assert m is not None
         erf = {
-            "area_ratio": {_k(t): v for t, v in m.area_ratio.items()},
-            "area_ratio_flagged": [_k(t) for t in m.area_ratio_flagged],
-            "square_side": {_k(q): v for q, v in m.square_side.items()},
-            "radius": {_k(q): v for q, v in m.radius.items()},
+            "area_ratio": {level_key(t): v for t, v in m.area_ratio.items()},
+            "area_ratio_flagged": [level_key(t) for t in m.area_ratio_flagged],
+            "square_side": {level_key(q): v for q, v in m.square_side.items()},
+            "radius": {level_key(q): v for q, v in m.radius.items()},
             "sigma": list(m.sigma),
             "clipped_fraction": m.clipped_fraction,
             "erf_over_trf": m.erf_over_trf,
@@ -84,10 +84,6 @@ class LayerERF:
             "images": self.images,
             "map": map_path,
         }
-
-
-def _k(level: float) -> str:
-    return str(int(round(level * 100)))
 
 
 @dataclass
@@ -392,7 +388,7 @@ def measure(
 
 
 def _stat_fn(layer_center: tuple[float, float], trf: TRF, outside: np.ndarray | None, exact: bool):
-    side = None if trf.is_global else max(trf.size)
+    side = trf.side
 
     def stat(map_: np.ndarray, images: int) -> dict[str, float]:
         return erf_metrics(map_, images, layer_center, outside, side, exact).scalars()

@@ -14,10 +14,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from erf.statistics import percentile_interval
+
 AREA_THRESHOLDS = (0.2, 0.3, 0.5, 0.99)
 """RepLKNet's thresholds t of the high-contribution area ratio."""
 MASS_LEVELS = (0.5, 0.95)
 """Mass fractions q of the square sides and radii."""
+
+
+def level_key(level: float) -> str:
+    """The key of a mass or threshold level in metric names and JSON: ``0.95`` -> ``"95"``."""
+    return str(int(round(level * 100)))
 
 
 def _check(map_: np.ndarray) -> np.ndarray:
@@ -177,18 +184,14 @@ class ERFMetrics:
 
     def scalars(self) -> dict[str, float]:
         """Flat ``{metric_key: value}`` used for bootstrap CIs and tolerances."""
-        out = {f"area_ratio.{_key(t)}": v for t, v in self.area_ratio.items()}
-        out.update({f"square_side.{_key(q)}": float(v) for q, v in self.square_side.items()})
-        out.update({f"radius.{_key(q)}": v for q, v in self.radius.items()})
+        out = {f"area_ratio.{level_key(t)}": v for t, v in self.area_ratio.items()}
+        out.update({f"square_side.{level_key(q)}": float(v) for q, v in self.square_side.items()})
+        out.update({f"radius.{level_key(q)}": v for q, v in self.radius.items()})
         out.update({"sigma.y": self.sigma[0], "sigma.x": self.sigma[1]})
         out["clipped_fraction"] = self.clipped_fraction
         if self.erf_over_trf is not None:
             out["erf_over_trf"] = self.erf_over_trf
         return out
-
-
-def _key(level: float) -> str:
-    return str(int(round(level * 100)))
 
 
 def erf_metrics(
@@ -266,5 +269,4 @@ def bootstrap_ci(
         stats = statistic(maps[idx].sum(axis=0), int(counts[idx].sum()))
         for k, v in stats.items():
             draws.setdefault(k, []).append(v)
-    alpha = (1 - level) / 2
-    return {k: (float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))) for k, v in draws.items()}
+    return {k: percentile_interval(v, level) for k, v in draws.items()}

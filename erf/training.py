@@ -23,6 +23,7 @@ from torch import nn
 from erf.atomic import write_text
 from erf.checkpoints import read_checkpoint_file, save_checkpoint
 from erf.data.sources import ImageSet, augment_batch, normalize
+from erf.devices import pick_device
 from erf.errors import CheckpointError, InputError
 
 
@@ -51,21 +52,6 @@ class EvalResult:
     loss: float
     images: int
     correct: Any = field(default=None, repr=False)
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """``cuda`` when available (or asked for), else ``cpu``."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise InputError(f"--device {device!r}: use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
 
 
 @torch.inference_mode()

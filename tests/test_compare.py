@@ -13,12 +13,14 @@ import torch
 
 from erf.checkpoints import LoadedModel, save_checkpoint
 from erf.cli import main
-from erf.compare import COMPARED_METRICS, compare, match_layers, signed_rank_test
+from erf.compare import COMPARED_METRICS, compare
 from erf.data import load_source
 from erf.errors import InputError, LayerError
+from erf.layers import match_layers
 from erf.models.resnet_cifar import ResNetCifar
 from erf.models.resnext import ResNeXtCifar
 from erf.models.twoconv import TwoConv
+from erf.statistics import signed_rank_test
 
 SCHEMA_PATH = Path(__file__).parents[1] / "erf" / "schemas" / "compare.schema.json"
 TINY = dict(depth=8, stages=2, widths=(8, 8, 8))

@@ -17,9 +17,9 @@ import pytest
 import torch
 from references import tiny_model
 
-from erf.bench import bench_layers, noise_images
+from erf.bench import noise_images
 from erf.data.sources import load_source
-from erf.layers import default_layers
+from erf.layers import bench_layers, default_layers
 from erf.measure import make_targets, measure
 from erf.models import get_entry, list_models
 from erf.probes import GradientProbe

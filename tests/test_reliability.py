@@ -449,7 +449,7 @@ def test_bad_input_library(case: BadInput, tmp_path: Path) -> None:
 
     from erf.cli import build_parser
     from erf.commands.measure import parse_size, parse_unit
-    from erf.training import pick_device
+    from erf.devices import pick_device
 
     argv, named = case.build(tmp_path)
     args = build_parser().parse_args(["measure", "twoconv", *FAST, *argv])

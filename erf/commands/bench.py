@@ -39,7 +39,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """``erf bench``: time the engine against captum, a per-image loop and the autograd floor; exit code."""
     from erf.atomic import write_json
     from erf.bench import DEFAULT_MODELS, METHODS, bench
-    from erf.training import pick_device
+    from erf.devices import pick_device
 
     if args.out and Path(args.out).exists() and not args.force:
         raise OutputExistsError(f"--out {args.out}: exists; add --force to overwrite it")

@@ -81,7 +81,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from erf.commands.measure import parse_size
     from erf.compare import compare
     from erf.data import load_source
-    from erf.training import pick_device
+    from erf.devices import pick_device
 
     if len(args.checkpoints) < 2:
         raise InputError("erf compare needs two or more checkpoints (e.g. erf compare norm_8d.pt cbam_8d.pt)")

@@ -61,8 +61,8 @@ def run_measure(model: Any, layers: list[str] | None, args: argparse.Namespace, 
                 units: dict[str, tuple[int, int]] | None = None) -> Any:
     """Load ``--data`` and call :func:`erf.measure.measure` with the parsed options."""
     from erf.data import load_source
+    from erf.devices import pick_device
     from erf.measure import measure
-    from erf.training import pick_device
 
     size = parse_size(args.input_size)
     synthetic = args.data.split(":")[0] in ("noise", "constant")

@@ -60,7 +60,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 def cmd_study(args: argparse.Namespace) -> int:
     """``erf study``: hypothesis-2 study on real checkpoints or the controlled grid; exit code."""
     from erf.atomic import prepare_output_dir
-    from erf.training import pick_device
+    from erf.devices import pick_device
 
     device = str(pick_device(args.device))
     progress = not args.quiet and not args.json and sys.stderr.isatty()

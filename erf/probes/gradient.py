@@ -38,12 +38,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from erf import hooks
 from erf.errors import LayerDidNotRunError, UndefinedERFError
-from erf.probes.base import Target, first_tensor, frozen_parameters, register_probe
-
-
-class _Stop(Exception):
-    """Raised from a hook once every needed layer has produced its output."""
+from erf.hooks import first_tensor
+from erf.probes.base import Target, frozen_parameters, register_probe
 
 
 @dataclass(frozen=True)
@@ -215,28 +213,7 @@ def capture_outputs(model: nn.Module, targets: list[Target], x: torch.Tensor) ->
     Raises:
         LayerDidNotRunError: the forward finished and a target's hook never fired.
     """
-    wanted = {t.path for t in targets}
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook(path: str):
-        def fn(module: nn.Module, inputs: object, output: object) -> None:
-            if path not in captured:
-                tensor = first_tensor(output)
-                if tensor is not None:
-                    captured[path] = tensor
-            if wanted <= captured.keys():
-                raise _Stop
-
-        return fn
-
-    handles = [t.module.register_forward_hook(hook(t.path)) for t in targets]
-    try:
-        model(x)
-    except _Stop:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
+    captured = hooks.capture_outputs(model, {t.path: t.module for t in targets}, x, stop_early=True)
     missing = [t for t in targets if t.path not in captured]
     if missing:
         t = missing[0]

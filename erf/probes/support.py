@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from erf.errors import LayerDidNotRunError, UndefinedERFError
+from erf.hooks import capture_outputs
 from erf.layers import resolve_layer
 
 
@@ -57,21 +58,10 @@ def gradient_support(
     for p in net.parameters():
         p.requires_grad_(False)
     resolved = [resolve_layer(net, name) for name in layers]
-    captured: dict[str, torch.Tensor] = {}
-    handles = [
-        layer.module.register_forward_hook(
-            lambda m, i, o, key=layer.path: captured.setdefault(key, o if isinstance(o, torch.Tensor) else o[0])
-        )
-        for layer in resolved
-    ]
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(samples, channels, int(input_size[0]), int(input_size[1]), generator=gen,
                     dtype=torch.float64).requires_grad_(True)
-    try:
-        net(x)
-    finally:
-        for h in handles:
-            h.remove()
+    captured = capture_outputs(net, {layer.path: layer.module for layer in resolved}, x)
     out: dict[str, Support] = {}
     for n, (name, layer) in enumerate(zip(layers, resolved)):
         act = captured.get(layer.path)

@@ -67,6 +67,11 @@ class TRF:
         return (self.hi[0] - self.lo[0] + 1, self.hi[1] - self.lo[1] + 1)
 
     @property
+    def side(self) -> int | None:
+        """Side in input px of a local field (the larger of its height and width); ``None`` when global."""
+        return None if self.is_global else max(self.size)
+
+    @property
     def padding(self) -> tuple[int, int]:
         """Effective padding: how far unit 0's field starts before pixel 0 (Araujo et al.)."""
         return (-self.lo[0], -self.lo[1])

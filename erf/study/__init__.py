@@ -364,16 +364,6 @@ def verdict(points: Sequence[dict[str, Any]], fit: dict[str, Any] | None,
 
 
 # ----------------------------------------------------------------------------- measuring a model
-def study_layers(model: torch.nn.Module, count: int = 2) -> list[str]:
-    """The last ``count`` spatial stage-level layers (``stageN``, ``attention``), forward order."""
-    from erf.layers import named_layers
-
-    names = [n for n in named_layers(model) if "." not in n and n not in ("pool", "avgpool", "fc", "stem")]
-    if not names:
-        raise StudyError("the model has no named stage layers (stageN) to measure; see `erf layers`")
-    return names[-count:]
-
-
 def measure_model(model: torch.nn.Module, data: Any, label: str, name: str, attention: str | None,
                   bootstrap: int = 200, seed: int = 0, device: str = "cpu", layers: Sequence[str] | None = None,
                   progress: bool = False, input_size: Sequence[int] | None = None) -> tuple[ModelERF, list[str]]:
@@ -382,6 +372,7 @@ def measure_model(model: torch.nn.Module, data: Any, label: str, name: str, atte
     ``input_size``: ``(H, W)`` canvas the images are embedded in (zero fill) so that an ERF larger than the
     image is not clipped by its border; radii stay in image px (default: the images' own size).
     """
+    from erf.layers import study_layers
     from erf.measure import measure
 
     res = measure(model, list(layers or study_layers(model)), data, bootstrap=bootstrap, seed=seed, device=device,
@@ -389,7 +380,7 @@ def measure_model(model: torch.nn.Module, data: Any, label: str, name: str, atte
     rows = []
     for layer in res.layers:
         m = layer.metrics
-        row: dict[str, Any] = {"name": layer.name, "trf_side": None if layer.trf.is_global else max(layer.trf.size),
+        row: dict[str, Any] = {"name": layer.name, "trf_side": layer.trf.side,
                                "trf_local_side": max(layer.trf.size)}
         for q in LEVELS:
             k = f"r{int(q * 100)}"
@@ -899,6 +890,6 @@ def write_real_study(doc: dict[str, Any], models: Sequence[ModelERF], objects: O
 __all__ = [
     "BUDGETS", "CONVERSION", "PAIRS", "SCHEMA", "Accuracy", "Budget", "ModelERF", "ObjectStats", "PairSpec",
     "controlled_report", "controlled_verdict", "correctness", "erf_size", "fit_gain", "fraction_below", "gain",
-    "load_objects", "measure_model", "pair_models", "pair_rows", "run_cell", "run_controlled", "study_layers",
+    "load_objects", "measure_model", "pair_models", "pair_rows", "run_cell", "run_controlled",
     "study_models", "twin_of", "verdict", "write_real_study",
 ]

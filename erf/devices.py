@@ -1,0 +1,28 @@
+"""Device selection: one reading of ``cpu``, ``cuda``, ``cuda:N`` and ``auto``."""
+
+from __future__ import annotations
+
+import torch
+
+from erf.errors import InputError
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The :class:`torch.device` for ``device``: ``None`` or ``"auto"`` give ``cuda`` when available, else ``cpu``.
+
+    Raises:
+        InputError: CUDA asked for but not available, an index beyond the visible devices, or an unknown name.
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"--device {device!r}: use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev

@@ -1,0 +1,126 @@
+"""The statistics every analysis of erf uses: percentile intervals, paired bootstraps,
+the Wilcoxon signed-rank test, t intervals of a mean and least-squares fits.
+
+Pure numpy/scipy on plain arrays; nothing here knows about ERF maps or models.
+Levels are coverages in (0, 1) (``0.95``: a 95 % interval).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def percentile_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Equal-tailed percentile interval ``(q_{a}, q_{1-a})``, ``a = (1 - level) / 2``, of ``values``."""
+    alpha = (1 - level) / 2
+    return (float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha)))
+
+
+def bootstrap_mean_interval(values: Sequence[float] | np.ndarray, resamples: int = 2000, seed: int = 0,
+                            level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` ``(N,)``: ``resamples`` draws of ``N``
+    values with replacement (``numpy.random.default_rng(seed)``), the mean of each draw."""
+    v = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(v), size=(resamples, len(v)))
+    return percentile_interval(v[idx].mean(axis=1), level)
+
+
+def mean_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> list[float] | None:
+    """Student-t interval ``mean +- t_{n-1} s / sqrt(n)`` of ``values``; ``None`` with fewer than 2 values."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < 2:
+        return None
+    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return [float(v.mean() - half), float(v.mean() + half)]
+
+
+def difference_of_proportions(p1: float, n1: int, p2: float, n2: int, level: float = 0.95) -> list[float]:
+    """Normal-approximation interval of ``p2 - p1`` for independent proportions ``p1`` (of ``n1``) and
+    ``p2`` (of ``n2``): ``(p2 - p1) +- z sqrt(p1 (1 - p1) / n1 + p2 (1 - p2) / n2)``."""
+    from scipy import stats
+
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    se = math.sqrt(sum(p * (1 - p) / max(n, 1) for p, n in ((p1, n1), (p2, n2))))
+    d = p2 - p1
+    return [d - z * se, d + z * se]
+
+
+def accuracy_gain(plain: float, attention: float, plain_images: int, attention_images: int,
+                  plain_correct: np.ndarray | None = None, attention_correct: np.ndarray | None = None,
+                  resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Gain ``attention - plain`` of two accuracies in [0, 1] with a ``level`` interval.
+
+    Paired percentile bootstrap over images (:func:`bootstrap_mean_interval` of the per-image
+    differences of correctness) when both per-image ``correct`` vectors are given and have the same
+    length; otherwise :func:`difference_of_proportions` (independent samples).
+
+    Returns:
+        ``{"value", "ci": [low, high], "method"}``.
+    """
+    g = attention - plain
+    if (plain_correct is not None and attention_correct is not None
+            and len(plain_correct) == len(attention_correct) and len(plain_correct) > 1 and resamples > 0):
+        diff = np.asarray(attention_correct, dtype=np.float64) - np.asarray(plain_correct, dtype=np.float64)
+        lo, hi = bootstrap_mean_interval(diff, resamples, seed, level)
+        return {"value": g, "ci": [lo, hi], "method": f"paired bootstrap over {len(diff)} images"}
+    lo, hi = difference_of_proportions(plain, plain_images, attention, attention_images, level)
+    return {"value": g, "ci": [lo, hi],
+            "method": "normal approximation from the two accuracies (independent samples)"}
+
+
+def signed_rank_test(differences: Sequence[float] | np.ndarray) -> tuple[float | None, float | None, int]:
+    """Two-sided Wilcoxon signed-rank test of paired ``differences`` (zeros and non-finite values dropped).
+
+    Returns:
+        ``(statistic, p_value, nonzero)``; all-zero differences give ``(0.0, 1.0, 0)``,
+        and a test scipy cannot compute gives ``(None, None, nonzero)``.
+    """
+    d = np.asarray(differences, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    d = d[d != 0]  # zero_method="wilcox", done here so that small samples get the exact distribution
+    nonzero = int(d.size)
+    if nonzero == 0:
+        return 0.0, 1.0, 0
+    from scipy.stats import wilcoxon
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = wilcoxon(d, alternative="two-sided")
+    except ValueError:
+        return None, None, nonzero
+    stat, p = float(res.statistic), float(res.pvalue)
+    return (stat if math.isfinite(stat) else None), (min(p, 1.0) if math.isfinite(p) else None), nonzero
+
+
+def linear_fit(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
+               level: float = 0.95) -> dict[str, Any] | None:
+    """Ordinary least squares ``y = a + b x`` with a t interval on the slope ``b``.
+
+    Non-finite pairs are dropped. ``None`` with fewer than 3 usable points or no spread in ``x``.
+
+    Returns:
+        ``{"slope", "slope_ci": [low, high], "intercept", "p_value" (two-sided, slope = 0), "r", "n"}``.
+    """
+    from scipy import stats
+
+    xa = np.asarray(x, dtype=np.float64)
+    ya = np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(xa) & np.isfinite(ya)
+    xa, ya = xa[ok], ya[ok]
+    if len(xa) < 3 or np.ptp(xa) == 0:
+        return None
+    res = stats.linregress(xa, ya)
+    t = float(stats.t.ppf(0.5 + level / 2, len(xa) - 2))
+    half = t * float(res.stderr)
+    return {"slope": float(res.slope), "slope_ci": [float(res.slope) - half, float(res.slope) + half],
+            "intercept": float(res.intercept), "p_value": float(res.pvalue), "r": float(res.rvalue),
+            "n": int(len(xa))}
