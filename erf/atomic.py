@@ -73,12 +73,17 @@ def write_npy(path: str | os.PathLike, array: Any) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
-    """Save a matplotlib figure atomically (format from the suffix of ``path``)."""
+def save_figure(fig: Any, path: str | os.PathLike, close: bool = True, **kwargs: Any) -> None:
+    """Save a matplotlib figure atomically (format from the suffix of ``path``; resolution the figure's own),
+    then close it unless ``close`` is False."""
     path = Path(path)
     buf = io.BytesIO()
     fig.savefig(buf, format=path.suffix.lstrip(".") or "png", **kwargs)
     write_bytes(path, buf.getvalue())
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
 
 
 def prepare_output_dir(path: str | os.PathLike, force: bool = False) -> Path:

@@ -3,7 +3,7 @@
 Methods (all on the same noise images, same layers, same units, parameters frozen):
 
 * ``engine``: :class:`erf.probes.GradientProbe` (cropping engine) over batches,
-  per-image maps summed into float64 sums (what :func:`erf.measure.measure` runs);
+  per-image maps summed into float64 sums (what :func:`erf.measure` runs);
 * ``captum``: captum's ``NeuronGradient`` layer by layer (one full forward and
   one backward per layer and batch), :class:`erf.probes.CaptumProbe`;
 * ``per_image``: a loop over images as in RepLKNet's ERF script: one full
@@ -177,7 +177,7 @@ def time_method(method: str, model_spec: str, layers: Sequence[str] | None, imag
     """
     from erf.checkpoints import load_checkpoint
     from erf.layers import bench_layers
-    from erf.measure import make_targets
+    from erf.measurement import make_targets
     from erf.probes.base import frozen_parameters
 
     dev = torch.device(device)

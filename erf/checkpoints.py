@@ -68,6 +68,30 @@ class LoadedModel:
     trained: bool = True
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def accuracy(self) -> float | None:
+        """Test accuracy in [0, 1] recorded in the metadata (see :func:`metadata_accuracy`), or ``None``."""
+        found = metadata_accuracy(self.metadata)
+        return found[0] if found else None
+
+
+ACCURACY_KEYS = ("best_test_accuracy", "test_accuracy", "accuracy")
+"""Metadata keys read as test accuracy, in this order (``erf train`` writes the first two)."""
+
+
+def metadata_accuracy(metadata: Mapping[str, Any]) -> tuple[float, str] | None:
+    """The test accuracy recorded in checkpoint ``metadata``: the first of :data:`ACCURACY_KEYS` holding a
+    finite non-negative number, as a fraction in [0, 1] (values above 1 are read as percentages).
+
+    Returns:
+        ``(accuracy, key)``, or ``None`` when no key holds one.
+    """
+    for key in ACCURACY_KEYS:
+        v = metadata.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0:
+            return float(v) / (100.0 if v > 1 else 1.0), key
+    return None
+
 
 def library_versions() -> dict[str, str]:
     """Versions of python, torch, torchvision and numpy, for checkpoint metadata."""

@@ -1,7 +1,7 @@
 """Process-group set-up for ``erf measure --distributed`` (and ``torchrun -m erf measure``).
 
 Images are sharded by batch over ranks; each rank accumulates float64 sums
-and they are all-reduced (:func:`erf.measure.measure`), so the result equals a
+and they are all-reduced (:func:`erf.measure`), so the result equals a
 single-process run up to float rounding. Backend: gloo on CPU, nccl on CUDA.
 """
 

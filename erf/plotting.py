@@ -1,23 +1,21 @@
-"""Every figure of erf: ERF maps and metrics, comparisons, object sizes and the study
-(matplotlib; saved atomically, figures closed after saving).
+"""The figures of ERF maps and metrics, comparisons and object sizes (matplotlib).
 
-The backend is left to the caller: the command line selects Agg, notebooks keep theirs."""
+Every function returns the :class:`matplotlib.figure.Figure` it drew (or draws on a given axis);
+nothing is written here: the commands save figures (:func:`erf.atomic.save_figure`), notebooks show
+them. The study's figures are in :mod:`erf.study.figures`. The backend is left to the caller: the
+command line selects Agg, notebooks keep theirs."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from erf.atomic import save_figure
-
-if TYPE_CHECKING:
-    from erf.objects import ObjectSizes
-    from erf.study import ModelERF, ObjectStats
+from erf.objects.sizes import SIZE_MEASURES, ObjectSizes, cdf
 
 
 def draw_erf(ax: Any, layer: Any, log: bool | str = True, vmax: float | None = None, title: str | None = None,
@@ -48,23 +46,21 @@ def draw_erf(ax: Any, layer: Any, log: bool | str = True, vmax: float | None = N
     return im
 
 
-def erf_heatmap(layer: Any, path: str | Path, log: bool | str = True) -> None:
-    """Save one layer's ERF heatmap with its TRF box to ``path`` (PNG); ``log`` as in :func:`draw_erf`."""
+def erf_heatmap(layer: Any, log: bool | str = True) -> Figure:
+    """One layer's ERF heatmap with its TRF box; ``log`` as in :func:`draw_erf`."""
     fig, ax = plt.subplots(figsize=(3.4, 3.4), dpi=120)
     im = draw_erf(ax, layer, log=log)
     label = {"log1p": "log10(1 + mean map) / max"}.get(log, "log10(1 + 9 m), m = map / max" if log else "map / max")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
     fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
+    return fig
 
 
-def erf_vs_depth(series: dict[str, Sequence[Any]], path: str | Path, accuracy: dict[str, float] | None = None) -> None:
-    """Plot ERF radius (50 % and 95 % mass, with 95 % CIs) and TRF half-size against depth.
+def erf_vs_depth(series: dict[str, Sequence[Any]], accuracy: dict[str, float] | None = None) -> Figure:
+    """ERF radius (50 % and 95 % mass, with 95 % CIs) and TRF half-size against depth.
 
     Args:
         series: ``{model label: [LayerERF, ...]}`` in forward order.
-        path: PNG destination.
         accuracy: optional ``{model label: test accuracy}`` shown in the legend.
     """
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
@@ -89,8 +85,7 @@ def erf_vs_depth(series: dict[str, Sequence[Any]], path: str | Path, accuracy: d
     ax.set_title("ERF radius vs depth (shaded: 95% bootstrap CI; TRF missing = global)", fontsize=9)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
+    return fig
 
 
 # ----------------------------------------------------------------------------- comparisons (erf compare)
@@ -129,8 +124,8 @@ def _acc_text(accuracy: dict[str, float] | None, label: str) -> str:
     return f", acc {accuracy[label]:.3f}" if accuracy and accuracy.get(label) is not None else ""
 
 
-def compare_heatmaps(layers: Sequence[Any], labels: Sequence[str], path: str | Path,
-                     accuracy: dict[str, float] | None = None, title: str | None = None) -> None:
+def compare_heatmaps(layers: Sequence[Any], labels: Sequence[str], accuracy: dict[str, float] | None = None,
+                     title: str | None = None) -> Figure:
     """Side-by-side ERF maps of one layer for several models on ONE colour scale, plus differences.
 
     Each map is shown as its share of the gradient mass per pixel (:func:`mass_distribution`)
@@ -140,7 +135,6 @@ def compare_heatmaps(layers: Sequence[Any], labels: Sequence[str], path: str | P
     Args:
         layers: one ``LayerERF`` per model (same layer name, same input size).
         labels: model labels; ``accuracy``: optional ``{label: test accuracy}`` shown in titles.
-        path: PNG destination.
     """
     from matplotlib.colors import PowerNorm
 
@@ -177,12 +171,11 @@ def compare_heatmaps(layers: Sequence[Any], labels: Sequence[str], path: str | P
             ax.set_yticks([])
         fig.colorbar(dim, ax=list(axes[n:]), fraction=0.04, pad=0.02, label="difference of shares")
     fig.suptitle(title or f"ERF of {layers[0].name}: one colour scale for all models", fontsize=9)
-    save_figure(fig, path)
-    plt.close(fig)
+    return fig
 
 
-def compare_radial_profiles(layers: Sequence[Any], labels: Sequence[str], path: str | Path,
-                            accuracy: dict[str, float] | None = None, step: float = 1.0) -> None:
+def compare_radial_profiles(layers: Sequence[Any], labels: Sequence[str], accuracy: dict[str, float] | None = None,
+                            step: float = 1.0) -> Figure:
     """Radial profiles of one layer for several models: mass density per pixel and cumulative
     mass against the distance from the probed unit's centre (px), with each model's r50/r95 marked."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3.4), dpi=110)
@@ -205,30 +198,25 @@ def compare_radial_profiles(layers: Sequence[Any], labels: Sequence[str], path: 
     ax1.legend(fontsize=6)
     fig.suptitle(f"radial ERF profiles of {layers[0].name}", fontsize=9)
     fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
+    return fig
 
 
 # ----------------------------------------------------------------------------- object sizes
-def object_size_figures(sizes: ObjectSizes, out: str | Path, title: str, bins: int = 20) -> None:
-    """``histogram.png`` (three measures) and ``cdf.png`` (sqrt area and longer side, per class) in ``out``."""
+def object_size_figures(sizes: ObjectSizes, title: str, bins: int = 20) -> dict[str, Figure]:
+    """``{"histogram.png": three measures, "cdf.png": sqrt area and longer side, per class}``."""
     import textwrap
 
-    from erf.objects import SIZE_MEASURES, cdf
-
-    out = Path(out)
     title = "\n".join(textwrap.fill(line, 110) for line in title.split("\n"))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), dpi=100)
     for ax, (key, name) in zip(axes, SIZE_MEASURES):
         ax.hist(getattr(sizes, key), bins=bins, color="tab:blue", alpha=0.8)
         ax.set_xlabel(name)
         ax.set_ylabel("objects")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    save_figure(fig, out / "histogram.png", dpi=100)
-    plt.close(fig)
+    figures = {"histogram.png": fig}
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     labels = ["(none)" if lab is None else str(lab) for lab in sizes.labels]
     classes = sorted(set(labels))
     lab_arr = np.asarray(labels, dtype=object)
@@ -247,107 +235,5 @@ def object_size_figures(sizes: ObjectSizes, out: str | Path, title: str, bins: i
     axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    save_figure(fig, out / "cdf.png", dpi=100)
-    plt.close(fig)
-
-
-# ----------------------------------------------------------------------------- hypothesis-2 study
-def _short(label: str) -> str:
-    """``/work/runs/resnet20/best.pt`` -> ``resnet20/best.pt`` (figure legends)."""
-    p = Path(label)
-    return f"{p.parent.name}/{p.name}" if p.suffix in (".pt", ".pth") and p.parent.name else label
-
-
-def plot_cdf(models: Sequence[ModelERF], objects: ObjectStats, path: str | Path) -> None:
-    """Object-size CDFs (sqrt(area) solid, longer side dashed) with each model's ERF 2 r50 (solid vertical
-    line, CI shaded), 2 r95 (dashed) and TRF side (dotted; a triangle at the top edge) on one axis."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    kind = " (estimated)" if objects.is_estimate else ""
-    for values, ls, lab in ((objects.sqrt_area, "-", "sqrt(area)"), (objects.longer_side, "--", "longer side")):
-        v = np.sort(values)
-        ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", color="black", ls=ls, lw=1.5,
-                label=f"objects{kind}: {lab}")
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    xmax = float(max(objects.longer_side.max(), 1))
-    for i, m in enumerate(models):
-        c = colors[i % len(colors)]
-        d, lo, hi = m.diameter(0.5)
-        ax.axvspan(lo, hi, color=c, alpha=0.15, lw=0)
-        ax.axvline(d, color=c, lw=2, label=f"{_short(m.label)}: 2r50 {d:.1f}px")
-        d95 = m.diameter(0.95)[0]
-        ax.axvline(d95, color=c, lw=1.2, ls="--")
-        trf = m.last["trf_side"]
-        if trf is not None:
-            ax.axvline(trf, color=c, lw=1, ls=":")
-            ax.plot([trf], [1.02], marker="v", color=c, clip_on=False)
-        xmax = max(xmax, d95, trf or 0)
-    ax.set_xlim(0, xmax * 1.05)
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel("size in model-input px (object side; ERF diameter 2r; TRF side)")
-    ax.set_ylabel("fraction of objects with size <= x")
-    ax.set_title("ERF size vs object-size CDF (solid: 2r50 with CI, dashed: 2r95, dotted/triangle: TRF)",
-                 fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    save_figure(fig, path, dpi=120)
-    plt.close(fig)
-
-
-def plot_gain(rows: Sequence[dict[str, Any]], fit: dict[str, Any] | None, path: str | Path,
-              title: str = "attention gain vs ERF/object ratio") -> None:
-    """Gain (pp, with CI bars) against the ERF/object ratio (log2 axis), with the fitted line when any."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    keys = sorted({r.get("pair", r["label"]) for r in rows})
-    for i, key in enumerate(keys):
-        sub = [r for r in rows if r.get("pair", r["label"]) == key]
-        key = _short(key)
-        x = np.array([r["ratio"] for r in sub])
-        y = np.array([100 * r["gain"] for r in sub])
-        lo = np.array([100 * r["gain_ci"][0] for r in sub])
-        hi = np.array([100 * r["gain_ci"][1] for r in sub])
-        chance = np.array([bool(r.get("near_chance")) for r in sub])
-        for sel, face, lab in ((~chance, colors[i % len(colors)], key), (chance, "none", f"{key} (near chance)")):
-            if sel.any():
-                ax.errorbar(x[sel], y[sel], yerr=[(y - lo)[sel], (hi - y)[sel]], fmt="o", color=colors[i % len(colors)],
-                            mfc=face, ms=5, capsize=2, alpha=0.8, label=lab)
-    if fit is not None and rows:
-        xs = np.linspace(min(r["ratio"] for r in rows), max(r["ratio"] for r in rows), 50)
-        ax.plot(xs, 100 * (fit["intercept"] + fit["slope"] * np.log2(xs)), "k-", lw=1,
-                label=f"fit: {100 * fit['slope']:+.1f} pp/doubling [{100 * fit['slope_ci'][0]:+.1f}, "
-                      f"{100 * fit['slope_ci'][1]:+.1f}]")
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.axvline(1, color="grey", lw=0.8, ls=":")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("ERF/object ratio (2 r50 of the plain twin / object size)")
-    ax.set_ylabel("attention gain (pp of accuracy)")
-    ax.set_title(title, fontsize=9)
-    if rows:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=120)
-    plt.close(fig)
-
-
-def plot_controlled(doc: dict[str, Any], out: str | Path) -> None:
-    """``gain_vs_ratio.png`` and ``erf_vs_size.png`` (ERF 2 r50 of each twin against object side s)."""
-    out = Path(out)
-    plot_gain(doc["pairs"], doc["fit"], out / "gain_vs_ratio.png",
-              title=f"controlled ({doc['budget']['name']} budget): gain vs ERF/object, one point per seed x size")
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, key in enumerate(sorted({r["pair"] for r in doc["pairs"]})):
-        sub = [r for r in doc["pairs"] if r["pair"] == key]
-        s = np.array([r["size"] for r in sub])
-        ax.plot(s, [r["erf_diameter50_plain"] for r in sub], "o", color=colors[i % len(colors)], label=f"{key} plain")
-        ax.plot(s, [r["erf_diameter50_attention"] for r in sub], "x", color=colors[i % len(colors)],
-                label=f"{key} attention")
-    lim = max([r["size"] for r in doc["pairs"]] + [1])
-    ax.plot([0, lim], [0, lim], "k:", lw=0.8, label="2r50 = s")
-    ax.set_xlabel("object side s (px)")
-    ax.set_ylabel("ERF 2 r50 of the last layer (px)")
-    ax.set_title("controlled: ERF size of each trained twin vs object size", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, out / "erf_vs_size.png", dpi=120)
-    plt.close(fig)
+    figures["cdf.png"] = fig
+    return figures

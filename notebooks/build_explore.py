@@ -25,7 +25,7 @@ import torch
 
 import erf
 from erf import load_checkpoint, load_source
-from erf.measure import measure
+from erf.measurement import measure
 from erf.probes import theoretical_rf
 
 torch.set_num_threads(2)
@@ -69,11 +69,11 @@ ax.set_xticks(x, layers)
 ax.set_ylabel("ERF radius holding 95% of the mass (px)")
 ax.legend();"""),
     ("md", """## Comparing the two models
-`erf.compare.compare` measures both models on the same images and tests the paired difference
+`erf.compare` measures both models on the same images and tests the paired difference
 (bootstrap CI and Wilcoxon signed-rank test per layer)."""),
     ("code", """from IPython.display import Image
 
-from erf.compare import compare
+from erf.comparison import compare
 from erf.plotting import compare_heatmaps
 
 cmp = compare([plain, cbam], data=images, input_size=(64, 64), bootstrap=100)

@@ -158,7 +158,7 @@ def test_display_scales(run_cli, tmp_path) -> None:
     """--display: log10(1 + 9 m) with m = mean map / max (default), linear m, RepLKNet's log10(1 + mean) / max."""
     import matplotlib.pyplot as plt
 
-    from erf.measure import measure
+    from erf.measurement import measure
     from erf.plotting import draw_erf
 
     loaded = load_checkpoint("twoconv", seed=0)

@@ -1,4 +1,4 @@
-"""Tests of ``erf compare`` (erf/compare.py, erf/commands/compare.py): paired statistics with oracles."""
+"""Tests of ``erf compare`` (erf/comparison.py, erf/commands/compare.py): paired statistics with oracles."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from erf.checkpoints import LoadedModel, save_checkpoint
+from erf.checkpoints import LoadedModel, load_checkpoint, save_checkpoint
 from erf.cli import main
-from erf.compare import COMPARED_METRICS, compare
+from erf.comparison import COMPARED_METRICS, compare
 from erf.data import load_source
 from erf.errors import InputError, LayerError
 from erf.layers import match_layers
@@ -21,6 +21,12 @@ from erf.models.resnet_cifar import ResNetCifar
 from erf.models.resnext import ResNeXtCifar
 from erf.models.twoconv import TwoConv
 from erf.statistics import signed_rank_test
+
+
+def _load(*specs) -> list[LoadedModel]:
+    """Load checkpoint specs the way ``erf compare`` does (random inits seeded with 0)."""
+    return [load_checkpoint(str(spec), seed=0) for spec in specs]
+
 
 SCHEMA_PATH = Path(__file__).parents[1] / "erf" / "schemas" / "compare.schema.json"
 TINY = dict(depth=8, stages=2, widths=(8, 8, 8))
@@ -94,7 +100,7 @@ def test_signed_rank_matches_scipy_exact() -> None:
 
 # ----------------------------------------------------------------------------- oracles
 def test_identical_checkpoints_zero_difference_not_significant(tiny_ckpt: Path, data) -> None:
-    result = compare([str(tiny_ckpt), str(tiny_ckpt)], data=data, bootstrap=50)
+    result = compare(_load(tiny_ckpt, tiny_ckpt), data, bootstrap=50)
     assert [m.label for m in result.models] == ["tiny", "tiny#2"]
     assert result.pairing == "image" and result.samples == 16
     assert [lc.name for lc in result.layers] == ["stem", "stage1", "stage2"]
@@ -111,7 +117,7 @@ def test_identical_checkpoints_zero_difference_not_significant(tiny_ckpt: Path, 
 
 def test_attention_that_widens_the_erf_is_detected(data) -> None:
     plain, gated = widened_pair()
-    result = compare([plain, gated], layers=["stem", "stage1.block1"], data=data, bootstrap=100)
+    result = compare([plain, gated], data, layers=["stem", "stage1.block1"], bootstrap=100)
     assert result.layer("stage1.block1").erfs[1].trf.size[0] == result.layer("stage1.block1").erfs[0].trf.size[0] + 6
     d = result.difference("stage1.block1", "radius.95")
     assert d.model == "gated" and d.reference == "plain"
@@ -120,7 +126,7 @@ def test_attention_that_widens_the_erf_is_detected(data) -> None:
     # the stem comes before the gate: no difference there
     assert all(x.estimate == 0 and x.p_value == 1.0 for x in result.layer("stem").differences)
     # the sign follows the order: reference first
-    rev = compare([gated, plain], layers=["stage1.block1"], data=data, bootstrap=50)
+    rev = compare([gated, plain], data, layers=["stage1.block1"], bootstrap=50)
     r = rev.difference("stage1.block1", "radius.95")
     assert r.estimate == pytest.approx(-d.estimate) and r.ci[1] < 0 and r.p_value == pytest.approx(d.p_value)
     validate(result.to_json())
@@ -135,7 +141,7 @@ def test_gate_that_cannot_mix_positions_changes_nothing(data) -> None:
     with torch.no_grad():
         halved.layer1[0].bn2.weight.mul_(0.5)
         halved.layer1[0].bn2.bias.mul_(0.5)
-    result = compare([LoadedModel(halved, "halved", "halved"), gated], layers=["stage1.block1"], data=data,
+    result = compare([LoadedModel(halved, "halved", "halved"), gated], data, layers=["stage1.block1"],
                      bootstrap=20)
     a, b = result.layers[0].erfs
     np.testing.assert_allclose(a.sum_map, b.sum_map, rtol=1e-4, atol=1e-7 * a.sum_map.max())
@@ -144,7 +150,7 @@ def test_gate_that_cannot_mix_positions_changes_nothing(data) -> None:
 
 
 def test_more_images_than_groups_pairs_groups(tiny_ckpt: Path) -> None:
-    result = compare([str(tiny_ckpt), str(tiny_ckpt)], layers=["stage1"], data="bundled", images=12, groups=4,
+    result = compare(_load(tiny_ckpt, tiny_ckpt), load_source("bundled"), layers=["stage1"], count=12, groups=4,
                      bootstrap=10)
     assert result.pairing == "group" and result.samples == 4 and result.images == 12
     assert result.layers[0].differences[0].pairs == 4
@@ -158,22 +164,22 @@ def test_mismatched_layers_error_lists_shared_names() -> None:
     two = LoadedModel(TwoConv(widths=(4, 4)).eval(), "twoconv", "twoconv")
     res = LoadedModel(ResNetCifar(**TINY).eval(), "resnet", "resnet")
     with pytest.raises(LayerError) as err:
-        compare([two, res], layers=["stage1.block1"], data="bundled", images=2)
+        compare([two, res], load_source("bundled"), layers=["stage1.block1"], count=2)
     msg = str(err.value)
     assert "stage1.block1" in msg and "twoconv" in msg and "stem, stage1, stage2" in msg
     assert match_layers([two.model, res.model], None) == ["stem", "stage1", "stage2"]
     with pytest.raises(InputError):
-        compare([two], data="bundled", images=2)
+        compare([two], load_source("bundled"), count=2)
 
 
 def test_torchvision_specs(data) -> None:
-    result = compare(["torchvision:resnet18", "torchvision:resnet50"], data=data, images=3, bootstrap=10)
+    result = compare(_load("torchvision:resnet18", "torchvision:resnet50"), data, count=3, bootstrap=10)
     assert [lc.name for lc in result.layers] == ["stem", "stage1", "stage2", "stage3", "stage4"]
     assert result.layer("stage1").erfs[0].path == "layer1"
     assert not result.models[0].trained and result.models[1].label == "torchvision:resnet50"
     assert any("cannot reach p < 0.05" in n for n in result.notes)  # 3 images: the test is powerless
     validate(result.to_json())
-    again = compare(["torchvision:resnet18", "torchvision:resnet50"], layers=["stage1"], data=data, images=3,
+    again = compare(_load("torchvision:resnet18", "torchvision:resnet50"), data, layers=["stage1"], count=3,
                     bootstrap=10)  # random inits are seeded: the same numbers again
     assert again.difference("stage1", "radius.95").estimate == result.difference("stage1", "radius.95").estimate
 
@@ -224,7 +230,7 @@ def test_accuracy_evaluated_with_evaluate_data(tiny_ckpt: Path, data) -> None:
     from erf.checkpoints import load_checkpoint
     from erf.training import evaluate
 
-    result = compare([str(tiny_ckpt), "twoconv"], layers=["stem"], data=data, images=2, bootstrap=0,
+    result = compare(_load(tiny_ckpt, "twoconv"), data, layers=["stem"], count=2, bootstrap=0,
                      evaluate_data=data)
     expected = evaluate(load_checkpoint(tiny_ckpt).model, data).accuracy
     assert result.models[0].accuracy == pytest.approx(expected)

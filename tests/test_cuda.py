@@ -24,7 +24,7 @@ from references import tiny_model
 
 from erf.bench import noise_images
 from erf.layers import default_layers
-from erf.measure import make_targets
+from erf.measurement import make_targets
 from erf.models import list_models
 from erf.probes import GradientProbe
 

@@ -1,4 +1,4 @@
-"""Luo et al.'s closed form, measured through erf.measure and the gradient probe (not re-derived).
+"""Luo et al.'s closed form, measured through erf.measure() and the gradient probe (not re-derived).
 
 For a stack of n linear k x k convolutions with uniform weights 1/k^2 (stride 1, no nonlinearity),
 the gradient of the centre unit with respect to the input is the n-fold convolution of a k x k box:
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from erf.data import ImageSet
-from erf.measure import measure
+from erf.measurement import measure
 from erf.metrics import gaussian_sigma
 
 

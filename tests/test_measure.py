@@ -8,9 +8,10 @@ import torch
 from references import BypassesHooks, reference_map
 from torch import nn
 
+from erf.canvas import embed
 from erf.data import ImageSet, load_source
 from erf.errors import InputError, LayerDidNotRunError, LayerNotFoundError, UndefinedERFError
-from erf.measure import embed, measure
+from erf.measurement import measure
 from erf.models import create_model
 from erf.probes.gradient import plan_groups
 

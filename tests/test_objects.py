@@ -15,7 +15,6 @@ from erf.errors import AnnotationError, InputError
 from erf.objects import (
     ObjectBox,
     Preprocess,
-    _otsu,
     cdf,
     estimate_boxes,
     estimate_extents,
@@ -25,6 +24,7 @@ from erf.objects import (
     rescale,
     summarize,
 )
+from erf.objects.estimator import _otsu
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "annotations"
 SAMPLE = Path(__file__).resolve().parents[1] / "erf" / "data" / "cifar10_sample.npz"
@@ -304,23 +304,24 @@ def test_estimator_is_poor_on_photo_backgrounds():
 
 
 def test_study_background_is_the_controlled_experiments_own_canvas():
-    """One paster for the study's canvases: ``paste_canvases(background="study")`` returns exactly the images
-    and boxes of :func:`erf.controlled.make_controlled` (per size), so the estimator error reported for the
-    ``study`` background is measured on the controlled data set itself."""
-    from erf.controlled import make_controlled
-    from erf.objects import controlled_check, paste_canvases
+    """One paster for the study's canvases: ``paste_objects`` with several sizes returns exactly the images
+    and boxes of one ``paste_objects`` call per size (every ``len(sizes)``-th image), so the estimator error
+    reported for the ``study`` background is measured on the controlled data set itself."""
+    from erf.canvas import paste_objects
+    from erf.objects import controlled_check
 
     x = np.load(SAMPLE)["x_test"][:12]
-    canv, boxes = paste_canvases(x, (12, 24), background="study", seed=3)
+    pasted = paste_objects(x, (12, 24), background="study", seed=3)
+    canv, boxes = pasted.uint8(), pasted.boxes
     for k, s in enumerate((12, 24)):
-        made = make_controlled(x[k::2], np.zeros(6, dtype=np.int64), s, 64, seed=3)
+        made = paste_objects(x[k::2], s, 64, "study", seed=3)
         np.testing.assert_array_equal(canv[k::2], made.uint8())
         np.testing.assert_array_equal(boxes[k::2], made.boxes)
         assert np.all(boxes[k::2, 2] - boxes[k::2, 0] == s)
     err = controlled_check(x, sizes=(12, 24), background="study", seed=3)
     assert err["count"] == 12 and set(err["per_size"]) == {"12", "24"}
     with pytest.raises(InputError, match="exceeds"):
-        paste_canvases(x, (80,), background="study")
+        paste_objects(x, (80,), background="study")
 
 
 def test_estimate_extents_is_flagged_and_falls_back_to_full_frame():

@@ -20,7 +20,7 @@ from references import tiny_model
 from erf.bench import noise_images
 from erf.data.sources import load_source
 from erf.layers import bench_layers, default_layers
-from erf.measure import make_targets, measure
+from erf.measurement import make_targets, measure
 from erf.models import get_entry, list_models
 from erf.probes import GradientProbe
 from erf.probes.gradient import plan_groups

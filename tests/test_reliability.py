@@ -37,7 +37,7 @@ from erf.errors import (
     UnknownModelError,
     UnsafeCheckpointError,
 )
-from erf.measure import measure
+from erf.measurement import measure
 from erf.models import create_model
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "erf" / "schemas" / "measure.schema.json"
@@ -613,12 +613,12 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_during_measure(tmp_path: Path, run_cli, monkeypatch) -> None:
-    import erf.measure
+    import erf.measurement
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(erf.measure, "measure", interrupted)
+    monkeypatch.setattr(erf.measurement, "measure", interrupted)
     out = tmp_path / "run"
     code, out_text, err = run_cli("measure", "twoconv", *FAST, "--out", str(out))
     assert code == 130

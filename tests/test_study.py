@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from erf.controlled import make_controlled
+from erf.canvas import paste_objects
+from erf.objects import ObjectSizes
 from erf.study import (
     Accuracy,
     Budget,
     ModelERF,
-    ObjectStats,
     erf_size,
     fit_gain,
     fraction_below,
@@ -28,6 +28,11 @@ from erf.study import (
 )
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "erf" / "schemas" / "study.schema.json"
+
+
+def make_controlled(x, y, size: int, canvas: int = 64, seed: int = 0):
+    """The controlled study's canvases (the ``study`` background of :func:`erf.canvas.paste_objects`)."""
+    return paste_objects(x, size, canvas, "study", seed, labels=y)
 
 
 def _objects(n: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +104,8 @@ def test_fraction_below_hand_numbers():
     assert fraction_below(v, None) == 1.0  # a global TRF covers every object
     assert math.isnan(fraction_below(v, float("nan")))
     m = _model("m", "twoconv", r50=2.5, ci=(2.0, 3.0), trf=7, r95=3.5)
-    objs = ObjectStats(np.array(v), np.array([3.0, 5.0, 7.0, 9.0]), "hand", False)
+    objs = ObjectSizes(np.array(v), np.array([3.0, 5.0, 7.0, 9.0]), np.zeros(4), [None] * 4, False, "hand",
+                       source="hand")
     f = m.fractions(objs)
     assert f["sqrt_area"]["below_erf50"] == {"value": 0.5, "ci": [0.5, 0.75]}  # 2r = 5 [4, 6]
     assert f["sqrt_area"]["below_erf95"]["value"] == 0.75  # 2 r95 = 7
@@ -110,10 +116,12 @@ def test_fraction_below_hand_numbers():
 
 # ----------------------------------------------------------------------------- pairing and gains
 def test_twin_names():
+    """Twins come from the model registry alone (each family registers its attention twins); no name guessing."""
     assert twin_of("resnet20_cbam") == "resnet20"
     assert twin_of("twoconv_se") == "twoconv"
     assert twin_of("cbam_8d") == "norm_8d"
-    assert twin_of("mynet_cbam_spatial") == "mynet"
+    assert twin_of("resnet20_cbam_spatial") == "resnet20"
+    assert twin_of("mynet_cbam_spatial") is None  # not registered: no twin is guessed from the name
     assert twin_of("resnet20") is None and twin_of("norm_8d") is None
 
 
@@ -198,20 +206,37 @@ def test_controlled_verdict_is_judged_on_trained_cells_and_checked_within_pairs(
 def test_controlled_grid_end_to_end_and_resume(tmp_path):
     budget = Budget("test", sizes=(8, 16), seeds=1, pairs=("twoconv_narrow",), train_images=32, test_images=32,
                     epochs=1, batch_size=16, lr=0.05, erf_images=4, bootstrap=5, canvas=32)
-    doc = run_controlled(budget, tmp_path, data="bundled", progress=False)
+    saved = []
+    doc = run_controlled(budget, data="bundled", progress=False, on_cell=saved.append)
     _validate(doc)
+    assert len(saved) == 2 and len(saved[-1]["cells"]) == 2 and saved[-1]["data"] == "bundled"
     assert doc["mode"] == "controlled" and len(doc["pairs"]) == 2
     assert {r["size"] for r in doc["pairs"]} == {8, 16}
     for r in doc["pairs"]:
         assert r["ratio"] == pytest.approx(r["erf_diameter50_plain"] / r["size"])
         assert r["gain"] == pytest.approx(r["accuracy_attention"] - r["accuracy_plain"])
     assert doc["verdict"]["text"].startswith("Verdict:")
+    resaved = []
+    again = run_controlled(budget, data="bundled", progress=False, previous=saved[-1], on_cell=resaved.append)
+    assert resaved == [] and again["pairs"] == doc["pairs"]  # every cell is reused, none retrained
+    other = Budget(**{**budget.to_json(), "epochs": 2})
+    assert run_controlled(other, sizes=(8,), data="bundled", progress=False, previous=saved[-1],
+                          on_cell=resaved.append)["settings"]["cells"] == 1 and len(resaved) == 1  # changed: rerun
+
+
+def test_controlled_cli_writes_the_set_and_resumes(tmp_path, run_cli):
+    out = tmp_path / "tiny"
+    code, _, stderr = run_cli("study", "--controlled", "--budget", "tiny", "--data", "bundled", "--out", out,
+                              "--quiet")
+    assert code == 0, stderr
     for f in ("study.json", "cells.json", "verdict.txt", "gain_vs_ratio.png", "erf_vs_size.png"):
-        assert (tmp_path / f).stat().st_size > 0
-    before = (tmp_path / "cells.json").read_text()
-    again = run_controlled(budget, tmp_path, data="bundled", progress=False)  # every cell is reused, none retrained
-    assert (tmp_path / "cells.json").read_text() == before
-    assert again["pairs"] == doc["pairs"]
+        assert (out / f).stat().st_size > 0
+    _validate(json.loads((out / "study.json").read_text()))
+    before = (out / "cells.json").read_text()
+    code, _, stderr = run_cli("study", "--controlled", "--budget", "tiny", "--data", "bundled", "--out", out,
+                              "--quiet", "--force")
+    assert code == 0, stderr
+    assert (out / "cells.json").read_text() == before  # resumed: nothing retrained, nothing rewritten
 
 
 def test_real_study_cli_on_tiny_checkpoints(tmp_path, run_cli):

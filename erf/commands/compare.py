@@ -21,6 +21,7 @@ def write_figures(result: Any, out: Path) -> dict[str, Any]:
     Returns:
         ``{"heatmaps": {layer: file}, "radial_profiles": {layer: file}, "radius_vs_depth": file}``.
     """
+    from erf.atomic import save_figure
     from erf.plotting import compare_heatmaps, compare_radial_profiles, erf_vs_depth
 
     labels = [m.label for m in result.models]
@@ -28,12 +29,12 @@ def write_figures(result: Any, out: Path) -> dict[str, Any]:
     figures: dict[str, Any] = {"heatmaps": {}, "radial_profiles": {}}
     for lc in result.layers:
         heat, radial = f"heatmaps_{_safe(lc.name)}.png", f"radial_profiles_{_safe(lc.name)}.png"
-        compare_heatmaps(lc.erfs, labels, out / heat, accuracy)
-        compare_radial_profiles(lc.erfs, labels, out / radial, accuracy)
+        save_figure(compare_heatmaps(lc.erfs, labels, accuracy), out / heat)
+        save_figure(compare_radial_profiles(lc.erfs, labels, accuracy), out / radial)
         figures["heatmaps"][lc.name] = heat
         figures["radial_profiles"][lc.name] = radial
     series = {m.label: [lc.erfs[k] for lc in result.layers] for k, m in enumerate(result.models)}
-    erf_vs_depth(series, out / "radius_vs_depth.png", accuracy)
+    save_figure(erf_vs_depth(series, accuracy), out / "radius_vs_depth.png")
     figures["radius_vs_depth"] = "radius_vs_depth.png"
     return figures
 
@@ -46,7 +47,7 @@ def _ci(value: float, ci: tuple[float, float] | None, sign: bool = False) -> str
 
 
 def print_table(result: Any) -> None:
-    """Aligned table of a :class:`~erf.compare.Comparison` (fits 80 columns)."""
+    """Aligned table of a :class:`~erf.comparison.Comparison` (fits 80 columns)."""
     ref = result.models[0]
     unit = "image" if result.pairing == "image" else "group"
     print(f"{result.images} images paired per {unit}, input {result.input_size[0]}x{result.input_size[1]}; "
@@ -79,7 +80,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from erf.atomic import prepare_output_dir, write_json
     from erf.checkpoints import load_checkpoint
     from erf.commands.measure import parse_size
-    from erf.compare import compare
+    from erf.comparison import compare
     from erf.data import load_source
     from erf.devices import pick_device
 
@@ -103,10 +104,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.probe != "gradient" and args.mode != "abs":
         raise InputError(f"--mode applies to --probe gradient, not {args.probe}")
     device = str(pick_device(args.device))
-    result = compare(loaded, layers=args.layer, data=data, images=args.images, input_size=size, device=device,
+    result = compare(loaded, data, layers=args.layer, count=args.images, input_size=size, device=device,
                      seed=args.seed, bootstrap=args.bootstrap, probe=args.probe, probe_options=options,
                      fill=args.fill, batch_size=args.batch_size, all_layers=args.all_layers,
-                     evaluate_data=evaluate_data, trust=args.trust, progress=not args.json)
+                     evaluate_data=evaluate_data, progress=not args.json)
     print_notes(result.notes)
     if out is not None:
         if not args.no_plots:

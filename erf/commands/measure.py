@@ -59,10 +59,10 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
 
 def run_measure(model: Any, layers: list[str] | None, args: argparse.Namespace, info: dict[str, Any],
                 units: dict[str, tuple[int, int]] | None = None) -> Any:
-    """Load ``--data`` and call :func:`erf.measure.measure` with the parsed options."""
+    """Load ``--data`` and call :func:`erf.measure` with the parsed options."""
     from erf.data import load_source
     from erf.devices import pick_device
-    from erf.measure import measure
+    from erf.measurement import measure
 
     size = parse_size(args.input_size)
     synthetic = args.data.split(":")[0] in ("noise", "constant")
@@ -88,7 +88,7 @@ def _fmt_ci(layer: Any, key: str, value: float, digits: int = 1) -> str:
 
 
 def print_table(result: Any, title: str) -> None:
-    """Aligned per-layer table of a :class:`~erf.measure.Measurement` (80 columns): TRF side / stride,
+    """Aligned per-layer table of a :class:`~erf.measurement.Measurement` (80 columns): TRF side / stride,
     probed unit, ERF radii r50 and r95 (px), area ratio at 50 %, clipped fraction; [95 % bootstrap CI]."""
     print(f"{title}: {result.images} images, input {result.input_size[0]}x{result.input_size[1]}")
     print(f"{'layer':<14} {'TRF':>7} {'unit':>6} {'r50':>5} {'r95 px [95% CI]':>16} {'AR50 [95% CI]':>19} "
@@ -112,13 +112,13 @@ def write_measurement(result: Any, out: Path, plots: bool = True, display: str =
     """Write ``measure.json``, ``maps/<layer>.npy`` and figures into ``out``; return the JSON.
 
     Args:
-        result: a :class:`~erf.measure.Measurement`.
+        result: a :class:`~erf.measurement.Measurement`.
         out: the output folder (already prepared).
         plots: write ``heatmaps/<layer>.png`` and, for several layers, ``erf_vs_depth.png``.
         display: heatmap scale, a key of :data:`DISPLAYS`.
         extra: top-level fields added to the document (e.g. ``trained``).
     """
-    from erf.atomic import write_json, write_npy
+    from erf.atomic import save_figure, write_json, write_npy
 
     maps = {}
     for layer in result.layers:
@@ -130,9 +130,9 @@ def write_measurement(result: Any, out: Path, plots: bool = True, display: str =
         from erf.plotting import erf_heatmap, erf_vs_depth
 
         for layer in result.layers:
-            erf_heatmap(layer, out / "heatmaps" / f"{layer.name}.png", log=DISPLAYS[display])
+            save_figure(erf_heatmap(layer, log=DISPLAYS[display]), out / "heatmaps" / f"{layer.name}.png")
         if len(result.layers) > 1:
-            erf_vs_depth({doc["model"] or "model": result.layers}, out / "erf_vs_depth.png")
+            save_figure(erf_vs_depth({doc["model"] or "model": result.layers}), out / "erf_vs_depth.png")
     write_json(out / "measure.json", doc)
     return doc
 
@@ -196,7 +196,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     """``erf layers``: probe-able layer names with their TRF; exit code."""
     from erf.checkpoints import load_checkpoint
     from erf.layers import named_layers
-    from erf.measure import erf_defined
+    from erf.measurement import erf_defined
     from erf.probes import trace_receptive_fields
 
     loaded = load_checkpoint(args.checkpoint, trust=args.trust)

@@ -8,8 +8,6 @@ from typing import Any
 from erf.cli import command, print_json, print_notes
 from erf.errors import InputError
 
-SCHEMA = "erf.objects/1"
-
 
 def _args(p: argparse.ArgumentParser) -> None:
     p.description = (
@@ -19,8 +17,11 @@ def _args(p: argparse.ArgumentParser) -> None:
         "(no boxes: a model-free foreground-segmentation ESTIMATE), `erf objects --estimate bundled --pad-to 64`.")
     p.add_argument("src", nargs="?", default=None,
                    help="annotation file or folder (COCO JSON, VOC XML, YOLO labels, mask PNGs, CSV)")
-    p.add_argument("--format", default="auto", choices=["auto", "coco", "voc", "yolo", "masks", "csv"],
-                   help="annotation format (auto: from the suffix / folder content)")
+    from erf.objects.readers.registry import READERS, formats
+
+    p.add_argument("--format", default="auto", choices=list(formats()),
+                   help="annotation format (auto: from the suffix / folder content): "
+                        + "; ".join(f"{r.name}: {r.description}" for r in READERS.values()))
     p.add_argument("--sizes", default=None, help="YOLO: image sizes file (CSV image,width,height or JSON)")
     p.add_argument("--resize", type=int, default=None, help="resize the shorter side to N px (torchvision Resize(N))")
     p.add_argument("--center-crop", type=int, default=None, help="then centre-crop N x N (torchvision CenterCrop)")
@@ -43,13 +44,11 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 ESTIMATOR_BACKGROUNDS = ("flat", "noise", "study", "photo")
-"""Canvases on which ``--estimate`` measures its estimator's error (:func:`erf.objects.paste_canvases`);
+"""Canvases on which ``--estimate`` measures its estimator's error (:data:`erf.canvas.BACKGROUNDS`);
 ``study`` are the controlled experiment's own canvases."""
 
 
-def _estimate(args: argparse.Namespace, preprocess: Any) -> tuple[Any, dict[str, Any], list[str]]:
-    import numpy as np
-
+def _estimate(args: argparse.Namespace, preprocess: Any) -> tuple[Any, dict[str, Any]]:
     from erf.data import load_source
     from erf.objects import controlled_check, estimate_extents
 
@@ -57,47 +56,34 @@ def _estimate(args: argparse.Namespace, preprocess: Any) -> tuple[Any, dict[str,
     if kind not in ("bundled", "sample", "cifar10"):
         raise InputError(f"--estimate {args.estimate!r}: use bundled or cifar10:PATH")
     data = load_source(args.estimate, args.split, count=args.images)
-    x = data.images
     if not data.raw:
         raise InputError(f"--estimate {args.estimate!r}: needs raw images")
-    images = (x.permute(0, 2, 3, 1).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+    images = data.uint8()
     labels = [data.classes[int(k)] if data.classes and int(k) >= 0 else None for k in data.labels]
     sizes = estimate_extents(images, preprocess=preprocess, labels=labels, area=args.area)
-    extra: dict[str, Any] = {"images": len(images), "data": data.description}
+    sizes.source, sizes.format, sizes.images, sizes.notes = args.estimate, "estimate", len(images), list(data.notes)
+    extra: dict[str, Any] = {"data": data.description}
     if not args.no_check:
         check_images = images[: min(len(images), 300)]
         extra["estimator_error"] = {bg: controlled_check(check_images, background=bg)
                                     for bg in ESTIMATOR_BACKGROUNDS}
-    return sizes, extra, list(data.notes)
+    return sizes, extra
 
 
 def build_document(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     """Read or estimate the objects of ``args`` and return ``(objects.json document, ObjectSizes)``."""
-    from erf.objects import Preprocess, object_sizes, read_annotations, summarize
+    from erf.objects import Preprocess, annotation_sizes, read_annotations
 
     if (args.src is None) == (args.estimate is None):
         raise InputError("give an annotation SRC or --estimate SOURCE (exactly one)")
     preprocess = Preprocess(args.resize, args.center_crop, args.pad_to, args.input_size)
-    doc: dict[str, Any] = {"schema": SCHEMA, "preprocess": preprocess.to_json(), "area": args.area}
+    extra: dict[str, Any] = {}
     if args.estimate:
-        sizes, extra, notes = _estimate(args, preprocess)
-        doc.update({"source": args.estimate, "format": "estimate", "skipped": 0, **extra})
+        sizes, extra = _estimate(args, preprocess)
     else:
         ann = read_annotations(args.src, args.format, skip_bad=args.skip_bad, image_sizes=args.sizes)
-        sizes = object_sizes(ann.boxes, preprocess, area=args.area)
-        notes = list(ann.notes)
-        doc.update({"source": ann.source, "format": ann.source.rsplit("(", 1)[-1].rstrip(")"),
-                    "skipped": ann.skipped, "images": len({b.image for b in ann.boxes})})
-    if sizes.dropped:
-        notes.append(f"{sizes.dropped} object(s) lie entirely outside the crop and are not counted")
-    doc.update({"is_estimate": sizes.is_estimate, "method": sizes.method, "summary": summarize(sizes, args.bins),
-                "notes": notes, "sizes": {
-                    "sqrt_area": [float(v) for v in sizes.sqrt_area],
-                    "longer_side": [float(v) for v in sizes.longer_side],
-                    "relative": [float(v) for v in sizes.relative],
-                    "labels": list(sizes.labels),
-                    "boxes": [[float(v) for v in b] for b in sizes.boxes]}})
-    return doc, sizes
+        sizes = annotation_sizes(ann, preprocess, area=args.area)
+    return sizes.to_json(args.bins, extra), sizes
 
 
 def _fmt(v: float | None, digits: int) -> str:
@@ -109,7 +95,7 @@ def print_table(doc: dict[str, Any], title: str) -> None:
     s = doc["summary"]
     print(title)
     print(f"{'measure':<16}{'p5':>8}{'p25':>8}{'p50':>8}{'p75':>8}{'p95':>8}{'mean':>8}")
-    from erf.objects import SIZE_MEASURES
+    from erf.objects.sizes import SIZE_MEASURES
 
     for key, name in SIZE_MEASURES:
         d = s[key]
@@ -140,9 +126,11 @@ def cmd_objects(args: argparse.Namespace) -> int:
     if doc["is_estimate"]:
         title += f"\nmethod: {doc['method']}"
     if out:
+        from erf.atomic import save_figure
         from erf.plotting import object_size_figures
 
-        object_size_figures(sizes, out, title, args.bins)
+        for name, fig in object_size_figures(sizes, title, args.bins).items():
+            save_figure(fig, out / name)
         write_json(out / "objects.json", doc)
     if args.json:
         print_json(doc)

@@ -12,7 +12,9 @@ Controlled experiment (object size set by construction)::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from erf.cli import add_model_options, command, print_json, print_notes
 from erf.commands.measure import parse_size
@@ -20,6 +22,8 @@ from erf.errors import InputError
 
 
 def _args(p: argparse.ArgumentParser) -> None:
+    from erf.study.budgets import BUDGETS, PAIRS
+
     p.add_argument("checkpoints", nargs="*", metavar="CKPT",
                    help="models to study (files or registry names); attention models are paired with their plain "
                         "twin by name (X_cbam / X_se with X)")
@@ -39,13 +43,12 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "clipped by its border (radii stay in image px)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--controlled", action="store_true", help="run the controlled experiment instead")
-    p.add_argument("--budget", default="cpu", choices=["tiny", "cpu", "gpu"],
-                   help="controlled grid size: tiny (seconds, a pipeline check), cpu (about an hour on a 2-core CPU), "
-                        "gpu (the full grid, about 35 min on one H200)")
+    p.add_argument("--budget", default="cpu", choices=list(BUDGETS),
+                   help="controlled grid size: " + ", ".join(f"{k} ({b.description})" for k, b in BUDGETS.items()))
     p.add_argument("--seeds", type=int, default=None, help="controlled: seeds per cell (default: the budget's)")
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="controlled: object sides in px")
-    p.add_argument("--pairs", nargs="+", default=None,
-                   help="controlled: twin pairs (twoconv, twoconv_narrow, resnet8_narrow, resnet20_s2, resnet20)")
+    p.add_argument("--pairs", nargs="+", default=None, choices=list(PAIRS), metavar="PAIR",
+                   help=f"controlled: twin pairs ({', '.join(PAIRS)}; default: the budget's)")
     p.add_argument("--epochs", type=int, default=None, help="controlled: training epochs (default: the budget's)")
     p.add_argument("--time-limit", type=float, default=None,
                    help="controlled: stop starting new cells after this many seconds and report the finished ones")
@@ -57,27 +60,46 @@ def _args(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
 
 
+def _write_figures(figures: dict, out: Path) -> None:
+    from erf.atomic import save_figure
+
+    for name, fig in figures.items():
+        save_figure(fig, out / name)
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     """``erf study``: hypothesis-2 study on real checkpoints or the controlled grid; exit code."""
-    from erf.atomic import prepare_output_dir
+    from erf.atomic import prepare_output_dir, write_json, write_text
     from erf.devices import pick_device
 
     device = str(pick_device(args.device))
     progress = not args.quiet and not args.json and sys.stderr.isatty()
     if args.controlled:
-        from erf.study import run_controlled
+        from erf.study.controlled import run_controlled
+        from erf.study.figures import controlled_figures
 
         if args.checkpoints:
             raise InputError("--controlled trains its own models: give no CKPT")
         if not args.out:
             raise InputError("--controlled needs --out (results are written and resumed there)")
         out = prepare_output_dir(args.out, force=args.force)
-        doc = run_controlled(args.budget, out, sizes=args.sizes, seeds=args.seeds, pairs=args.pairs,
-                             data=args.data, device=device, progress=progress, time_limit=args.time_limit,
-                             epochs=args.epochs)
+        cells_path = out / "cells.json"
+        previous = None
+        if cells_path.exists():
+            try:
+                previous = json.loads(cells_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                previous = None
+        doc = run_controlled(args.budget, sizes=args.sizes, seeds=args.seeds, pairs=args.pairs, data=args.data,
+                             device=device, progress=progress, time_limit=args.time_limit, epochs=args.epochs,
+                             previous=previous, on_cell=lambda cells: write_json(cells_path, cells))
+        write_json(out / "study.json", doc)
+        write_text(out / "verdict.txt", doc["verdict"]["text"] + "\n")
+        _write_figures(controlled_figures(doc), out)
     else:
         from erf.data import load_source
-        from erf.study import load_objects, study_models, write_real_study
+        from erf.study.figures import real_study_figures
+        from erf.study.real import load_objects, study_models
 
         if not args.checkpoints:
             raise InputError("give at least one CKPT (or --controlled)")
@@ -89,7 +111,9 @@ def cmd_study(args: argparse.Namespace) -> int:
                                    bootstrap=args.bootstrap, seed=args.seed, device=device, trust=args.trust,
                                    progress=progress, input_size=parse_size(args.input_size))
         if args.out:
-            write_real_study(doc, models, objects, out)
+            _write_figures(real_study_figures(doc, models, objects), out)
+            write_text(out / "verdict.txt", doc["verdict"]["text"] + "\n")
+            write_json(out / "study.json", doc)
     if args.json:
         print_json(doc)
         return 0

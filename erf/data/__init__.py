@@ -23,6 +23,7 @@ from erf.data.sources import (
     augment_batch,
     load_source,
     subset_count,
+    to_uint8,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "augment_batch",
     "load_source",
     "subset_count",
+    "to_uint8",
 ]

@@ -51,12 +51,23 @@ class ImageSet:
         """The images in the model's input space (normalised)."""
         return normalize(self.images) if self.raw else self.images
 
+    def uint8(self) -> np.ndarray:
+        """Raw images as ``uint8 (N, H, W, C)`` (see :func:`to_uint8`)."""
+        if not self.raw:
+            raise InputError(f"{self.description}: holds normalised images; uint8 conversion needs raw images")
+        return to_uint8(self.images)
+
     def head(self, count: int | None) -> ImageSet:
         """The first ``count`` images (all if ``None``)."""
         if count is None or count >= len(self):
             return self
         return ImageSet(self.images[:count], self.labels[:count], self.description, self.classes,
                         self.raw, list(self.notes))
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Raw images ``(N, C, H, W)`` in [0, 1] as ``uint8 (N, H, W, C)``: ``round(255 x)``, clamped to [0, 255]."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

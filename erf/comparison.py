@@ -2,7 +2,7 @@
 
 Every model sees the same images (``data``), so the ERF maps are *paired*:
 image ``n`` of model A and image ``n`` of model B. With ``N <= groups`` (64)
-images, :func:`erf.measure.measure` keeps one map per image, and each paired
+images, :func:`erf.measure` keeps one map per image, and each paired
 sample is one image; with more images, image ``n`` goes into group
 ``n mod groups`` for every model alike, and each paired sample is one group
 (its metric is computed on the group's summed map). ``pairing`` in the report
@@ -20,8 +20,9 @@ after the first (the *reference*):
   differences; when every difference is zero there is no evidence of a
   difference and ``p = 1``.
 
->>> from erf.compare import compare
->>> result = compare(["resnet20", "resnet20_cbam"], layers=["stage3"], images=16)
+>>> import erf
+>>> models = [erf.load_checkpoint(name) for name in ("resnet20", "resnet20_cbam")]   # or nn.Modules
+>>> result = erf.compare(models, erf.load_source("bundled"), layers=["stage3"], images=16)
 >>> result.difference("stage3", "radius.95").estimate    # px, resnet20_cbam minus resnet20
 """
 
@@ -34,12 +35,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
-from erf.checkpoints import LoadedModel, load_checkpoint
+from erf.checkpoints import LoadedModel
 from erf.data.sources import ImageSet
 from erf.errors import InputError
 from erf.layers import match_layers
-from erf.measure import LayerERF, Measurement, measure
+from erf.measurement import LayerERF, Measurement, as_image_set, measure
 from erf.metrics import erf_metrics
 from erf.statistics import percentile_interval, signed_rank_test
 
@@ -144,7 +147,7 @@ class Comparison:
     Attributes:
         models: compared models, the reference first.
         layers: one :class:`LayerComparison` per layer, in request order.
-        measurements: the per-model :class:`~erf.measure.Measurement` (same images, same settings).
+        measurements: the per-model :class:`~erf.measurement.Measurement` (same images, same settings).
         images: images used; ``input_size``/``image_size``: ``(H, W)`` canvas and image sizes.
         pairing: ``"image"`` (one paired sample per image) or ``"group"`` (per bootstrap group).
         samples: paired samples per layer.
@@ -314,20 +317,22 @@ def _labels(loaded: Sequence[LoadedModel], specs: Sequence[str]) -> list[str]:
     return out
 
 
-def model_accuracy(loaded: LoadedModel) -> float | None:
-    """Test accuracy from checkpoint metadata (``best_test_accuracy``, else ``test_accuracy``), or ``None``."""
-    for key in ("best_test_accuracy", "test_accuracy", "accuracy"):
-        v = loaded.metadata.get(key)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0:
-            return float(v) / (100.0 if v > 1 else 1.0)
-    return None
+def as_loaded(model: LoadedModel | nn.Module) -> LoadedModel:
+    """``model`` as a :class:`~erf.checkpoints.LoadedModel`; an ``nn.Module`` given in code is labelled by its class."""
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, nn.Module):
+        return LoadedModel(model, type(model).__name__, f"{type(model).__name__} (given as a module)",
+                           notes=["given as an nn.Module: whether it is trained is not known"])
+    raise InputError(f"compare takes nn.Module or LoadedModel objects, got {type(model).__name__} "
+                     "(load specs first with erf.load_checkpoint)")
 
 
 def compare(
-    models: Sequence[LoadedModel | str],
+    models: Sequence[LoadedModel | nn.Module],
+    images: ImageSet | torch.Tensor,
     layers: Sequence[str] | None = None,
-    data: ImageSet | str = "bundled",
-    images: int | None = 64,
+    count: int | None = 64,
     input_size: Sequence[int] | None = None,
     device: str = "cpu",
     seed: int = 0,
@@ -338,29 +343,27 @@ def compare(
     batch_size: int = 32,
     groups: int = 64,
     all_layers: bool = False,
-    evaluate_data: ImageSet | str | None = None,
+    evaluate_data: ImageSet | None = None,
     labels: Sequence[str] | None = None,
-    trust: bool = False,
     progress: bool = False,
 ) -> Comparison:
     """Compare the TRF and ERF of ``models`` layer by layer on the same images.
 
     Args:
-        models: two or more :class:`~erf.checkpoints.LoadedModel` or specs for
-            :func:`~erf.checkpoints.load_checkpoint`; the first is the reference.
+        models: two or more ``nn.Module`` or :class:`~erf.checkpoints.LoadedModel` (from
+            :func:`~erf.checkpoints.load_checkpoint`); the first is the reference.
+        images: an :class:`~erf.data.ImageSet` or a tensor ``(N, C, H, W)`` of normalised model input.
         layers: stable layer names every model has (default: shared ``stem``/``stageN``;
             ``all_layers``: every shared block).
-        data: an :class:`~erf.data.ImageSet` or a source spec (``bundled``...).
-        images: use the first ``images`` images (``None``: all).
+        count: use the first ``count`` images (``None``: all).
         input_size: ``(H, W)`` canvas the images are embedded in (default: image size).
         device: ``cpu``, ``cuda``...
-        seed: bootstrap seed (and random-init seed of registry names without weights).
+        seed: bootstrap seed.
         bootstrap: paired bootstrap resamples (0: no CIs).
-        probe, probe_options, fill, batch_size, groups: as in :func:`erf.measure.measure`.
-        evaluate_data: evaluate test accuracy on this (ImageSet or spec, test split) instead of
-            reading it from checkpoint metadata.
+        probe, probe_options, fill, batch_size, groups: as in :func:`erf.measure`.
+        evaluate_data: evaluate test accuracy on these labelled images instead of reading it from
+            checkpoint metadata.
         labels: display labels (default: model names, made unique).
-        trust: allow unsafe unpickling of checkpoint files given as specs.
         progress: show progress bars.
 
     Returns:
@@ -372,8 +375,8 @@ def compare(
     """
     if len(models) < 2:
         raise InputError("compare needs two or more models")
-    specs = [m.source if isinstance(m, LoadedModel) else str(m) for m in models]
-    loaded = [m if isinstance(m, LoadedModel) else load_checkpoint(m, trust=trust, seed=seed) for m in models]
+    loaded = [as_loaded(m) for m in models]
+    specs = [lm.source for lm in loaded]
     names = list(labels) if labels else _labels(loaded, specs)
     if len(names) != len(loaded) or len(set(names)) != len(names):
         raise InputError(f"labels must be unique, one per model: {names}")
@@ -382,29 +385,18 @@ def compare(
              for k, (label, spec, lm) in enumerate(zip(names, specs, loaded))]
     nets = [lm.model for lm in loaded]
     chosen = match_layers(nets, layers, names, all_layers)
-
-    if isinstance(data, str):
-        from erf.data import load_source
-
-        side = int(input_size[0]) if input_size and data.split(":")[0] in ("noise", "constant") else 32
-        data = load_source(data, "test", count=images, image_size=side)
-    else:
-        data = data.head(images)
+    data = as_image_set(images).head(count)
     notes: list[str] = []
     if evaluate_data is not None:
         from erf.training import evaluate
 
-        if isinstance(evaluate_data, str):
-            from erf.data import load_source
-
-            evaluate_data = load_source(evaluate_data, "test")
         for info, net in zip(infos, nets):
             info.accuracy = evaluate(net, evaluate_data, device=device).accuracy
             info.accuracy_source = "evaluated"
         notes.append(f"accuracy evaluated on {evaluate_data.description}")
     else:
         for info, lm in zip(infos, loaded):
-            info.accuracy = model_accuracy(lm)
+            info.accuracy = lm.accuracy
             info.accuracy_source = "metadata" if info.accuracy is not None else None
 
     measurements = []

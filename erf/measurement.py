@@ -1,10 +1,10 @@
-"""Measure TRF and ERF of layers over a set of images: the heart of ``erf measure``.
+"""Measure TRF and ERF of layers over a set of images: the heart of ``erf measure`` (``erf.measure``).
 
->>> from erf import load_checkpoint, load_source
->>> from erf.measure import measure
->>> loaded = load_checkpoint("resnet20_cbam")
->>> result = measure(loaded.model, ["stage3"], load_source("bundled", count=16))
+>>> import erf
+>>> model = erf.load_checkpoint("resnet20_cbam").model          # or any nn.Module
+>>> result = erf.measure(model, ["stage3"], erf.load_source("bundled", count=16))
 >>> result.layer("stage3").metrics.radius[0.95]      # px holding 95 % of the gradient mass
+>>> erf.measure(model, [model.layer3], torch.randn(8, 3, 32, 32))   # modules and tensors work too
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from erf.canvas import embed
 from erf.data.sources import ImageSet
 from erf.errors import DataError, InputError, UndefinedERFError
 from erf.layers import default_layers, resolve_layer
@@ -127,34 +128,6 @@ class Measurement:
         }
 
 
-def embed(images: torch.Tensor, size: Sequence[int], fill: str = "zero") -> tuple[torch.Tensor, np.ndarray | None]:
-    """Place ``(N, C, h, w)`` images at the centre of an ``(H, W)`` canvas.
-
-    ``fill="zero"``: 0 in the model's input space (the data-set mean colour for
-    normalised data); ``"mean"``: each image's own per-channel mean.
-
-    Returns:
-        ``(canvas (N, C, H, W), outside (H, W) bool mask or None when no padding)``.
-    """
-    n, c, h, w = images.shape
-    hh, ww = int(size[0]), int(size[1])
-    if (hh, ww) == (h, w):
-        return images, None
-    if hh < h or ww < w:
-        raise InputError(f"--input-size {hh}x{ww} is smaller than the {h}x{w} images")
-    if fill == "zero":
-        canvas = images.new_zeros(n, c, hh, ww)
-    elif fill == "mean":
-        canvas = images.mean(dim=(2, 3), keepdim=True).expand(n, c, hh, ww).clone()
-    else:
-        raise InputError(f"--fill {fill!r}: use zero or mean")
-    top, left = (hh - h) // 2, (ww - w) // 2
-    canvas[:, :, top: top + h, left: left + w] = images
-    outside = np.ones((hh, ww), dtype=bool)
-    outside[top: top + h, left: left + w] = False
-    return canvas, outside
-
-
 class _Accumulator:
     """Sums of per-image maps: total and ``G`` bootstrap groups (image n -> group n mod G), float64."""
 
@@ -188,7 +161,7 @@ def erf_defined(module: nn.Module, trf: TRF) -> bool:
 
 def make_targets(
     model: nn.Module,
-    layers: Sequence[str],
+    layers: Sequence[str | nn.Module],
     input_size: Sequence[int],
     units: dict[str, tuple[int, int]] | None = None,
     channels: int = 3,
@@ -214,7 +187,7 @@ def make_targets(
     seen: set[str] = set()
     for name in layers:
         layer = resolve_layer(model, name)
-        key = layer.name if name == layer.path else name
+        key = layer.name if isinstance(name, nn.Module) or name == layer.path else name
         if key in seen:
             continue
         seen.add(key)
@@ -229,8 +202,9 @@ def make_targets(
                 f"layer {name!r} ({layer.path}) has no spatial map: it comes after global pooling or "
                 "flattening, so its ERF is undefined; pick an earlier layer (see `erf layers`)"
             )
-        if units and name in units:
-            unit = tuple(units[name])
+        given = units.get(key, units.get(name) if isinstance(name, str) else None) if units else None
+        if given is not None:
+            unit = tuple(given)
             if not (0 <= unit[0] < trf.feature_size[0] and 0 <= unit[1] < trf.feature_size[1]):
                 raise InputError(f"--unit {unit[0]},{unit[1]}: outside layer {name!r}'s {trf.feature_size} map")
             rule = "given"
@@ -247,10 +221,26 @@ def make_targets(
     return targets, rules
 
 
+def as_image_set(images: ImageSet | torch.Tensor) -> ImageSet:
+    """``images`` as an :class:`~erf.data.ImageSet`: a tensor ``(N, C, H, W)`` is taken as already normalised
+    model input (like the ``tensor:`` source), without labels.
+
+    Raises:
+        DataError: a tensor that is not 4-D floating point.
+    """
+    if isinstance(images, ImageSet):
+        return images
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise DataError(f"images must be an ImageSet or a float tensor (N, C, H, W), got {shape}")
+    x = images.detach().float()
+    return ImageSet(x, torch.full((x.shape[0],), -1, dtype=torch.long), f"{x.shape[0]} images given as a tensor")
+
+
 def measure(
     model: nn.Module,
-    layers: Sequence[str] | None,
-    data: ImageSet,
+    layers: Sequence[str | nn.Module] | None = None,
+    images: ImageSet | torch.Tensor | None = None,
     probe: str = "gradient",
     probe_options: dict[str, Any] | None = None,
     input_size: Sequence[int] | None = None,
@@ -270,10 +260,12 @@ def measure(
     """TRF and ERF metrics of ``layers`` of ``model`` over the images of ``data``.
 
     Args:
-        model: the network (switched to eval mode and left so, a note says so if it was training;
-            moved to ``device``).
-        layers: layer names (default: every block, see :func:`erf.layers.default_layers`).
-        data: images (normalised or raw, see :class:`~erf.data.ImageSet`).
+        model: the network, any ``nn.Module`` (switched to eval mode and left so, a note says so if it was
+            training; moved to ``device``).
+        layers: stable layer names, module paths or submodules of ``model`` (default: every block, see
+            :func:`erf.layers.default_layers`); a module is reported under its stable name or path.
+        images: an :class:`~erf.data.ImageSet` (normalised or raw) or a tensor ``(N, C, H, W)`` of normalised
+            model input (:func:`as_image_set`).
         probe: a name in :data:`erf.probes.PROBES`; ``probe_options`` its options.
         input_size: ``(H, W)`` canvas the images are embedded in (default: image size).
         fill: canvas fill, ``zero`` or ``mean`` (see :func:`embed`).
@@ -295,6 +287,9 @@ def measure(
     Returns:
         A :class:`Measurement`.
     """
+    if images is None:
+        raise InputError("images: give an ImageSet or a tensor (N, C, H, W) to measure on")
+    data = as_image_set(images)
     notes: list[str] = []
     for option, value, low in (("--batch-size", batch_size, 1), ("--bootstrap", bootstrap, 0), ("--seed", seed, 0),
                                ("groups", groups, 1)):

@@ -1,0 +1,75 @@
+"""COCO instances JSON: ``images`` with ``width``/``height``, ``annotations`` with ``bbox = [x, y, w, h]``,
+optional ``categories``; ``area`` is kept as the mask area of segmented (non-crowd) objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from erf.errors import AnnotationError
+from erf.objects.readers.registry import Reader, load_json, register_reader
+from erf.objects.records import Collector
+
+
+def read_coco(path: Path, col: Collector, image_sizes: object = None) -> None:
+    """Feed every annotation of the COCO instances file ``path`` into ``col``."""
+    if path.is_dir():
+        raise AnnotationError(f"{path}: a folder; pass the COCO instances JSON file")
+    try:
+        doc = load_json(path)
+    except AnnotationError as exc:
+        col.bad(str(exc))
+        return
+    if not isinstance(doc, dict) or not isinstance(doc.get("annotations"), list) \
+            or not isinstance(doc.get("images"), list):
+        raise AnnotationError(f"{path}: not a COCO instances file (needs 'images' and 'annotations' lists)")
+    images: dict[Any, dict] = {}
+    for i, im in enumerate(doc["images"]):
+        if not isinstance(im, dict) or "id" not in im:
+            col.bad(f"{path}: images[{i}]: missing 'id'")
+            continue
+        images[im["id"]] = im
+    cats = {}
+    for c in doc.get("categories") or []:
+        if isinstance(c, dict) and "id" in c:
+            cats[c["id"]] = str(c.get("name", c["id"]))
+    for i, ann in enumerate(doc["annotations"]):
+        where = f"{path}: annotations[{i}]"
+        if not isinstance(ann, dict):
+            col.bad(f"{where}: not an object")
+            continue
+        if "id" in ann:
+            where += f" (id {ann['id']})"
+        missing = [k for k in ("image_id", "bbox") if k not in ann]
+        if missing:
+            col.bad(f"{where}: missing field(s) {', '.join(missing)}")
+            continue
+        im = images.get(ann["image_id"])
+        if im is None:
+            col.bad(f"{where}: image_id {ann['image_id']!r} is not in 'images'")
+            continue
+        if "width" not in im or "height" not in im:
+            col.bad(f"{where}: image {ann['image_id']!r} has no width/height")
+            continue
+        bbox = ann["bbox"]
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            col.bad(f"{where}: bbox must be [x, y, width, height], got {bbox!r}")
+            continue
+        try:
+            x, y, bw, bh = (float(v) for v in bbox)
+        except (TypeError, ValueError):
+            col.bad(f"{where}: non-numeric bbox {bbox!r}")
+            continue
+        if bw <= 0 or bh <= 0:
+            col.bad(f"{where}: degenerate bbox {bbox!r}: width and height must be positive")
+            continue
+        cat = ann.get("category_id")
+        label = cats.get(cat, None if cat is None else str(cat))
+        area = ann.get("area") if ann.get("segmentation") and not ann.get("iscrowd") else None
+        col.add(where, str(im.get("file_name", im["id"])), label, x, y, x + bw, y + bh,
+                im["width"], im["height"], area)
+
+
+register_reader(Reader("coco", read_coco, ".json", "COCO instances JSON file",
+                       lambda p: p.suffix.lower() == ".json", reads_folders=False, priority=3))

@@ -1,0 +1,122 @@
+"""The registry of annotation formats: one :class:`Reader` per format, registered by its own module.
+
+A reader is a function ``read(path, collector, image_sizes)`` that feeds every box it finds into a
+:class:`~erf.objects.records.Collector`; its :class:`Reader` entry also says how to recognise the
+format (a file suffix, which files of a folder belong to it), so :func:`guess_format` and the command
+line's ``--format`` choices come from here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from erf.errors import AnnotationError
+from erf.objects.records import Collector
+
+
+@dataclass(frozen=True)
+class Reader:
+    """One annotation format.
+
+    Attributes:
+        name: the format's name (``coco``), the value of ``--format``.
+        read: ``read(path, collector, image_sizes)``: feed the boxes of ``path`` into ``collector``.
+        suffix: file suffix that identifies a single file of this format (``.json``).
+        description: one line for help texts.
+        folder_file: whether a file found in a folder belongs to this format (for guessing a folder's format).
+        reads_folders: a folder of such files can be read (False: the reader wants the file itself).
+        claims_folder: a folder with any file of this format is read as this format (YOLO: its folders also
+            hold images and size files).
+        priority: tie-break when a folder holds equally many files of several formats (lower wins).
+        uses_image_sizes: the reader takes the ``image_sizes`` argument (YOLO).
+    """
+
+    name: str
+    read: Callable[[Path, Collector, Any], None]
+    suffix: str
+    description: str
+    folder_file: Callable[[Path], bool]
+    reads_folders: bool = True
+    claims_folder: bool = False
+    priority: int = 100
+    uses_image_sizes: bool = False
+
+
+READERS: dict[str, Reader] = {}
+"""Registered formats by name, in registration order."""
+
+
+def register_reader(reader: Reader) -> Reader:
+    """Add ``reader`` to :data:`READERS` (its name must be new)."""
+    if reader.name in READERS or reader.name == "auto":
+        raise ValueError(f"annotation format {reader.name!r} registered twice")
+    READERS[reader.name] = reader
+    return reader
+
+
+def formats() -> tuple[str, ...]:
+    """``("auto", *registered names)``: the accepted values of ``fmt`` / ``--format``."""
+    return ("auto", *READERS)
+
+
+def guess_format(path: Path) -> str:
+    """The format of a file (from its suffix) or a folder (from the files it holds).
+
+    Raises:
+        AnnotationError: no format matches, or a folder of a format that must be given as a file.
+    """
+    if path.is_file():
+        suffix = path.suffix.lower()
+        guess = next((r.name for r in READERS.values() if r.suffix == suffix), None)
+        if guess is None:
+            raise AnnotationError(f"{path}: cannot guess the annotation format from {suffix!r}; pass --format")
+        return guess
+    files = [p for p in path.rglob("*") if p.is_file()]
+    counts = {r.name: sum(r.folder_file(p) for p in files) for r in sorted(READERS.values(), key=lambda r: r.priority)}
+    for r in READERS.values():
+        if r.claims_folder and counts[r.name]:
+            return r.name
+    best = max(counts, key=lambda k: counts[k])
+    if counts[best] == 0:
+        suffixes = ", ".join(r.suffix for r in READERS.values())
+        raise AnnotationError(f"{path}: no annotation files ({suffixes}) found")
+    if not READERS[best].reads_folders:
+        raise AnnotationError(f"{path}: a folder of {best} files; pass the file itself")
+    return best
+
+
+def load_json(path: Path) -> Any:
+    """Parse a JSON file; malformed or unreadable files raise :class:`AnnotationError` naming the position."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"{path}: unreadable ({exc})") from None
+
+
+def files_with_suffix(path: Path, suffix: str) -> list[Path]:
+    """``[path]`` for a file, else every file under the folder ``path`` with ``suffix`` (sorted, recursive).
+
+    Raises:
+        AnnotationError: a folder without such files.
+    """
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == suffix)
+    if not files:
+        raise AnnotationError(f"{path}: no {suffix} files")
+    return files
+
+
+def is_number(text: str) -> bool:
+    """Whether ``text`` parses as a float (header detection in CSV-like files)."""
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
