@@ -274,13 +274,13 @@ def bench(model: str, images: int = DEFAULT_IMAGES, layers: Sequence[str] | None
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise InputError(f"--methods {','.join(unknown)}: unknown; choose from {', '.join(METHODS)}")
+        raise InputError(f"{','.join(unknown)}: unknown; choose from {', '.join(METHODS)}", param="methods")
     if batch_size is None:
         batch_size = DEFAULT_BATCH.get(torch.device(device).type, 32)
     if images < 1 or repeat < 1 or batch_size < 1:
-        raise InputError("--images, --repeat and --batch-size must be positive")
+        raise InputError("images, repeat and batch_size must be positive")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available")
+        raise InputError(f"{device}: CUDA is not available", param="device")
     threads = int(threads or torch.get_num_threads())
     kwargs = {"model_spec": model, "layers": list(layers) if layers else None, "images": images,
               "device": str(device), "batch_size": batch_size, "repeat": repeat, "seed": seed, "size": size,

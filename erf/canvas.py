@@ -48,13 +48,13 @@ def embed(images: torch.Tensor, size: Sequence[int], fill: str = "zero") -> tupl
     if (hh, ww) == (h, w):
         return images, None
     if hh < h or ww < w:
-        raise InputError(f"--input-size {hh}x{ww} is smaller than the {h}x{w} images")
+        raise InputError(f"{hh}x{ww} is smaller than the {h}x{w} images", param="input_size")
     if fill == "zero":
         canvas = images.new_zeros(n, c, hh, ww)
     elif fill == "mean":
         canvas = images.mean(dim=(2, 3), keepdim=True).expand(n, c, hh, ww).clone()
     else:
-        raise InputError(f"--fill {fill!r}: use zero or mean")
+        raise InputError(f"{fill!r}: use zero or mean", param="fill")
     top, left = (hh - h) // 2, (ww - w) // 2
     canvas[:, :, top: top + h, left: left + w] = images
     outside = np.ones((hh, ww), dtype=bool)

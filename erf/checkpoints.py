@@ -34,7 +34,7 @@ from torch import nn
 
 from erf.atomic import atomic_path
 from erf.errors import ArchitectureError, CheckpointError, UnsafeCheckpointError
-from erf.models import create_model, get_entry, is_model
+from erf.models import create_model, infer_family, is_model
 from erf.models.registry import canonical_name
 
 FORMAT = "erf.checkpoint"
@@ -253,85 +253,18 @@ def _clean_state_dict(state: Mapping[str, Any], source: str, notes: list[str]) -
 
 
 def infer_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
-    """Guess ``(registry_name, kwargs)`` from the keys and shapes of a raw state dict.
-
-    ResNeXt (the article's source): ``conv_1_3x3.weight`` present; ``D`` of the
-    first bottleneck's ``conv_reduce`` gives width ``d = D / cardinality``; the
-    grouped conv's shape gives the cardinality; CBAM from ``cbam_module`` keys;
-    depth from the number of bottlenecks per stage. CIFAR ResNet: ``conv1`` with
-    16 output channels and ``layer1.0.conv1``; twoconv: ``conv1`` + ``conv2`` only.
+    """Guess ``(registry_name, kwargs)`` from the keys and shapes of a raw state dict: the first model family
+    whose registered matcher recognises it (:func:`erf.models.registry.infer_family`; ResNeXt-29 of the
+    article's source, CIFAR ResNet, the two-conv toy).
 
     Raises:
-        ArchitectureError: the layout matches no known family.
+        ArchitectureError: the layout matches no registered family.
     """
-    keys = set(state)
-
-    def has(fragment: str) -> bool:
-        return any(fragment in k for k in keys)
-
-    attention = None
-    if has("cbam_module") or has(".attention.") or has("attention."):
-        if has("ChannelGate") and has("SpatialGate"):
-            attention = "cbam"
-        elif has("SpatialGate"):
-            attention = "cbam_spatial"
-        elif has("ChannelGate"):
-            attention = "cbam_channel"
-        elif has("attention.fc") or has("cbam_module.fc"):
-            attention = "se"
-    if "conv_1_3x3.weight" in keys:
-        reduce = state.get("stage_1.stage_1_bottleneck_0.conv_reduce.weight")
-        grouped = state.get("stage_1.stage_1_bottleneck_0.conv_conv.weight")
-        if reduce is None or grouped is None:
-            raise ArchitectureError("ResNeXt layout without stage_1 bottleneck 0 weights")
-        width_total = reduce.shape[0]
-        cardinality = width_total // grouped.shape[1]
-        base_width = width_total // cardinality
-        blocks = len({k.split(".")[1] for k in keys if k.startswith("stage_1.")})
-        kwargs = dict(
-            cardinality=cardinality,
-            base_width=base_width,
-            depth=9 * blocks + 2,
-            num_classes=state["fc.weight"].shape[0],
-            attention=attention,
-        )
-        prefix = "cbam" if attention == "cbam" else "norm"
-        name = f"{prefix}_{base_width}d"
-        if not is_model(name) or cardinality != 16 or blocks != 3 or attention not in (None, "cbam"):
-            name = "norm_8d"  # generic constructor; kwargs carry the real shape
-        return name, _only_differences(name, kwargs)
-    if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys and state["conv1.weight"].shape[0] == 16:
-        n = len({k.split(".")[1] for k in keys if k.startswith("layer1.")})
-        stages = len({k.split(".")[0] for k in keys if re.match(r"layer\d\.", k)})
-        widths = tuple(state[f"layer{s}.0.conv1.weight"].shape[0] for s in range(1, stages + 1))
-        kwargs = dict(depth=6 * n + 2, num_classes=state["fc.weight"].shape[0], attention=attention,
-                      widths=widths + (16, 32, 64)[len(widths):], stages=stages)
-        name = "resnet20" + ({None: ""}.get(attention, f"_{attention}"))
-        if not is_model(name):
-            name = "resnet20"
-        return name, _only_differences(name, kwargs)
-    if {"conv1.weight", "conv2.weight", "fc.weight"} <= keys and not has("layer1"):
-        widths = (state["conv1.weight"].shape[0], state["conv2.weight"].shape[0])
-        kwargs = dict(num_classes=state["fc.weight"].shape[0], attention=attention, widths=widths)
-        name = "twoconv" + ({None: ""}.get(attention, f"_{attention}"))
-        if not is_model(name):
-            name = "twoconv"
-        return name, _only_differences(name, kwargs)
-    sample = ", ".join(sorted(keys)[:3])
-    raise ArchitectureError(f"unknown architecture (keys start {sample}, ...)")
-
-
-def _only_differences(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    base = get_entry(name).kwargs
-    defaults = _constructor_defaults(get_entry(name).constructor)
-    return {k: v for k, v in kwargs.items() if base.get(k, defaults.get(k)) != v}
-
-
-def _constructor_defaults(ctor: Any) -> dict[str, Any]:
-    import inspect
-
-    params = inspect.signature(ctor).parameters
-    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    found = infer_family(state)
+    if found is None:
+        sample = ", ".join(sorted(state)[:3])
+        raise ArchitectureError(f"unknown architecture (keys start {sample}, ...)")
+    return found
 
 
 def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:

@@ -107,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PARAMETER_FLAGS = {"count": "--images", "units": "--unit", "fmt": "--format", "layers": "--layer"}
+"""Library parameters whose flag is not ``--`` + the parameter name with dashes."""
+
+
+def flag_of(param: str | None, args: argparse.Namespace) -> str | None:
+    """The command-line flag of library parameter ``param`` for the parsed ``args``, or ``None`` when the
+    command has no such option (the library's own wording is kept then)."""
+    if not param:
+        return None
+    flag = PARAMETER_FLAGS.get(param, "--" + param.replace("_", "-"))
+    return flag if hasattr(args, flag[2:].replace("-", "_")) else None
+
+
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
     """Print a warning as one ``warning: ...`` line on stderr (no source location)."""
@@ -129,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _show_warning  # restored on exit by catch_warnings
             return int(args.run(args) or 0)
     except ErfError as exc:
-        print(f"erf {args.command}: error: {exc}", file=sys.stderr)
+        print(f"erf {args.command}: error: {exc.describe(flag_of(exc.param, args))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"erf {args.command}: interrupted; no half-written file was left behind", file=sys.stderr)

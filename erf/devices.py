@@ -18,11 +18,11 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine")
+        raise InputError(f"{device}: CUDA is not available on this machine", param="device")
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise InputError(f"--device {device!r}: use cpu, cuda, cuda:N or auto") from None
+        raise InputError(f"{device!r}: use cpu, cuda, cuda:N or auto", param="device") from None
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise InputError(f"{device}: this machine has {torch.cuda.device_count()} CUDA device(s)", param="device")
     return dev

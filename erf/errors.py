@@ -3,15 +3,35 @@
 Library code raises these; only the command line (:mod:`erf.cli`) turns them
 into one-line messages and exit codes. Every error carries the offending
 file, argument or record in its message.
+
+An error about an argument names the library's parameter (``batch_size 0: must be an integer >= 1``)
+and records it in :attr:`ErfError.param`; the command line names its own flag instead
+(``--batch-size 0: ...``, :meth:`ErfError.describe`).
 """
 
 from __future__ import annotations
 
 
 class ErfError(Exception):
-    """Base class of every error `erf` raises on purpose."""
+    """Base class of every error `erf` raises on purpose.
+
+    Args:
+        message: what is wrong; with ``param``, the text after the parameter's name (its value first).
+        param: the library parameter the error is about (``batch_size``), or ``None``.
+    """
 
     exit_code: int = 2
+
+    def __init__(self, message: str = "", param: str | None = None) -> None:
+        self.param = param
+        self.detail = message
+        super().__init__(f"{param} {message}" if param else message)
+
+    def describe(self, flag: str | None = None) -> str:
+        """The message with ``flag`` (a command-line flag such as ``--batch-size``) in place of the parameter."""
+        if self.param and flag:
+            return f"{flag} {self.detail}"
+        return str(self)
 
 
 class CheckpointError(ErfError):

@@ -25,7 +25,7 @@ from torch import nn
 
 from erf.errors import LayerError, LayerNotFoundError, StudyError
 
-HEADS = ("pool", "avgpool", "fc")
+HEADS = ("avgpool", "pool", "fc")
 """Stable names of the classification head: after global pooling, no spatial map and no ERF."""
 
 
@@ -54,7 +54,7 @@ def named_layers(model: nn.Module) -> dict[str, str]:
             out[f"stage{s}"] = f"layer{s}"
             for b, _ in enumerate(stage.children()):
                 out[f"stage{s}.block{b + 1}"] = f"layer{s}.{b}"
-    for head in ("avgpool", "pool", "fc"):  # the order torchvision models run them
+    for head in HEADS:
         if head in modules and head not in out:
             out[head] = head
     return out

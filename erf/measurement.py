@@ -206,7 +206,7 @@ def make_targets(
         if given is not None:
             unit = tuple(given)
             if not (0 <= unit[0] < trf.feature_size[0] and 0 <= unit[1] < trf.feature_size[1]):
-                raise InputError(f"--unit {unit[0]},{unit[1]}: outside layer {name!r}'s {trf.feature_size} map")
+                raise InputError(f"{unit[0]},{unit[1]}: outside layer {key!r}'s {trf.feature_size} map", param="units")
             rule = "given"
         elif replknet_unit:
             unit = (trf.feature_size[0] // 2, trf.feature_size[1] // 2)
@@ -291,12 +291,12 @@ def measure(
         raise InputError("images: give an ImageSet or a tensor (N, C, H, W) to measure on")
     data = as_image_set(images)
     notes: list[str] = []
-    for option, value, low in (("--batch-size", batch_size, 1), ("--bootstrap", bootstrap, 0), ("--seed", seed, 0),
+    for option, value, low in (("batch_size", batch_size, 1), ("bootstrap", bootstrap, 0), ("seed", seed, 0),
                                ("groups", groups, 1)):
         if not isinstance(value, (int, np.integer)) or value < low:
-            raise InputError(f"{option} {value}: must be an integer >= {low}")
+            raise InputError(f"{value}: must be an integer >= {low}", param=option)
     if tol is not None and not (math.isfinite(tol) and tol > 0):
-        raise InputError(f"--tol {tol}: must be a positive number (a relative CI half-width, e.g. 0.05)")
+        raise InputError(f"{tol}: must be a positive number (a relative CI half-width, e.g. 0.05)", param="tol")
     if model.training:
         notes.append("the model was in train mode; switched to eval mode (batch norm must not couple images)")
     dev = torch.device(device)
@@ -307,9 +307,9 @@ def measure(
     n_total, channels, h, w = images.shape
     size = (int(input_size[0]), int(input_size[1])) if input_size else (h, w)
     if size[0] < h or size[1] < w:
-        raise InputError(f"--input-size {size[0]}x{size[1]} is smaller than the {h}x{w} images")
+        raise InputError(f"{size[0]}x{size[1]} is smaller than the {h}x{w} images", param="input_size")
     if size[0] * size[1] > 4096 * 4096:
-        raise InputError(f"--input-size {size[0]}x{size[1]} is too large (at most 4096 x 4096)")
+        raise InputError(f"{size[0]}x{size[1]} is too large (at most 4096 x 4096)", param="input_size")
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if first is not None and first.in_channels != channels:
         raise DataError(f"data {data.description!r}: images have {channels} channels, the model's first "
@@ -320,8 +320,8 @@ def measure(
     n_groups = max(1, min(groups, n_total))  # bootstrap groups: one image each while N <= groups
     need = len(names) * n_groups * size[0] * size[1] * 8
     if need > 8 * 2**30:
-        raise InputError(f"--input-size {size[0]}x{size[1]}: the per-image sums of {len(names)} layers would need "
-                         f"{need / 2**30:.0f} GiB; use a smaller --input-size or fewer layers")
+        raise InputError(f"{size[0]}x{size[1]}: the per-image sums of {len(names)} layers would need "
+                         f"{need / 2**30:.0f} GiB; use a smaller input size or fewer layers", param="input_size")
     targets, rules = make_targets(model, names, size, units, channels, replknet_unit=exact_replknet)
     for t in targets:
         if not t.trf.is_global and (t.trf.size[0] > size[0] or t.trf.size[1] > size[1]):
@@ -334,9 +334,9 @@ def measure(
         import torch.distributed as dist
 
         if not dist.is_available() or not dist.is_initialized():
-            raise InputError("--distributed needs an initialised process group (run under torchrun)")
+            raise InputError("needs an initialised process group (run under torchrun)", param="distributed")
         if tol is not None:
-            raise InputError("--tol and --distributed cannot be combined")
+            raise InputError("and distributed cannot be combined", param="tol")
         rank, world = dist.get_rank(), dist.get_world_size()
     accs = {t.name: _Accumulator(size, n_groups, dev) for t in targets}
     outside = None

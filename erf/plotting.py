@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from erf.metrics import level_key
 from erf.objects.sizes import SIZE_MEASURES, ObjectSizes, cdf
 
 
@@ -73,9 +74,9 @@ def erf_vs_depth(series: dict[str, Sequence[Any]], accuracy: dict[str, float] | 
         acc = f" (acc {accuracy[label]:.3f})" if accuracy and label in accuracy else ""
         for q, ls in ((0.5, ":"), (0.95, "-")):
             y = [layer.metrics.radius[q] for layer in layers]
-            lo = [layer.ci.get(f"radius.{int(q * 100)}", (v, v))[0] for layer, v in zip(layers, y)]
-            hi = [layer.ci.get(f"radius.{int(q * 100)}", (v, v))[1] for layer, v in zip(layers, y)]
-            ax.plot(x, y, ls, color=c, marker="o", ms=3, label=f"{label}{acc}: ERF r{int(q * 100)}")
+            lo = [layer.ci.get(f"radius.{level_key(q)}", (v, v))[0] for layer, v in zip(layers, y)]
+            hi = [layer.ci.get(f"radius.{level_key(q)}", (v, v))[1] for layer, v in zip(layers, y)]
+            ax.plot(x, y, ls, color=c, marker="o", ms=3, label=f"{label}{acc}: ERF r{level_key(q)}")
             ax.fill_between(x, lo, hi, color=c, alpha=0.15)
         trf = [np.nan if layer.trf.is_global else layer.trf.size[0] / 2 for layer in layers]
         ax.plot(x, trf, "--", color=c, alpha=0.6, label=f"{label}: TRF half-size")

@@ -121,7 +121,7 @@ def train(
     elif recipe.schedule == "constant":
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     else:
-        raise InputError(f"--schedule {recipe.schedule!r}: use cosine or constant")
+        raise InputError(f"{recipe.schedule!r}: use cosine or constant", param="schedule")
     generator = torch.Generator().manual_seed(recipe.seed)
     rows: list[dict[str, Any]] = []
     start_epoch, best_acc, elapsed = 0, -1.0, 0.0

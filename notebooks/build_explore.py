@@ -24,21 +24,18 @@ import numpy as np
 import torch
 
 import erf
-from erf import load_checkpoint, load_source
-from erf.measurement import measure
-from erf.probes import theoretical_rf
 
 torch.set_num_threads(2)
 print(erf.__version__)
-plain = load_checkpoint("resnet20")
-cbam = load_checkpoint("resnet20_cbam")
+plain = erf.load_checkpoint("resnet20")
+cbam = erf.load_checkpoint("resnet20_cbam")
 for loaded in (plain, cbam):
     print(loaded.name, "trained:", loaded.trained, "test accuracy:", loaded.metadata.get("best_test_accuracy"))"""),
     ("md", """## Layers and their theoretical receptive fields
 The TRF is computed analytically from the real graph. CBAM's channel gate pools over the whole map,
 so every block after the first CBAM has a *global* TRF."""),
     ("code", """for loaded in (plain, cbam):
-    trf = theoretical_rf(loaded.model)
+    trf = erf.theoretical_rf(loaded.model)
     print(loaded.name)
     for name, t in trf.items():
         size = "global" if t.is_global else f"{t.size[0]} px"
@@ -48,9 +45,9 @@ Luo et al.'s gradient ERF over 32 real test images, embedded in a 64 px canvas s
 clip the deeper layers."""),
     ("code", """from erf.plotting import draw_erf
 
-images = load_source("bundled", count=32)
+images = erf.load_source("bundled", count=32)
 layers = ["stem", "stage1.block3", "stage2.block3", "stage3.block3"]
-results = {loaded.name: measure(loaded.model, layers, images, input_size=(64, 64), bootstrap=100)
+results = {loaded.name: erf.measure(loaded.model, layers, images, input_size=(64, 64), bootstrap=100)
            for loaded in (plain, cbam)}
 
 fig, axes = plt.subplots(2, len(layers), figsize=(3 * len(layers), 6))
@@ -71,28 +68,23 @@ ax.legend();"""),
     ("md", """## Comparing the two models
 `erf.compare` measures both models on the same images and tests the paired difference
 (bootstrap CI and Wilcoxon signed-rank test per layer)."""),
-    ("code", """from IPython.display import Image
+    ("code", """from erf.plotting import compare_heatmaps
 
-from erf.comparison import compare
-from erf.plotting import compare_heatmaps
-
-cmp = compare([plain, cbam], data=images, input_size=(64, 64), bootstrap=100)
+cmp = erf.compare([plain, cbam], images, input_size=(64, 64), bootstrap=100)
 for layer in cmp.layers:
     d = cmp.difference(layer.name, "radius.95")
     print(f"{layer.name:<8} r95 {d.model} - {d.reference}: {d.estimate:+.1f} px "
           f"95% CI [{d.ci[0]:+.1f}, {d.ci[1]:+.1f}], Wilcoxon p = {d.p_value:.2g}")
 labels = [m.label for m in cmp.models]
-compare_heatmaps([m.layer("stage3") for m in cmp.measurements], labels, "compare_stage3.png")
-Image("compare_stage3.png")"""),
+compare_heatmaps([m.layer("stage3") for m in cmp.measurements], labels);"""),
     ("md", """## Object sizes against the ERF
 CIFAR-10 has no boxes: `erf.objects.estimate_extents` estimates each image's object extent with a
 model-free border-contrast segmentation (an **estimate**; see `erf objects` for its measured error).
 We compare the distribution of object sizes (sqrt of box area) with the ERF diameters (2 r) of stage 3."""),
     ("code", """from erf.objects import cdf, estimate_extents
 
-raw = load_source("bundled")
-uint8 = (raw.images.permute(0, 2, 3, 1).numpy() * 255).round().astype("uint8") if raw.raw else None
-sizes = estimate_extents(uint8)
+raw = erf.load_source("bundled")
+sizes = estimate_extents(raw.uint8())
 x, F = cdf(sizes.sqrt_area)
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.step(x, F, where="post", color="k", label="objects (estimated sqrt area)")
@@ -108,16 +100,11 @@ Real CIFAR-10 objects rescaled to size s on a 64 px canvas; twin models with and
 trained per size and seed, their ERFs measured, and the attention gain related to s / ERF size.
 `budget="tiny"` runs in seconds and shows the pipeline only; `erf study --controlled --budget cpu`
 (tens of minutes) or `--budget gpu` give numbers worth reading (see `figures/`)."""),
-    ("code", """import tempfile
-from pathlib import Path
+    ("code", """from erf.study import controlled_figures, run_controlled
 
-from erf.study import run_controlled
-
-with tempfile.TemporaryDirectory() as tmp:
-    doc = run_controlled("tiny", tmp, progress=False)
-    figure = Image(Path(tmp, "gain_vs_ratio.png").read_bytes())
+doc = run_controlled("tiny", progress=False)
 print(doc["verdict"]["text"])
-figure"""),
+controlled_figures(doc)["gain_vs_ratio.png"]"""),
 ]
 
 

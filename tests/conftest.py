@@ -27,7 +27,10 @@ def run_cli(capsys):
     from erf.cli import main
 
     def run(*argv: str) -> tuple[int, str, str]:
-        code = main([str(a) for a in argv])
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse's own usage errors (bad choices, missing arguments): exit 2
+            code = int(exc.code or 0)
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 

@@ -151,7 +151,7 @@ def test_layer_errors() -> None:
         measure(model, ["fc"], _images(1), bootstrap=0)
     with pytest.raises(LayerNotFoundError, match="stage3"):
         measure(model, ["stage_3"], _images(1), bootstrap=0)
-    with pytest.raises(InputError, match="--unit"):
+    with pytest.raises(InputError, match="^units "):
         measure(model, ["stage3"], _images(1), units={"stage3": (8, 0)}, bootstrap=0)
     # the global-pooling output (a 1x1 map of the whole image) has no ERF of its own either
     with pytest.raises(UndefinedERFError, match="pooling"):

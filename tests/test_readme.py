@@ -44,3 +44,15 @@ def test_main_job_model_has_bundled_weights_and_data():
     model = main.split("erf measure", 1)[1].split()[0]
     assert bundled_weights(model) is not None, f"the README's main job uses {model}, which ships no weights"
     assert BUNDLED_SAMPLE.exists()
+
+
+def test_readme_python_api_block_runs():
+    """The README's Python section is executed as written (on the bundled models and images)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Python API"):]
+    block = section[section.index("```python") + len("```python"): section.index("```", section.index("```python") + 9)]
+    namespace: dict = {}
+    exec(compile(block, "README.md (Python API)", "exec"), namespace)  # noqa: S102 - the project's own README
+    layer = namespace["layer"]
+    assert layer.name == "stage3" and layer.metrics.radius[0.95] > 0
+    assert namespace["cmp"].difference("stage3", "radius.95").model == "resnet20_cbam"

@@ -79,7 +79,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from erf.atomic import prepare_output_dir, write_json
     from erf.checkpoints import load_checkpoint
-    from erf.commands.measure import parse_size
+    from erf.commands.measure import parse_size, probe_options
     from erf.comparison import compare
     from erf.data import load_source
     from erf.devices import pick_device
@@ -100,9 +100,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     side = size[0] if size and args.data.split(":")[0] in ("noise", "constant") else 32
     data = load_source(args.data, "test", count=args.images, image_size=side)
     evaluate_data = load_source(args.evaluate_data, "test") if args.evaluate_data else None
-    options: dict[str, Any] = {"mode": args.mode} if args.probe == "gradient" else {}
-    if args.probe != "gradient" and args.mode != "abs":
-        raise InputError(f"--mode applies to --probe gradient, not {args.probe}")
+    options = probe_options(args.probe, {"mode": args.mode}, "--mode")
     device = str(pick_device(args.device))
     result = compare(loaded, data, layers=args.layer, count=args.images, input_size=size, device=device,
                      seed=args.seed, bootstrap=args.bootstrap, probe=args.probe, probe_options=options,
@@ -138,8 +136,10 @@ def _args_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", default=None,
                    help="embed images in a larger canvas (e.g. 96) so an ERF clipped by the border shows whole")
     p.add_argument("--fill", default="zero", choices=["zero", "mean"], help="canvas fill (see erf measure)")
-    p.add_argument("--probe", default="gradient",
-                   help="gradient (Luo et al.), captum-gradient, integrated-gradients, guided-backprop, deconvolution")
+    from erf.probes.registry import PROBES
+
+    p.add_argument("--probe", default="gradient", choices=list(PROBES),
+                   help="; ".join(f"{spec.name}: {spec.description}" for spec in PROBES.values()))
     p.add_argument("--mode", default="abs", choices=["abs", "relu"], help="gradient probe: |grad| or RepLKNet's ReLU")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--bootstrap", type=int, default=200, help="paired bootstrap resamples for CIs (0: none)")

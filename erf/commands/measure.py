@@ -42,8 +42,10 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
                    help="embed images in a larger canvas (e.g. 96) so an ERF clipped by the border shows whole")
     p.add_argument("--fill", default="zero", choices=["zero", "mean"],
                    help="canvas fill: 0 in input space (data-set mean colour) or each image's mean")
-    p.add_argument("--probe", default="gradient",
-                   help="gradient (Luo et al.), captum-gradient, integrated-gradients, guided-backprop, deconvolution")
+    from erf.probes.registry import PROBES
+
+    p.add_argument("--probe", default="gradient", choices=list(PROBES),
+                   help="; ".join(f"{spec.name}: {spec.description}" for spec in PROBES.values()))
     p.add_argument("--mode", default="abs", choices=["abs", "relu"],
                    help="gradient probe: |grad| (Luo) or ReLU on centre activation and gradient (RepLKNet)")
     p.add_argument("--replknet", action="store_true",
@@ -57,6 +59,26 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
 
 
+PROBE_OPTION_DEFAULTS = {"mode": "abs", "crop": True}
+"""Probe options the command line sets (``--mode``, ``--no-crop``) and their values when not given."""
+
+
+def probe_options(probe: str, given: dict[str, Any], flags: str) -> dict[str, Any]:
+    """The options of ``given`` that ``probe`` takes (:data:`erf.probes.registry.PROBES`).
+
+    Raises:
+        InputError: a flag set to a non-default value for a probe that does not take it.
+    """
+    from erf.probes.registry import PROBES
+
+    takes = PROBES[probe].options
+    ignored = [k for k, v in given.items() if k not in takes and v != PROBE_OPTION_DEFAULTS.get(k)]
+    if ignored:
+        users = ", ".join(n for n, spec in PROBES.items() if set(ignored) <= set(spec.options))
+        raise InputError(f"{flags} apply to --probe {users}, not {probe}")
+    return {k: v for k, v in given.items() if k in takes}
+
+
 def run_measure(model: Any, layers: list[str] | None, args: argparse.Namespace, info: dict[str, Any],
                 units: dict[str, tuple[int, int]] | None = None) -> Any:
     """Load ``--data`` and call :func:`erf.measure` with the parsed options."""
@@ -68,12 +90,8 @@ def run_measure(model: Any, layers: list[str] | None, args: argparse.Namespace, 
     synthetic = args.data.split(":")[0] in ("noise", "constant")
     image_size = size[0] if size and synthetic and size[0] == size[1] else 32
     data = load_source(args.data, "test", count=args.images, image_size=image_size)
-    mode = "relu" if args.replknet else args.mode
-    options: dict[str, Any] = {}
-    if args.probe == "gradient":
-        options = {"mode": mode, "crop": not args.no_crop}
-    elif args.replknet or args.mode != "abs" or args.no_crop:
-        raise InputError(f"--mode/--replknet/--no-crop apply to --probe gradient, not {args.probe}")
+    options = probe_options(args.probe, {"mode": "relu" if args.replknet else args.mode, "crop": not args.no_crop},
+                            "--mode/--replknet/--no-crop")
     return measure(model, layers, data, probe=args.probe, probe_options=options, input_size=size,
                    fill=args.fill, units=units, batch_size=args.batch_size, device=str(pick_device(args.device)),
                    tol=args.tol, bootstrap=args.bootstrap, seed=args.seed, exact_replknet=args.replknet,

@@ -11,19 +11,14 @@ from erf.errors import CheckpointError
 
 # ----------------------------------------------------------------------------- models
 def cmd_models(args: argparse.Namespace) -> int:
-    """``erf models``: the registry with parameter counts (counted on the meta device); exit code."""
-    import torch
-
+    """``erf models``: the registry with parameter counts (from the registry, never by training); exit code."""
     from erf.checkpoints import bundled_weights
-    from erf.models import create_model, get_entry, list_models
+    from erf.models import get_entry, list_models
 
     rows = []
     for name in list_models(args.pattern):
         entry = get_entry(name)
-        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-            params = sum(p.numel() for p in create_model(name).parameters())
-
-        rows.append({"name": name, "params": params, "family": entry.family,
+        rows.append({"name": name, "params": entry.parameter_count(), "family": entry.family,
                      "attention": entry.attention, "twin": entry.twin,
                      "bundled_weights": bundled_weights(name) is not None,
                      "aliases": list(entry.aliases), "description": entry.description})

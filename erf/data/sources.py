@@ -111,14 +111,14 @@ def subset_count(subset: float | int | str | None, split: str, available: int) -
     try:
         value = float(subset)
     except (TypeError, ValueError):
-        raise InputError(f"--subset {subset!r}: expected a fraction (0.1) or a count (5000)") from None
+        raise InputError(f"{subset!r}: expected a fraction (0.1) or a count (5000)", param="subset") from None
     if value <= 0:
-        raise InputError(f"--subset {subset!r}: must be positive")
+        raise InputError(f"{subset!r}: must be positive", param="subset")
     if value <= 1.0 and not (isinstance(subset, str) and subset.isdigit()):
         wanted = int(round(value * CIFAR10_SIZES[split]))
     else:
         if value != int(value):
-            raise InputError(f"--subset {subset!r}: a count must be an integer")
+            raise InputError(f"{subset!r}: a count must be an integer", param="subset")
         wanted = int(value)
     if wanted > available:
         return available, (
@@ -244,7 +244,7 @@ def load_source(
     if split not in CIFAR10_SIZES:
         raise InputError(f"split must be 'train' or 'test', got {split!r}")
     if count is not None and count <= 0:
-        raise InputError(f"--images {count}: must be positive")
+        raise InputError(f"{count}: must be positive", param="count")
     if kind in ("bundled", "sample"):
         if not BUNDLED_SAMPLE.exists():
             raise DataError(f"{BUNDLED_SAMPLE}: the bundled sample is missing from this install")

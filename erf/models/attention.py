@@ -7,6 +7,9 @@ load unchanged. Shapes: every block maps ``(N, C, H, W) -> (N, C, H, W)``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -109,6 +112,50 @@ ATTENTION_BLOCKS = {
     "se": SqueezeExcite,
 }
 """Attention kinds by name: ``kind -> constructor(channels) -> nn.Module``."""
+
+
+TWIN_VARIANTS: dict[str | None, tuple[str, str]] = {
+    None: ("", "(plain)"),
+    "cbam": ("_cbam", "with CBAM"),
+    "cbam_spatial": ("_cbam_spatial", "with CBAM's spatial gate only (local attention)"),
+    "se": ("_se", "with squeeze-and-excitation"),
+}
+"""The attention variants the CIFAR families register: kind -> (name suffix, description words)."""
+
+
+def register_twins(base: str, constructor: Any, family: str, description: str, params: dict[str, int],
+                   kwargs: dict[str, Any] | None = None) -> None:
+    """Register ``base`` and one attention twin per :data:`TWIN_VARIANTS` kind (``base_cbam``...), each with
+    ``attention=kind`` among its constructor ``kwargs``, ``twin=base``, ``description`` followed by the kind's
+    words, and its parameter count from ``params``."""
+    from erf.models.registry import ModelEntry, register_model
+
+    for attention, (suffix, words) in TWIN_VARIANTS.items():
+        register_model(ModelEntry(
+            name=f"{base}{suffix}", constructor=constructor, kwargs={**(kwargs or {}), "attention": attention},
+            family=family, attention=attention, twin=base if attention else None,
+            description=f"{description} {words}", params=params[f"{base}{suffix}"]))
+
+
+def detect_attention(keys: Iterable[str]) -> str | None:
+    """The attention kind of a state dict from its key names (``ChannelGate``/``SpatialGate`` of CBAM,
+    ``attention.fc`` of SE, under ``cbam_module`` in the article's source or ``attention`` here), or ``None``."""
+    keys = list(keys)
+
+    def has(fragment: str) -> bool:
+        return any(fragment in k for k in keys)
+
+    if not (has("cbam_module") or has(".attention.") or has("attention.")):
+        return None
+    if has("ChannelGate") and has("SpatialGate"):
+        return "cbam"
+    if has("SpatialGate"):
+        return "cbam_spatial"
+    if has("ChannelGate"):
+        return "cbam_channel"
+    if has("attention.fc") or has("cbam_module.fc"):
+        return "se"
+    return None
 
 
 def make_attention(kind: str | None, channels: int) -> nn.Module | None:

@@ -1,4 +1,9 @@
-"""Model registry: ``name -> constructor`` (as timm's ``_registry``), with aliases.
+"""Model registry: ``name -> constructor`` (as timm's ``_registry``), with aliases, and the
+state-dict matchers of the families (:func:`infer_family`).
+
+Each family registers itself in its own module (``erf/models/resnext.py``...): its entries
+(:func:`register_model`) and one matcher (:func:`register_family`) that recognises a raw state dict of
+the family and returns the registry name and constructor arguments that rebuild it.
 
 >>> from erf.models import create_model, list_models
 >>> model = create_model("cbam_8d")          # ResNeXt-29 16x8d with CBAM
@@ -9,7 +14,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +36,8 @@ class ModelEntry:
         twin: the plain twin's name for an attention model, else ``None``.
         aliases: other accepted names (``norm_resnext29_16x8d``).
         description: one line for ``erf models``.
+        params: parameter count of the default build (``erf models`` lists it without building the model;
+            checked against a build by the tests); ``None``: count by building on the meta device.
     """
 
     name: str
@@ -41,6 +48,16 @@ class ModelEntry:
     twin: str | None = None
     aliases: tuple[str, ...] = ()
     description: str = ""
+    params: int | None = None
+
+    def parameter_count(self) -> int:
+        """:attr:`params`, or the count of a build on the meta device (shapes only, no memory)."""
+        if self.params is not None:
+            return self.params
+        import torch
+
+        with torch.device("meta"):
+            return sum(p.numel() for p in self.build().parameters())
 
     def build(self, **overrides: Any) -> nn.Module:
         """Construct the model with the entry's kwargs updated by ``overrides``."""
@@ -49,6 +66,41 @@ class ModelEntry:
 
 _ENTRIES: dict[str, ModelEntry] = {}
 _ALIASES: dict[str, str] = {}
+
+StateMatcher = Callable[[Mapping[str, Any]], "tuple[str, dict[str, Any]] | None"]
+"""``matcher(state_dict) -> (registry name, constructor kwargs)`` when the keys are the family's, else ``None``.
+It may raise :class:`~erf.errors.ArchitectureError` for a layout that is the family's but broken."""
+_FAMILIES: dict[str, StateMatcher] = {}
+
+
+def register_family(name: str, matcher: StateMatcher) -> None:
+    """Register the state-dict ``matcher`` of family ``name`` (used by :func:`infer_family`)."""
+    if name in _FAMILIES:
+        raise ValueError(f"model family {name!r} registered twice")
+    _FAMILIES[name] = matcher
+
+
+def infer_family(state: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The first registered family whose matcher recognises ``state``: ``(registry name, kwargs)``, or ``None``.
+
+    ``kwargs`` hold only the arguments that differ from the entry's own (so the default build needs none).
+    """
+    for matcher in _FAMILIES.values():
+        found = matcher(state)
+        if found is not None:
+            name, kwargs = found
+            return name, only_differences(name, kwargs)
+    return None
+
+
+def only_differences(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The items of ``kwargs`` that differ from what entry ``name`` builds by default."""
+    import inspect
+
+    entry = get_entry(name)
+    params = inspect.signature(entry.constructor).parameters
+    defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    return {k: v for k, v in kwargs.items() if entry.kwargs.get(k, defaults.get(k)) != v}
 
 
 def register_model(entry: ModelEntry) -> ModelEntry:

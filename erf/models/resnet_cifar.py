@@ -8,11 +8,16 @@ residual branch after the second BN, before the add, as in the CBAM paper.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from erf.models.attention import make_attention
+from erf.models.attention import detect_attention, make_attention, register_twins
+from erf.models.registry import is_model, register_family
 
 
 class PadShortcut(nn.Module):
@@ -110,3 +115,28 @@ class ResNetCifar(nn.Module):
         for s in range(self.stages):
             x = getattr(self, f"layer{s + 1}")(x)
         return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def match_state(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]] | None:
+    """CIFAR ResNet layout (``conv1`` with 16 outputs and ``layer1.0.conv1``): blocks per stage give the depth,
+    the stages' first convolutions the widths, key names the attention."""
+    keys = set(state)
+    attention = detect_attention(keys)
+    if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys and state["conv1.weight"].shape[0] == 16:
+        n = len({k.split(".")[1] for k in keys if k.startswith("layer1.")})
+        stages = len({k.split(".")[0] for k in keys if re.match(r"layer\d\.", k)})
+        widths = tuple(state[f"layer{s}.0.conv1.weight"].shape[0] for s in range(1, stages + 1))
+        kwargs = dict(depth=6 * n + 2, num_classes=state["fc.weight"].shape[0], attention=attention,
+                      widths=widths + (16, 32, 64)[len(widths):], stages=stages)
+        name = "resnet20" + ({None: ""}.get(attention, f"_{attention}"))
+        if not is_model(name):
+            name = "resnet20"
+        return name, kwargs
+    return None
+
+
+PARAMS = {"resnet20": 269722, "resnet20_cbam": 272995, "resnet20_cbam_spatial": 270622, "resnet20_se": 272095}
+"""Parameter counts of the registered builds (``erf models`` lists them without building; a test builds them)."""
+
+register_twins("resnet20", ResNetCifar, "resnet_cifar", "CIFAR ResNet-20 (He et al. 2016)", PARAMS, {"depth": 20})
+register_family("resnet_cifar", match_state)

@@ -12,11 +12,16 @@ stage 3 1024x8x8, logits (N, num_classes).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from erf.models.attention import make_attention
+from erf.errors import ArchitectureError
+from erf.models.attention import detect_attention, make_attention
+from erf.models.registry import ModelEntry, is_model, register_family, register_model
 
 
 class Bottleneck(nn.Module):
@@ -128,3 +133,49 @@ class ResNeXtCifar(nn.Module):
         x = self.act_1(self.bn_1(self.conv_1_3x3(x)))
         x = self.stage_3(self.stage_2(self.stage_1(x)))
         return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def match_state(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]] | None:
+    """The article's ResNeXt layout (``conv_1_3x3.weight``): width ``d = D / cardinality`` from the first
+    bottleneck's ``conv_reduce``, the cardinality from the grouped conv's shape, CBAM from key names, the depth from
+    the bottlenecks per stage."""
+    keys = set(state)
+    attention = detect_attention(keys)
+    if "conv_1_3x3.weight" in keys:
+        reduce = state.get("stage_1.stage_1_bottleneck_0.conv_reduce.weight")
+        grouped = state.get("stage_1.stage_1_bottleneck_0.conv_conv.weight")
+        if reduce is None or grouped is None:
+            raise ArchitectureError("ResNeXt layout without stage_1 bottleneck 0 weights")
+        width_total = reduce.shape[0]
+        cardinality = width_total // grouped.shape[1]
+        base_width = width_total // cardinality
+        blocks = len({k.split(".")[1] for k in keys if k.startswith("stage_1.")})
+        kwargs = dict(
+            cardinality=cardinality,
+            base_width=base_width,
+            depth=9 * blocks + 2,
+            num_classes=state["fc.weight"].shape[0],
+            attention=attention,
+        )
+        prefix = "cbam" if attention == "cbam" else "norm"
+        name = f"{prefix}_{base_width}d"
+        if not is_model(name) or cardinality != 16 or blocks != 3 or attention not in (None, "cbam"):
+            name = "norm_8d"  # generic constructor; kwargs carry the real shape
+        return name, kwargs
+    return None
+
+
+PARAMS = {"norm_8d": 5066058, "norm_16d": 10595146, "norm_32d": 25136970, "norm_64d": 68155210,
+          "cbam_8d": 5588766, "cbam_16d": 11117854, "cbam_32d": 25659678, "cbam_64d": 68677918}
+"""Parameter counts of the registered builds (``erf models`` lists them without building; a test builds them)."""
+
+for _width in (8, 16, 32, 64):
+    for _prefix, _attention in (("norm", None), ("cbam", "cbam")):
+        register_model(ModelEntry(
+            name=f"{_prefix}_{_width}d", constructor=ResNeXtCifar,
+            kwargs=dict(cardinality=16, base_width=_width, depth=29, attention=_attention), family="resnext29",
+            attention=_attention, twin=f"norm_{_width}d" if _attention else None,
+            aliases=(f"{_prefix}_resnext29_16x{_width}d",),
+            description=f"ResNeXt-29 16x{_width}d" + (" with CBAM in every bottleneck" if _attention else " (plain)"),
+            params=PARAMS[f"{_prefix}_{_width}d"]))
+register_family("resnext29", match_state)

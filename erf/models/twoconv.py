@@ -7,10 +7,14 @@ article suspects is too small for attention to be judged fairly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
-from erf.models.attention import make_attention
+from erf.models.attention import detect_attention, make_attention, register_twins
+from erf.models.registry import is_model, register_family
 
 
 class TwoConv(nn.Module):
@@ -53,3 +57,22 @@ class TwoConv(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+def match_state(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]] | None:
+    """The two-convolution toy (``conv1``, ``conv2``, ``fc`` and no ``layer1``): widths from the convolutions."""
+    keys = set(state)
+    attention = detect_attention(keys)
+    if {"conv1.weight", "conv2.weight", "fc.weight"} <= keys and not any("layer1" in k for k in keys):
+        widths = (state["conv1.weight"].shape[0], state["conv2.weight"].shape[0])
+        kwargs = dict(num_classes=state["fc.weight"].shape[0], attention=attention, widths=widths)
+        name = "twoconv" + ({None: ""}.get(attention, f"_{attention}"))
+        if not is_model(name):
+            name = "twoconv"
+        return name, kwargs
+    return None
+
+
+PARAMS = {"twoconv": 20138, "twoconv_cbam": 20818, "twoconv_cbam_spatial": 20238, "twoconv_se": 20718}
+"""Parameter counts of the registered builds (``erf models`` lists them without building; a test builds them)."""
+
+register_twins("twoconv", TwoConv, "twoconv", "two 3x3 conv layers", PARAMS)
+register_family("twoconv", match_state)

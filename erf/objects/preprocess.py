@@ -45,7 +45,7 @@ class Preprocess:
         for name in ("resize", "center_crop", "pad_to", "input_size"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0):
-                raise InputError(f"--{name.replace('_', '-')} {v!r}: must be a positive integer")
+                raise InputError(f"{v!r}: must be a positive integer", param=name)
 
     def steps(self, image_w: float, image_h: float) -> list[tuple[str, float, float, float, float, float, float]]:
         """The affine steps for one image size: ``[(name, sx, sy, dx, dy, W_after, H_after), ...]``.
@@ -72,7 +72,7 @@ class Preprocess:
         if self.pad_to:
             p = self.pad_to
             if w > p or h > p:
-                raise InputError(f"--pad-to {p}: the image is already {int(w)}x{int(h)} px at that step")
+                raise InputError(f"{p}: the image is already {int(w)}x{int(h)} px at that step", param="pad_to")
             out.append(("pad_to", 1.0, 1.0, float((p - int(w)) // 2), float((p - int(h)) // 2), float(p), float(p)))
             w, h = float(p), float(p)
         if self.input_size and (w, h) != (self.input_size, self.input_size):

@@ -4,37 +4,28 @@
 * :mod:`erf.probes.support`: gradient-support TRF, an independent check of the former.
 * :mod:`erf.probes.gradient`: Luo et al.'s gradient ERF with the cropping engine.
 * :mod:`erf.probes.captum_probes`: captum's neuron methods with the same output.
+* :mod:`erf.probes.registry`: ``PROBES`` maps probe names (``--probe``) to their specs; :func:`make_probe`.
 
-``PROBES`` maps probe names (``--probe``) to factories.
+Names are imported when first used.
 """
 
-from erf.probes.base import PROBES, Probe, Target
-from erf.probes.captum_probes import CaptumProbe
-from erf.probes.gradient import GradientProbe
-from erf.probes.support import gradient_support
-from erf.probes.theoretical import TRF, theoretical_rf, trace_receptive_fields
+from __future__ import annotations
 
+from erf._lazy import lazy_exports
 
-def make_probe(name: str, **options: object) -> Probe:
-    """Build the probe registered as ``name`` (see :data:`PROBES`)."""
-    from erf.errors import InputError
-
-    try:
-        factory = PROBES[name]
-    except KeyError:
-        raise InputError(f"--probe {name!r}: unknown; choose from {', '.join(sorted(PROBES))}") from None
-    return factory(**options)
-
-
-__all__ = [
-    "PROBES",
-    "TRF",
-    "CaptumProbe",
-    "GradientProbe",
-    "Probe",
-    "Target",
-    "gradient_support",
-    "make_probe",
-    "theoretical_rf",
-    "trace_receptive_fields",
-]
+_EXPORTS = {
+    "PROBES": "erf.probes.registry",
+    "ProbeSpec": "erf.probes.registry",
+    "make_probe": "erf.probes.registry",
+    "register_probe": "erf.probes.registry",
+    "Probe": "erf.probes.base",
+    "Target": "erf.probes.base",
+    "CaptumProbe": "erf.probes.captum_probes",
+    "GradientProbe": "erf.probes.gradient",
+    "gradient_support": "erf.probes.support",
+    "TRF": "erf.probes.theoretical",
+    "theoretical_rf": "erf.probes.theoretical",
+    "trace_receptive_fields": "erf.probes.theoretical",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -1,9 +1,9 @@
-"""What every ERF probe shares: the layer targets it probes and the probe registry."""
+"""What every ERF probe shares: the layer targets it probes, the :class:`Probe` protocol and frozen parameters."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,20 +46,6 @@ class Probe(Protocol):
     def batch_maps(self, model: nn.Module, targets: list[Target], x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{layer name: (N, H, W) map}`` for a batch ``x`` of ``(N, C, H, W)`` inputs."""
         ...
-
-
-PROBES: dict[str, Callable[..., Probe]] = {}
-"""Probe registry: name -> factory (keyword options)."""
-
-
-def register_probe(name: str) -> Callable:
-    """Class decorator adding a probe factory to :data:`PROBES`."""
-
-    def wrap(cls: Callable[..., Probe]) -> Callable[..., Probe]:
-        PROBES[name] = cls
-        return cls
-
-    return wrap
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from erf.probes.base import Target, frozen_parameters, register_probe
+from erf.probes.base import Target, frozen_parameters
 
 CAPTUM_METHODS = {
     "captum-gradient": ("NeuronGradient", {}),
@@ -58,6 +58,3 @@ class CaptumProbe:
                 out[t.name] = attr.detach().abs().sum(dim=1, dtype=torch.float64)
         return out
 
-
-for _name in CAPTUM_METHODS:
-    register_probe(_name)(lambda _n=_name, **kw: CaptumProbe(_n, **kw))

@@ -41,7 +41,7 @@ from torch import nn
 from erf import hooks
 from erf.errors import LayerDidNotRunError, UndefinedERFError
 from erf.hooks import first_tensor
-from erf.probes.base import Target, frozen_parameters, register_probe
+from erf.probes.base import Target, frozen_parameters
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,6 @@ def unit_gradient_map(output: torch.Tensor, unit: tuple[int, int], x: torch.Tens
     return grad.sum(dim=1, dtype=torch.float64)
 
 
-@register_probe("gradient")
 class GradientProbe:
     """Luo et al.'s gradient ERF with the cropping engine.
 

@@ -105,7 +105,7 @@ def study_models(checkpoints: Sequence[str | LoadedModel], data: Any, objects: O
     from tqdm import tqdm
 
     if accuracy not in ("auto", "metadata", "evaluate"):
-        raise InputError(f"--accuracy {accuracy!r}: use auto, metadata or evaluate")
+        raise InputError(f"{accuracy!r}: use auto, metadata or evaluate", param="accuracy")
     if not checkpoints:
         raise StudyError("no checkpoints given")
     loaded = [c if isinstance(c, LoadedModel) else load_checkpoint(c, trust=trust, seed=seed) for c in checkpoints]

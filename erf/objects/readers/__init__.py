@@ -64,7 +64,7 @@ def read_annotations(path: str | Path, fmt: str = "auto", skip_bad: bool = False
     """
     path = Path(path)
     if fmt not in formats():
-        raise InputError(f"--format {fmt!r}: use one of {', '.join(formats())}")
+        raise InputError(f"{fmt!r}: use one of {', '.join(formats())}", param="fmt")
     if not path.exists():
         raise AnnotationError(f"{path}: no such file or folder")
     if fmt == "auto":

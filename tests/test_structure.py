@@ -1,0 +1,249 @@
+"""The package's structure: no import cycles, a torch-free ``--help``, registries that own their choices,
+extension by one file plus a registration, and the flat one-call API."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import erf
+
+PACKAGE = Path(erf.__file__).resolve().parent
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Static import graph of every ``erf`` module: module -> erf modules it imports, at any depth of its
+    code (functions, ``TYPE_CHECKING`` blocks and lazy imports included); parent packages are not edges."""
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module
+                           for a in node.names]
+            else:
+                continue
+            edges.update(t for t in targets if t in files and t != name)
+        graph[name] = edges
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    graph = import_graph()
+    assert len(graph) > 40 and "erf.study.real" in graph["erf.commands.study"]  # the graph sees lazy imports
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_detector_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_help_answers_without_importing_torch() -> None:
+    code = (
+        "import contextlib, io, sys\n"
+        "from erf.cli import COMMANDS, build_parser\n"
+        "parser = build_parser()\n"
+        "for argv in [['--help']] + [[name, '--help'] for name in COMMANDS]:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n"
+        "            parser.parse_args(argv)\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "import erf\n"
+        "print(sorted(COMMANDS), 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    names, torch_loaded = out.rsplit(" ", 1)
+    assert "measure" in names and torch_loaded.strip() == "False"
+
+
+# ----------------------------------------------------------------------------- registries own their choices
+def _choices(command: str, dest: str) -> list[str]:
+    from erf.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    return list(next(a for a in sub._actions if a.dest == dest).choices)
+
+
+def test_cli_choices_come_from_the_registries() -> None:
+    from erf.objects.readers import formats
+    from erf.probes.registry import PROBES
+    from erf.study.budgets import BUDGETS, PAIRS
+
+    assert _choices("measure", "probe") == list(PROBES) == _choices("compare", "probe")
+    assert _choices("objects", "format") == list(formats())
+    assert _choices("study", "budget") == list(BUDGETS)
+    assert _choices("study", "pairs") == list(PAIRS)
+
+
+def test_a_new_annotation_format_is_one_reader_and_its_registration(tmp_path: Path) -> None:
+    """A tab-separated format, as a user would add it: a reader function and one register_reader call."""
+    from erf.objects import read_annotations
+    from erf.objects.readers.registry import READERS, Reader, formats, register_reader
+
+    def read_tsv(path: Path, col, image_sizes=None) -> None:
+        for n, line in enumerate(path.read_text().splitlines(), start=1):
+            image, *values = line.split("\t")
+            col.add(f"{path}: line {n}", image, None, *values)
+
+    register_reader(Reader("tsv", read_tsv, ".tsv", "tab-separated image x0 y0 x1 y1 w h",
+                           lambda p: p.suffix == ".tsv"))
+    try:
+        (tmp_path / "boxes.tsv").write_text("a.jpg\t1\t2\t11\t22\t100\t50\n")
+        ann = read_annotations(tmp_path / "boxes.tsv")  # guessed from the suffix
+        assert ann.format == "tsv" and (ann.boxes[0].width, ann.boxes[0].height) == (10.0, 20.0)
+        assert "tsv" in formats()
+    finally:
+        del READERS["tsv"]
+
+
+def test_a_new_probe_is_one_class_and_its_registration() -> None:
+    from erf.probes.registry import PROBES, ProbeSpec, register_probe
+
+    register_probe(ProbeSpec("gradient-relu", "erf.probes.gradient:GradientProbe", "RepLKNet's ReLU gradient",
+                             fixed={"mode": "relu"}))
+    try:
+        torch.manual_seed(0)
+        model = erf.create_model("twoconv", widths=(4, 8))
+        x = torch.randn(4, 3, 16, 16)
+        a = erf.measure(model, ["stage2"], x, probe="gradient-relu", bootstrap=0)
+        b = erf.measure(model, ["stage2"], x, probe="gradient", probe_options={"mode": "relu"}, bootstrap=0)
+        np.testing.assert_array_equal(a.layers[0].sum_map, b.layers[0].sum_map)
+        with pytest.raises(erf.ErfError, match="takes no options"):
+            erf.measure(model, ["stage2"], x, probe="gradient-relu", probe_options={"crop": False})
+    finally:
+        del PROBES["gradient-relu"]
+
+
+def test_a_new_model_family_is_one_module_and_its_registration() -> None:
+    """A family registers entries and a state-dict matcher; raw state dicts of it then load by inference."""
+    from erf.checkpoints import load_checkpoint
+    from erf.models.registry import _ENTRIES, _FAMILIES, ModelEntry, register_family, register_model
+
+    class Tiny(nn.Module):
+        def __init__(self, width: int = 4) -> None:
+            super().__init__()
+            self.tiny_conv = nn.Conv2d(3, width, 3, padding=1)
+            self.head = nn.Linear(width, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.tiny_conv(x).mean(dim=(2, 3)))
+
+    register_model(ModelEntry("tinynet", Tiny, family="tiny", description="a one-conv net"))
+    register_family("tiny", lambda state: ("tinynet", {"width": state["tiny_conv.weight"].shape[0]})
+                    if "tiny_conv.weight" in state else None)
+    try:
+        assert erf.list_models("tiny*") == ["tinynet"]
+        state = Tiny(width=6).state_dict()
+        path = Path(__import__("tempfile").mkdtemp()) / "tiny.pt"
+        torch.save(state, path)
+        loaded = load_checkpoint(path)
+        assert loaded.name == "tinynet" and loaded.model.tiny_conv.out_channels == 6
+    finally:
+        del _ENTRIES["tinynet"], _FAMILIES["tiny"]
+
+
+def test_registered_parameter_counts_equal_a_build() -> None:
+    from erf.models import get_entry, list_models
+
+    for name in list_models():
+        entry = get_entry(name)
+        with torch.device("meta"):
+            built = sum(p.numel() for p in entry.build().parameters())
+        assert entry.params == built, name
+
+
+# ----------------------------------------------------------------------------- the one-call API
+def test_measure_takes_a_module_a_tensor_and_modules_as_layers() -> None:
+    torch.manual_seed(0)
+    model = erf.create_model("resnet20", depth=8, widths=(4, 8, 8))
+    x = torch.randn(6, 3, 32, 32)
+    by_name = erf.measure(model, ["stage2"], x, bootstrap=0)
+    by_module = erf.measure(model, [model.layer2], x, bootstrap=0)
+    assert by_module.layers[0].name == "stage2" and by_module.images == 6
+    np.testing.assert_array_equal(by_name.layers[0].sum_map, by_module.layers[0].sum_map)
+    # the same images as an ImageSet give the same maps
+    as_set = erf.measure(model, ["stage2"], erf.ImageSet(x, torch.full((6,), -1), "six"), bootstrap=0)
+    np.testing.assert_array_equal(as_set.layers[0].sum_map, by_name.layers[0].sum_map)
+    with pytest.raises(erf.ErfError, match="not part of the model"):
+        erf.measure(model, [nn.Conv2d(3, 3, 1)], x)
+    with pytest.raises(erf.ErfError, match="float tensor"):
+        erf.measure(model, ["stage2"], torch.zeros(6, 32, 32))
+
+
+def test_compare_takes_modules() -> None:
+    torch.manual_seed(0)
+    a = erf.create_model("twoconv", widths=(4, 8))
+    b = erf.create_model("twoconv", widths=(4, 8))
+    x = torch.randn(8, 3, 16, 16)
+    result = erf.compare([a, a], x, bootstrap=0)
+    assert [m.label for m in result.models] == ["TwoConv", "TwoConv#2"]
+    assert all(d.estimate == 0 for lc in result.layers for d in lc.differences)
+    other = erf.compare([a, b], x, layers=["stage2"], bootstrap=0)
+    assert other.layers[0].name == "stage2" and json.dumps(other.to_json())
+
+
+def test_library_errors_name_parameters_and_the_cli_names_flags(run_cli) -> None:
+    model = erf.create_model("twoconv")
+    with pytest.raises(erf.ErfError) as info:
+        erf.measure(model, None, torch.zeros(2, 3, 8, 8), batch_size=0)
+    assert str(info.value).startswith("batch_size 0:") and "--" not in str(info.value)
+    assert info.value.param == "batch_size"
+    code, _, stderr = run_cli("measure", "twoconv", "--images", "2", "--batch-size", "0")
+    assert code == 2 and "error: --batch-size 0: must be an integer >= 1" in stderr
