@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from erf import specs
 from erf.atomic import atomic_path
 from erf.errors import ArchitectureError, CheckpointError, UnsafeCheckpointError
 from erf.models import create_model, infer_family, is_model
@@ -56,8 +57,12 @@ class LoadedModel:
         source: the file or spec it was loaded from.
         kwargs: constructor arguments (for registry models).
         metadata: training metadata (accuracy, data set, recipe...), possibly empty.
-        trained: False when the weights are a random initialisation.
+        trained: ``True`` for weights with training metadata (erf checkpoints of ``erf train``, bundled
+            weights), ``False`` for a random initialisation, ``None`` when the file does not say (a raw
+            state dict, a pickled module, ``@FILE`` weights).
         notes: human-readable remarks (casts, stripped prefixes, non-finite values).
+        input_size: ``(H, W)`` the model was made for, when known (torchvision, timm, code specs).
+        normalization: ``(mean, std)`` per channel of images in [0, 1], when known (default: CIFAR-10's).
     """
 
     model: nn.Module
@@ -65,8 +70,15 @@ class LoadedModel:
     source: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
-    trained: bool = True
+    trained: bool | None = True
     notes: list[str] = field(default_factory=list)
+    input_size: tuple[int, int] | None = None
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    @property
+    def state(self) -> str:
+        """``trained``, ``untrained`` (random initialisation) or ``weights from file`` (training not recorded)."""
+        return {True: "trained", False: "untrained", None: "weights from file"}[self.trained]
 
     @property
     def accuracy(self) -> float | None:
@@ -184,6 +196,13 @@ def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
             return torch.load(
                 path, map_location="cpu", weights_only=not trust, mmap=is_zip or None
             )
+    except (ModuleNotFoundError, AttributeError) as exc:
+        if not trust:
+            raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint ({type(exc).__name__}: "
+                                  f"{_first_line(str(exc))})") from None
+        raise CheckpointError(
+            f"{path}: a pickled model whose class cannot be found ({_first_line(str(exc))}): put the folder of the "
+            "module that defines it on PYTHONPATH, or load its state dict with file.py:Class@FILE") from None
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Weights only load failed" in text and not any(m in text for m in _CODE_MARKERS):
@@ -263,7 +282,8 @@ def infer_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str
     found = infer_family(state)
     if found is None:
         sample = ", ".join(sorted(state)[:3])
-        raise ArchitectureError(f"unknown architecture (keys start {sample}, ...)")
+        raise ArchitectureError(f"unknown architecture (keys start {sample}, ...); name the architecture: "
+                                "file.py:Class@FILE, package.module:Class@FILE or torchvision:NAME@FILE")
     return found
 
 
@@ -309,14 +329,15 @@ def _from_state(
     except TypeError as exc:
         raise ArchitectureError(f"{source}: bad model arguments {kwargs}: {exc}") from None
     _load_into(model, clean, source)
-    return LoadedModel(model.eval(), canonical_name(name), source, kwargs, metadata, True, notes)
+    trained = True if (metadata_accuracy(metadata) is not None or "epochs" in metadata) else None
+    return LoadedModel(model.eval(), canonical_name(name), source, kwargs, metadata, trained, notes)
 
 
 def _from_payload(obj: Any, source: str) -> LoadedModel:
     notes: list[str] = []
     if isinstance(obj, nn.Module):
         notes.append("the file holds a whole pickled module (loaded with --trust)")
-        return LoadedModel(obj.float().eval(), "custom", source, {}, {}, True, notes)
+        return LoadedModel(obj.float().eval(), "custom", source, {}, {}, None, notes)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source}: holds a {type(obj).__name__}, not a state_dict or checkpoint")
     if obj.get("format") == FORMAT:
@@ -349,48 +370,32 @@ def bundled_weights(name: str) -> Path | None:
     return path if path.exists() else None
 
 
-def _library_model(spec: str, trust: bool, seed: int = 0) -> LoadedModel:
-    library, _, rest = spec.partition(":")
-    arch, _, weights = rest.partition("@")
-    torch.manual_seed(seed)  # reproducible random init when no weights are given
-    if library == "torchvision":
-        import torchvision
-
-        try:
-            model = torchvision.models.get_model(arch, weights=None)
-        except (ValueError, KeyError):
-            raise CheckpointError(f"{spec}: torchvision has no model {arch!r}") from None
-    else:
-        try:
-            import timm  # type: ignore[import-not-found]
-        except ImportError:
-            raise CheckpointError(f"{spec}: timm is not installed (pip install timm)") from None
-        try:
-            model = timm.create_model(arch, pretrained=False)
-        except Exception as exc:  # timm raises RuntimeError for unknown names
-            raise CheckpointError(f"{spec}: {exc}") from None
-    notes: list[str] = []
-    trained = False
-    if weights:
-        obj = read_checkpoint_file(weights, trust)
+def _spec_model(spec: str, trust: bool, seed: int = 0) -> LoadedModel:
+    """A library or code spec (:mod:`erf.specs`), with its ``@FILE`` weights when given."""
+    built = specs.build(spec, seed)
+    notes = list(built.notes)
+    trained: bool | None = False
+    if built.weights:
+        obj = read_checkpoint_file(built.weights, trust)
         state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
         if not isinstance(state, Mapping):
-            raise CheckpointError(f"{weights}: not a state_dict")
-        _load_into(model, _clean_state_dict(state, weights, notes), weights)
-        trained = True
+            raise CheckpointError(f"{built.weights}: not a state_dict")
+        _load_into(built.model, _clean_state_dict(state, built.weights, notes), built.weights)
+        trained = None  # weights from a file: whether they were trained is not recorded
     else:
         notes.append(f"no weights given: random initialisation (seed {seed}; add @FILE for local weights)")
-    return LoadedModel(model.float().eval(), f"{library}:{arch}", spec, {}, {}, trained, notes)
+    return LoadedModel(built.model, built.name, spec, {}, {}, trained, notes, built.input_size, built.normalization)
 
 
 def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> LoadedModel:
     """Load a model from a checkpoint file, a registry name or a library spec.
 
     Args:
-        spec: path, registry name, ``torchvision:NAME[@FILE]`` or ``timm:NAME[@FILE]``.
+        spec: path, registry name, or a spec of :mod:`erf.specs` (``torchvision:NAME[@FILE]``,
+            ``timm:NAME[@FILE]``, ``path/to/file.py:NAME[@FILE]``, ``package.module:NAME[@FILE]``).
         trust: allow arbitrary unpickling (only for files from a trusted author).
         seed: seed of the random initialisation used when no weights exist (registry names without
-            bundled weights, ``torchvision:``/``timm:`` specs without ``@FILE``).
+            bundled weights, specs without ``@FILE``).
 
     Returns:
         A :class:`LoadedModel` in eval mode.
@@ -399,9 +404,9 @@ def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> Loa
         CheckpointError, UnsafeCheckpointError, ArchitectureError, UnknownModelError.
     """
     text = str(spec)
-    if re.match(r"^(torchvision|timm):", text):
-        return _library_model(text, trust, seed)
     path = Path(text)
+    if specs.is_library_spec(text) or (not path.exists() and specs.is_code_spec(text)):
+        return _spec_model(text, trust, seed)
     if not path.exists() and is_model(text):
         weights = bundled_weights(text)
         if weights is not None:

@@ -18,10 +18,14 @@ from erf.errors import ErfError
 
 EPILOG_SPECS = """\
 model specs (CKPT):
-  resnet20_cbam              a registry name: bundled trained weights where shipped
+  resnet20_cbam              a registry name (`erf models`): bundled trained weights where shipped
   runs/norm_8d/best.pt       a checkpoint written by `erf train`
-  norm_8d.pth                a raw state_dict saved by the article's source code
-  torchvision:resnet18       a torchvision architecture (random init; @FILE for weights)
+  norm_8d.pth                a raw state_dict (architecture inferred from its keys, e.g. the article's)
+  torchvision:resnet50       a torchvision model at its own input size (random init; @FILE for weights)
+  timm:convnext_tiny         a timm model (timm installed; random init; @FILE for weights)
+  mynet.py:Net@weights.pt    your own class (or function) in a file, built without arguments
+  mypkg.models:Net@w.pt      the same from an importable module
+  whole_model.pt --trust     a pickled nn.Module (runs the file's code; its class must be importable)
 data sources (--data):
   bundled                    300 real CIFAR-10 test images shipped with erf (default)
   cifar10:ROOT               CIFAR-10 (cifar-10-batches-py folder or .npz)

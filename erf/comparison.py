@@ -63,7 +63,7 @@ class ModelInfo:
         label: unique display label (the registry name or file stem, ``#2`` appended to repeats).
         letter: ``A``, ``B``... used in the terminal table.
         spec: the checkpoint spec or file it came from; ``name``: architecture name.
-        trained: False for a random initialisation.
+        trained: ``False`` for a random initialisation, ``None`` when not recorded (see ``LoadedModel.trained``).
         accuracy: test accuracy in [0, 1], or ``None`` when unknown.
         accuracy_source: ``"metadata"`` (the checkpoint's ``best_test_accuracy``), ``"evaluated"`` or ``None``.
         notes: remarks from loading.
@@ -73,7 +73,7 @@ class ModelInfo:
     letter: str
     spec: str
     name: str
-    trained: bool
+    trained: bool | None
     accuracy: float | None = None
     accuracy_source: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -400,8 +400,9 @@ def compare(
             info.accuracy_source = "metadata" if info.accuracy is not None else None
 
     measurements = []
-    for info, net in zip(infos, nets):
+    for info, net, lm in zip(infos, nets, loaded):
         result = measure(net, chosen, data, probe=probe, probe_options=probe_options, input_size=input_size,
+                         normalization=lm.normalization,
                          fill=fill, batch_size=batch_size, device=device, bootstrap=0, groups=groups, seed=seed,
                          progress=progress, info={"checkpoint": info.spec, "model": info.name})
         measurements.append(result)

@@ -256,6 +256,8 @@ def measure(
     progress: bool = False,
     distributed: bool = False,
     info: dict[str, Any] | None = None,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    notes: Sequence[str] = (),
 ) -> Measurement:
     """TRF and ERF metrics of ``layers`` of ``model`` over the images of ``data``.
 
@@ -283,6 +285,9 @@ def measure(
         distributed: shard batches over ``torch.distributed`` ranks and all-reduce the sums
             (the process group must be initialised, e.g. by ``torchrun``).
         info: ``checkpoint``/``model``/``data`` strings copied into the settings.
+        normalization: ``(mean, std)`` applied to raw images (default: CIFAR-10's; torchvision and timm models
+            carry their own, ``LoadedModel.normalization``).
+        notes: remarks of the caller put first in the result's notes (how the images were prepared).
 
     Returns:
         A :class:`Measurement`.
@@ -290,7 +295,7 @@ def measure(
     if images is None:
         raise InputError("images: give an ImageSet or a tensor (N, C, H, W) to measure on")
     data = as_image_set(images)
-    notes: list[str] = []
+    notes = list(notes)
     for option, value, low in (("batch_size", batch_size, 1), ("bootstrap", bootstrap, 0), ("seed", seed, 0),
                                ("groups", groups, 1)):
         if not isinstance(value, (int, np.integer)) or value < low:
@@ -303,7 +308,7 @@ def measure(
     model = model.eval().to(dev)
     param = next(iter(model.parameters()), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    images = data.normalized()
+    images = data.normalized(normalization)
     n_total, channels, h, w = images.shape
     size = (int(input_size[0]), int(input_size[1])) if input_size else (h, w)
     if size[0] < h or size[1] < w:
@@ -325,8 +330,9 @@ def measure(
     targets, rules = make_targets(model, names, size, units, channels, replknet_unit=exact_replknet)
     for t in targets:
         if not t.trf.is_global and (t.trf.size[0] > size[0] or t.trf.size[1] > size[1]):
-            notes.append(f"{t.name}: its TRF ({t.trf.size[0]} px) exceeds the {size[0]} px input, so the ERF is "
-                         "clipped by the border; --input-size shows it whole")
+            notes.append(f"{t.name}: its TRF ({t.trf.size[0]} px) exceeds the {size[0]} px input, so the image border "
+                         "cuts its ERF (clipped_fraction counts only mass on canvas padding); a larger --input-size "
+                         "shows it whole")
     options = dict(probe_options or {})
     prb = make_probe(probe, **options)
     rank, world = 0, 1
@@ -354,9 +360,14 @@ def measure(
                 accs[t.name].add(maps[t.name], start)
             used = stop
             bar.update(stop - start)
-            if tol is not None and _converged(targets, accs, tol, outside, exact_replknet, seed):
-                notes.append(f"--tol {tol}: stopped after {used} of {n_total} images")
-                break
+            if tol is not None:
+                done, blocking = _converged(targets, accs, tol, outside, exact_replknet, seed)
+                if done:
+                    notes.append(f"--tol {tol}: stopped after {used} of {n_total} images")
+                    break
+                if stop == n_total:
+                    notes.append(f"--tol {tol} not reached after all {n_total} images ({blocking}); more --images "
+                                 "would narrow it")
         bar.close()
     if distributed:
         for acc in accs.values():
@@ -399,20 +410,33 @@ def _metrics_with_ci(layer: LayerERF, outside: np.ndarray | None, exact: bool, b
     return metrics, ci
 
 
+TOL_METRICS = ("radius.50", "radius.95", "sigma.y", "sigma.x")
+"""Metrics ``tol`` watches: the mass radii and the Gaussian widths. Square sides and area ratios move in steps
+of two pixels (odd squares), so their intervals jump and a relative tolerance may never be met."""
+TOL_FLOOR_PX = 0.5
+"""A radius interval narrower than the pixel grid cannot be asked for: half-widths up to this many px pass."""
+
+
 def _converged(targets: list[Target], accs: dict[str, _Accumulator], tol: float, outside: np.ndarray | None,
-               exact: bool, seed: int) -> bool:
+               exact: bool, seed: int) -> tuple[bool, str]:
+    """Whether every watched metric (:data:`TOL_METRICS`) of every layer has a 95 % CI half-width within
+    ``tol`` of its value (radii: or within :data:`TOL_FLOOR_PX`); else ``(False, what blocks)``."""
     for t in targets:
         acc = accs[t.name]
         counts = acc.group_counts.cpu().numpy()
         if (counts > 0).sum() < 8:
-            return False
+            return False, f"{t.name}: fewer than 8 image groups so far"
         stat, _ = _stat_fn(t.trf.center(t.unit), t.trf, outside, exact)
         gm = acc.group_maps.cpu().numpy()
         point = stat(gm.sum(axis=0), int(counts.sum()))
         ci = bootstrap_ci(gm, counts, stat, resamples=100, seed=seed)
-        for key, (lo, hi) in ci.items():
-            if key == "clipped_fraction" or not math.isfinite(point[key]):
+        for key in TOL_METRICS:
+            if key not in ci or not math.isfinite(point[key]):
                 continue
-            if (hi - lo) / 2 > tol * max(abs(point[key]), 1e-12):
-                return False
-    return True
+            lo, hi = ci[key]
+            half, value = (hi - lo) / 2, abs(point[key])
+            allowed = max(tol * value, TOL_FLOOR_PX if key.startswith("radius") else 0.0)
+            if half > allowed:
+                share = 100 * half / max(value, 1e-12)
+                return False, f"{t.name} {key}: 95% CI half-width {half:.2f} px is {share:.0f}% of {value:.2f} px"
+    return True, ""

@@ -47,13 +47,20 @@ def draw_erf(ax: Any, layer: Any, log: bool | str = True, vmax: float | None = N
     return im
 
 
-def erf_heatmap(layer: Any, log: bool | str = True) -> Figure:
-    """One layer's ERF heatmap with its TRF box; ``log`` as in :func:`draw_erf`."""
-    fig, ax = plt.subplots(figsize=(3.4, 3.4), dpi=120)
+def erf_heatmap(layer: Any, log: bool | str = True, subtitle: str | None = None) -> Figure:
+    """One layer's ERF heatmap with its TRF box; ``log`` as in :func:`draw_erf`; ``subtitle`` (e.g. the model,
+    probe and image count) above the plot; a caption says what the dashed box and the cross are."""
+    fig, ax = plt.subplots(figsize=(3.6, 3.9), dpi=120)
     im = draw_erf(ax, layer, log=log)
+    if subtitle:
+        fig.suptitle(subtitle, fontsize=7)
+    box = (f"dashed: the {layer.trf.size[0]} px local part of a global TRF" if layer.trf.is_global
+           else f"dashed: the unit's {layer.trf.size[0]} px TRF")
+    fig.text(0.5, 0.01, f"{box}; +: the probed unit's centre {tuple(round(c, 1) for c in layer.center)}",
+             ha="center", fontsize=6)
     label = {"log1p": "log10(1 + mean map) / max"}.get(log, "log10(1 + 9 m), m = map / max" if log else "map / max")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03, 1, 0.97 if subtitle else 1))
     return fig
 
 

@@ -298,7 +298,7 @@ def test_torchvision_spec_with_local_weights(tmp_path):
     path = tmp_path / "r18.pth"
     torch.save(spec.model.state_dict(), path)
     loaded = load_checkpoint(f"torchvision:resnet18@{path}")
-    assert loaded.trained
+    assert loaded.trained is None and loaded.state == "weights from file"  # weights, but no record of training
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(X), spec.model(X), rtol=0, atol=0)
     with pytest.raises(CheckpointError, match="no model"):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from erf.cli import add_model_options, command, print_json, print_notes
+from erf.commands.tables import print_table as print_aligned
 from erf.errors import InputError
 
 
@@ -46,6 +47,13 @@ def _ci(value: float, ci: tuple[float, float] | None, sign: bool = False) -> str
     return f"{value:{f}} [{ci[0]:{f}},{ci[1]:{f}}]"
 
 
+def format_p(p: float | None) -> str:
+    """A p-value for tables: 3 significant digits, ``<1e-4`` below that (a rank test's p is never exactly 0)."""
+    if p is None:
+        return "n/a"
+    return "<1e-4" if p < 1e-4 else f"{p:.3g}"
+
+
 def print_table(result: Any) -> None:
     """Aligned table of a :class:`~erf.comparison.Comparison` (fits 80 columns)."""
     ref = result.models[0]
@@ -54,22 +62,19 @@ def print_table(result: Any) -> None:
           f"differences vs A")
     for m in result.models:
         acc = f"acc {m.accuracy:.3f} ({m.accuracy_source})" if m.accuracy is not None else "acc n/a"
-        state = "" if m.trained else ", untrained"
-        print(f"  {m.letter} = {m.label[:44]} ({acc}{state})")
-    print(f"{'layer':<14}{'m':<2}{'TRF':>6}{'r50':>6} {'r95 px [95% CI]':>18} {'dr95 vs A [95% CI]':>20} {'p':>6}")
+        state = {True: "", False: ", untrained", None: ", weights from file (training not recorded)"}[m.trained]
+        print(f"  {m.letter} = {m.label} ({acc}{state})")
+    rows = []
     for lc in result.layers:
         for k, (m, e) in enumerate(zip(result.models, lc.erfs)):
             trf = "global" if e.trf.is_global else str(e.trf.size[0])
             r50, r95 = e.metrics.radius[0.5], e.metrics.radius[0.95]
-            name = lc.name if len(lc.name) <= 13 else lc.name[:12] + "~"
-            row = (f"{(name if k == 0 else ''):<14}{m.letter:<2}{trf:>6}{r50:>6.1f} "
-                   f"{_ci(r95, e.ci.get('radius.95')):>18}")
+            row = [lc.name if k == 0 else "", m.letter, trf, f"{r50:.1f}", _ci(r95, e.ci.get("radius.95"))]
             if k > 0:
                 d = result.difference(lc.name, "radius.95", m.label)
-                p = "n/a" if d.p_value is None else f"{d.p_value:.4f}"
-                star = "*" if d.significant else ""
-                row += f" {_ci(d.estimate, d.ci, sign=True):>20} {p:>6}{star}"
-            print(row.rstrip())
+                row += [_ci(d.estimate, d.ci, sign=True), format_p(d.p_value) + ("*" if d.significant else "")]
+            rows.append(row)
+    print_aligned(["layer", "m", "TRF", "r50", "r95 px [95% CI]", "dr95 vs A [95% CI]", "p"], rows, "llrrrrl")
     print(f"radii in px; dr95 = r95 minus A's ({ref.label[:30]}), paired bootstrap CI;")
     print(f"p: Wilcoxon signed-rank test of the per-{unit} differences (* p < 0.05)")
 
@@ -79,7 +84,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from erf.atomic import prepare_output_dir, write_json
     from erf.checkpoints import load_checkpoint
-    from erf.commands.measure import parse_size, probe_options
+    from erf.commands.measure import load_images, parse_size, probe_options
     from erf.comparison import compare
     from erf.data import load_source
     from erf.devices import pick_device
@@ -97,8 +102,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print_notes([f"{spec}: {n}" for n in lm.notes])
         loaded.append(lm)
     size = parse_size(args.input_size)
-    side = size[0] if size and args.data.split(":")[0] in ("noise", "constant") else 32
-    data = load_source(args.data, "test", count=args.images, image_size=side)
+    if size is None:
+        native = {lm.input_size for lm in loaded if lm.input_size}
+        if len(native) > 1:
+            sizes = ", ".join(f"{h}x{w}" for h, w in sorted(native))
+            raise InputError(f"the models expect different input sizes ({sizes}): give one canvas for all with "
+                             "--input-size")
+        size = native.pop() if native else None
+    data, notes = load_images(args.data, args.images, size)
+    print_notes(notes)
     evaluate_data = load_source(args.evaluate_data, "test") if args.evaluate_data else None
     options = probe_options(args.probe, {"mode": args.mode}, "--mode")
     device = str(pick_device(args.device))

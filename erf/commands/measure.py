@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from erf.cli import add_model_options, command, print_json, print_notes
+from erf.commands.tables import print_table as print_aligned
 from erf.errors import InputError
 
 
@@ -79,25 +80,49 @@ def probe_options(probe: str, given: dict[str, Any], flags: str) -> dict[str, An
     return {k: v for k, v in given.items() if k in takes}
 
 
-def run_measure(model: Any, layers: list[str] | None, args: argparse.Namespace, info: dict[str, Any],
-                units: dict[str, tuple[int, int]] | None = None) -> Any:
-    """Load ``--data`` and call :func:`erf.measure` with the parsed options."""
+def input_size_for(loaded: Any, text: str | None) -> tuple[int, int] | None:
+    """``--input-size`` when given, else the model's own input size (torchvision, timm, code specs), else ``None``."""
+    return parse_size(text) or getattr(loaded, "input_size", None)
+
+
+def load_images(spec: str, count: int | None, size: tuple[int, int] | None) -> tuple[Any, list[str]]:
+    """The images of ``--data`` for a model with input ``size``: noise, constant and folder images are made or
+    resized to that size; fixed-size images (CIFAR-10, 32 px) are left as they are and a note says, once, that
+    they will be pasted at the centre of the larger canvas."""
+    from pathlib import Path
+
     from erf.data import load_source
+
+    kind = spec.split(":")[0]
+    resizable = kind in ("noise", "constant", "folder") or Path(spec).is_dir()
+    side = size[0] if size and size[0] == size[1] and resizable else 32
+    data = load_source(spec, "test", count=count, image_size=side)
+    notes = []
+    h, w = data.images.shape[-2:]
+    if size and (h < size[0] or w < size[1]):
+        notes.append(f"the {h}x{w} px images of {data.description} are pasted at the centre of a "
+                     f"{size[0]}x{size[1]} canvas filled with the mean colour (the model's input size or "
+                     "--input-size); for images at that size use --data folder:DIR")
+    return data, notes
+
+
+def run_measure(loaded: Any, layers: list[str] | None, args: argparse.Namespace, info: dict[str, Any],
+                units: dict[str, tuple[int, int]] | None = None) -> Any:
+    """Load ``--data`` and call :func:`erf.measure` on ``loaded`` (a LoadedModel) with the parsed options."""
     from erf.devices import pick_device
     from erf.measurement import measure
 
-    size = parse_size(args.input_size)
-    synthetic = args.data.split(":")[0] in ("noise", "constant")
-    image_size = size[0] if size and synthetic and size[0] == size[1] else 32
-    data = load_source(args.data, "test", count=args.images, image_size=image_size)
+    size = input_size_for(loaded, args.input_size)
+    data, notes = load_images(args.data, args.images, size)
     options = probe_options(args.probe, {"mode": "relu" if args.replknet else args.mode, "crop": not args.no_crop},
                             "--mode/--replknet/--no-crop")
-    return measure(model, layers, data, probe=args.probe, probe_options=options, input_size=size,
+    return measure(loaded.model, layers, data, probe=args.probe, probe_options=options, input_size=size,
+                   normalization=loaded.normalization,
                    fill=args.fill, units=units, batch_size=args.batch_size, device=str(pick_device(args.device)),
                    tol=args.tol, bootstrap=args.bootstrap, seed=args.seed, exact_replknet=args.replknet,
                    progress=not getattr(args, "json", False) and sys.stderr.isatty(),
                    distributed=getattr(args, "distributed", False),
-                   info=info)
+                   info=info, notes=notes)
 
 
 def _fmt_ci(layer: Any, key: str, value: float, digits: int = 1) -> str:
@@ -106,19 +131,22 @@ def _fmt_ci(layer: Any, key: str, value: float, digits: int = 1) -> str:
 
 
 def print_table(result: Any, title: str) -> None:
-    """Aligned per-layer table of a :class:`~erf.measurement.Measurement` (80 columns): TRF side / stride,
-    probed unit, ERF radii r50 and r95 (px), area ratio at 50 %, clipped fraction; [95 % bootstrap CI]."""
+    """Aligned per-layer table of a :class:`~erf.measurement.Measurement` (columns as wide as their content):
+    TRF side / stride, probed unit, ERF radii r50 and r95 (px), area ratio at 50 %, clipped fraction;
+    [95 % bootstrap CI]."""
     print(f"{title}: {result.images} images, input {result.input_size[0]}x{result.input_size[1]}")
-    print(f"{'layer':<14} {'TRF':>7} {'unit':>6} {'r50':>5} {'r95 px [95% CI]':>16} {'AR50 [95% CI]':>19} "
-          f"{'clip':>4}")
+    rows = []
     for layer in result.layers:
         trf = "global" if layer.trf.is_global else f"{layer.trf.size[0]}/s{layer.trf.stride[0]}"
         m = layer.metrics
-        unit = f"{layer.unit[0]},{layer.unit[1]}"
-        print(f"{layer.name[:14]:<14} {trf:>7} {unit:>6} {m.radius[0.5]:>5.1f} "
-              f"{_fmt_ci(layer, 'radius.95', m.radius[0.95]):>16} "
-              f"{_fmt_ci(layer, 'area_ratio.50', m.area_ratio[0.5], 3):>19} "
-              f"{m.clipped_fraction:>4.2f}")
+        rows.append([layer.name, trf, f"{layer.unit[0]},{layer.unit[1]}", f"{m.radius[0.5]:.1f}",
+                     _fmt_ci(layer, "radius.95", m.radius[0.95]), _fmt_ci(layer, "area_ratio.50", m.area_ratio[0.5], 3),
+                     f"{m.clipped_fraction:.2f}"])
+    print_aligned(["layer", "TRF/stride", "unit", "r50", "r95 px [95% CI]", "AR50 [95% CI]", "clip"], rows, gap=1)
+    if result.outside is not None or any(not layer.trf.is_global and max(layer.trf.size) > max(result.input_size)
+                                         for layer in result.layers):
+        print("clip: share of the ERF mass on canvas padding (from --input-size); a TRF larger")
+        print("than the input is cut by the image border, which no column counts")
 
 
 DISPLAYS = {"log": True, "linear": False, "log1p": "log1p"}
@@ -148,7 +176,10 @@ def write_measurement(result: Any, out: Path, plots: bool = True, display: str =
         from erf.plotting import erf_heatmap, erf_vs_depth
 
         for layer in result.layers:
-            save_figure(erf_heatmap(layer, log=DISPLAYS[display]), out / "heatmaps" / f"{layer.name}.png")
+            subtitle = (f"{doc['model'] or 'model'}, {doc['probe']} probe, {result.images} images, "
+                        f"input {result.input_size[0]}x{result.input_size[1]}")
+            save_figure(erf_heatmap(layer, log=DISPLAYS[display], subtitle=subtitle),
+                        out / "heatmaps" / f"{layer.name}.png")
         if len(result.layers) > 1:
             save_figure(erf_vs_depth({doc["model"] or "model": result.layers}), out / "erf_vs_depth.png")
     write_json(out / "measure.json", doc)
@@ -173,12 +204,12 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
     # torchrun: every rank measures its shard; the sums are all-reduced and rank 0 alone reports
     with process_group(args.device) if args.distributed else nullcontext((0, 1)) as (rank, _):
-        result = run_measure(loaded.model, layers, args,
+        result = run_measure(loaded, layers, args,
                              {"checkpoint": str(args.checkpoint), "model": loaded.name}, units)
     if rank != 0:
         return 0
     print_notes(result.notes)
-    extra = {"trained": bool(loaded.trained)}
+    extra = {"trained": loaded.trained}
     if args.out:
         doc = write_measurement(result, out, plots=not args.no_plots, display=args.display, extra=extra)
     else:
@@ -186,7 +217,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
     else:
-        print_table(result, f"{loaded.name} ({'trained' if loaded.trained else 'untrained'})")
+        print_table(result, f"{loaded.name} ({loaded.state})")
         if args.out:
             print(f"wrote {out}/measure.json, maps/" + ("" if args.no_plots else ", heatmaps/"))
     return 0
@@ -219,7 +250,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
     loaded = load_checkpoint(args.checkpoint, trust=args.trust)
     print_notes(loaded.notes)
-    size = parse_size(args.input_size) or (32, 32)
+    size = input_size_for(loaded, args.input_size) or (32, 32)
     trace = trace_receptive_fields(loaded.model, size)
     names = named_layers(loaded.model)
     modules = dict(loaded.model.named_modules())
@@ -241,16 +272,16 @@ def cmd_layers(args: argparse.Namespace) -> int:
         print_json({"schema": "erf.layers/1", "model": loaded.name, "input_size": list(size), "layers": rows})
         return 0
     print(f"{loaded.name}: layers at input {size[0]}x{size[1]} (TRF side / effective stride)")
-    print(f"{'name':<18}{'module':<40}{'map':>8}{'TRF':>10}{'stride':>7}")
+    table = []
     for r in rows:
         t = r["trf"]
         if t is None:
-            print(f"{r['name'][:18]:<18}{r['module'][:40]:<40}  never ran (bypasses hooks)")
+            table.append([r["name"], r["module"], "", "", "", "never ran (bypasses hooks)"])
             continue
         fs = "x".join(map(str, r["feature_size"])) if r["feature_size"] else "-"
         size_txt = "global" if t["global"] else str(t["size"][0])
-        print(f"{r['name'][:18]:<18}{r['module'][:40]:<40}{fs:>8}{size_txt:>10}{t['stride'][0]:>7}"
-              + ("" if r["erf"] else "  no ERF"))
+        table.append([r["name"], r["module"], fs, size_txt, t["stride"][0], "" if r["erf"] else "no ERF"])
+    print_aligned(["name", "module", "map", "TRF", "stride", ""], table, "llrrrl")
     if trace.assumed_pointwise:
         print_notes([f"ops treated as pointwise: {', '.join(sorted(trace.assumed_pointwise))}"])
     return 0

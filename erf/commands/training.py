@@ -86,7 +86,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                      "data": data.description, "images": result.images,
                      "accuracy": result.accuracy, "loss": result.loss})
     else:
-        print(f"{loaded.name}: accuracy {result.accuracy:.4f}, loss {result.loss:.4f} "
+        what = str(args.checkpoint) if str(args.checkpoint) == loaded.name else f"{args.checkpoint} ({loaded.name})"
+        print(f"{what}: accuracy {result.accuracy:.4f}, loss {result.loss:.4f} "
               f"on {result.images} images ({data.description})")
     return 0
 

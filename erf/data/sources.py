@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,9 +48,12 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def normalized(self) -> torch.Tensor:
-        """The images in the model's input space (normalised)."""
-        return normalize(self.images) if self.raw else self.images
+    def normalized(self, normalization: tuple[Sequence[float], Sequence[float]] | None = None) -> torch.Tensor:
+        """The images in the model's input space: raw images normalised with ``normalization`` =
+        ``(mean, std)`` per channel (default: CIFAR-10's, the article's); normalised images as they are."""
+        if not self.raw:
+            return self.images
+        return normalize(self.images, *normalization) if normalization else normalize(self.images)
 
     def uint8(self) -> np.ndarray:
         """Raw images as ``uint8 (N, H, W, C)`` (see :func:`to_uint8`)."""
@@ -70,11 +74,13 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """Apply the article's per-channel normalisation to images in [0, 1], ``(N, 3, H, W)``."""
-    mean = torch.tensor(CIFAR10_MEAN, dtype=images.dtype, device=images.device)[:, None, None]
-    std = torch.tensor(CIFAR10_STD, dtype=images.dtype, device=images.device)[:, None, None]
-    return (images - mean) / std
+def normalize(images: torch.Tensor, mean: Sequence[float] = CIFAR10_MEAN,
+              std: Sequence[float] = CIFAR10_STD) -> torch.Tensor:
+    """Per-channel normalisation ``(x - mean) / std`` of images in [0, 1], ``(N, C, H, W)`` (default: the
+    article's CIFAR-10 statistics)."""
+    m = torch.tensor(tuple(mean), dtype=images.dtype, device=images.device)[:, None, None]
+    s = torch.tensor(tuple(std), dtype=images.dtype, device=images.device)[:, None, None]
+    return (images - m) / s
 
 
 def augment_batch(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:

@@ -44,7 +44,7 @@ class ModelERF:
             "r50_ci", "r95_ci"}``, last layer last.
         accuracy: test accuracy, if known.
         group: pairing scope (models pair only inside one group, e.g. one grid cell).
-        trained: False for a random initialisation.
+        trained: ``False`` for a random initialisation, ``None`` when not recorded (weights from a file).
     """
 
     label: str
@@ -53,7 +53,7 @@ class ModelERF:
     layers: list[dict[str, Any]]
     accuracy: Accuracy | None = None
     group: str = ""
-    trained: bool = True
+    trained: bool | None = True
     classes: int = 10
 
     @property
@@ -113,7 +113,7 @@ def measure_model(model: torch.nn.Module, data: Any, label: str, name: str, atte
 
 def near_chance(m: ModelERF) -> bool:
     """Untrained, or accuracy within :data:`CHANCE_MARGIN` of chance."""
-    return not m.trained or (m.accuracy is not None and m.accuracy.value < 1.0 / m.classes + CHANCE_MARGIN)
+    return m.trained is False or (m.accuracy is not None and m.accuracy.value < 1.0 / m.classes + CHANCE_MARGIN)
 
 
 def model_json(m: ModelERF, objects: ObjectSizes | None) -> dict[str, Any]:
