@@ -23,6 +23,13 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="annotation format (auto: from the suffix / folder content): "
                         + "; ".join(f"{r.name}: {r.description}" for r in READERS.values()))
     p.add_argument("--sizes", default=None, help="YOLO: image sizes file (CSV image,width,height or JSON)")
+    p.add_argument("--exclude-difficult", action="store_true",
+                   help="leave out objects flagged difficult (VOC XML, tables with a difficult column)")
+    from erf.objects.readers.registry import BOX_CONVENTIONS
+
+    p.add_argument("--box-convention", default="auto", choices=list(BOX_CONVENTIONS),
+                   help="table corners: continuous px, VOC's 1-based inclusive indices, or auto (VOC for tables "
+                        "with VOC's xmin..ymax and difficult columns)")
     p.add_argument("--resize", type=int, default=None, help="resize the shorter side to N px (torchvision Resize(N))")
     p.add_argument("--center-crop", type=int, default=None, help="then centre-crop N x N (torchvision CenterCrop)")
     p.add_argument("--pad-to", type=int, default=None, help="then pad to an N x N canvas, image centred")
@@ -81,7 +88,8 @@ def build_document(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     if args.estimate:
         sizes, extra = _estimate(args, preprocess)
     else:
-        ann = read_annotations(args.src, args.format, skip_bad=args.skip_bad, image_sizes=args.sizes)
+        ann = read_annotations(args.src, args.format, skip_bad=args.skip_bad, image_sizes=args.sizes,
+                               exclude_difficult=args.exclude_difficult, box_convention=args.box_convention)
         sizes = annotation_sizes(ann, preprocess, area=args.area)
     return sizes.to_json(args.bins, extra), sizes
 

@@ -80,6 +80,7 @@ class Collector:
         self.skip_bad = skip_bad
         self.boxes: list[ObjectBox] = []
         self.skipped = 0
+        self.excluded = 0  # objects left out on purpose (exclude_difficult), not malformed
         self.notes: list[str] = []
 
     def bad(self, message: str) -> None:

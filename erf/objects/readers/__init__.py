@@ -17,14 +17,24 @@ from erf.errors import AnnotationError, InputError
 from erf.objects.readers import coco, voc, yolo, masks, csv_table  # noqa: F401
 # isort: on
 from erf.objects.readers.masks import mask_boxes
-from erf.objects.readers.registry import READERS, Reader, formats, guess_format, register_reader
+from erf.objects.readers.registry import (
+    BOX_CONVENTIONS,
+    READERS,
+    Reader,
+    ReadOptions,
+    formats,
+    guess_format,
+    register_reader,
+)
 from erf.objects.records import Annotations, Collector
 
-__all__ = ["READERS", "Reader", "formats", "guess_format", "mask_boxes", "read_annotations", "register_reader"]
+__all__ = ["BOX_CONVENTIONS", "READERS", "ReadOptions", "Reader", "formats", "guess_format", "mask_boxes",
+           "read_annotations", "register_reader"]
 
 
 def read_annotations(path: str | Path, fmt: str = "auto", skip_bad: bool = False,
-                     image_sizes: str | Path | Mapping[str, Sequence[float]] | None = None) -> Annotations:
+                     image_sizes: str | Path | Mapping[str, Sequence[float]] | None = None,
+                     exclude_difficult: bool = False, box_convention: str = "auto") -> Annotations:
     """Read every object box of an annotation set.
 
     Args:
@@ -49,13 +59,18 @@ def read_annotations(path: str | Path, fmt: str = "auto", skip_bad: bool = False
               "void" border and is ignored). Box = pixel extent, ``mask_area`` =
               pixel count.
             * ``csv``: columns ``image,x0,y0,x1,y1,image_w,image_h[,label]`` in
-              continuous px (a header row with these names is optional).
+              continuous px (a header row with these names is optional), or a header naming them
+              in a common way (``filename``/``image_id``, ``xmin``..``ymax``, ``width``/``height``,
+              ``class``/``label``/``category``, ``difficult``); a note says which mapping was used.
         fmt: one of ``auto, coco, voc, yolo, masks, csv``; ``auto`` guesses from the
             file suffix or the folder content.
         skip_bad: skip malformed records or files and count them in
             :attr:`Annotations.skipped` instead of raising.
         image_sizes: YOLO only: a mapping ``image stem -> (width, height)`` or a
             CSV (``image,width,height``) / JSON (``{"image": [width, height]}``) file.
+        exclude_difficult: leave out objects flagged ``difficult`` (VOC XML; tables with a ``difficult``
+            column); a note counts them.
+        box_convention: how table corners are read, one of :data:`~erf.objects.readers.registry.BOX_CONVENTIONS`.
 
     Raises:
         AnnotationError: a malformed file or record (message names the file and
@@ -69,12 +84,16 @@ def read_annotations(path: str | Path, fmt: str = "auto", skip_bad: bool = False
         raise AnnotationError(f"{path}: no such file or folder")
     if fmt == "auto":
         fmt = guess_format(path)
+    if box_convention not in BOX_CONVENTIONS:
+        raise InputError(f"{box_convention!r}: use one of {', '.join(BOX_CONVENTIONS)}", param="box_convention")
     col = Collector(skip_bad)
     reader = READERS[fmt]
     if image_sizes is not None and not reader.uses_image_sizes:
         col.notes.append(f"image sizes are only used for YOLO labels; ignored for {fmt}")
         image_sizes = None
-    reader.read(path, col, image_sizes)
+    reader.read(path, col, ReadOptions(image_sizes, exclude_difficult, box_convention))
+    if col.excluded:
+        col.notes.append(f"left out {col.excluded} object(s) flagged difficult")
     if not col.boxes:
         raise AnnotationError(f"{path}: no valid object found ({fmt} format, {col.skipped} malformed record(s) "
                               "skipped)" if col.skipped else f"{path}: no object found ({fmt} format)")

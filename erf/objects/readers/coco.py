@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from erf.errors import AnnotationError
-from erf.objects.readers.registry import Reader, load_json, register_reader
+from erf.objects.readers.registry import DEFAULT_OPTIONS, Reader, ReadOptions, load_json, register_reader
 from erf.objects.records import Collector
 
 
-def read_coco(path: Path, col: Collector, image_sizes: object = None) -> None:
+def read_coco(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS) -> None:
     """Feed every annotation of the COCO instances file ``path`` into ``col``."""
     if path.is_dir():
         raise AnnotationError(f"{path}: a folder; pass the COCO instances JSON file")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from erf.objects.readers.registry import Reader, files_with_suffix, register_reader
+from erf.objects.readers.registry import DEFAULT_OPTIONS, Reader, ReadOptions, files_with_suffix, register_reader
 from erf.objects.records import Collector
 
 
@@ -50,7 +50,7 @@ def mask_boxes(mask: np.ndarray) -> list[tuple[str | None, float, float, float, 
     return out
 
 
-def read_masks(path: Path, col: Collector, image_sizes: object = None) -> None:
+def read_masks(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS) -> None:
     """Feed every object of the mask PNG(s) at ``path`` into ``col``."""
     from PIL import Image
 

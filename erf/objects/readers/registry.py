@@ -1,6 +1,6 @@
 """The registry of annotation formats: one :class:`Reader` per format, registered by its own module.
 
-A reader is a function ``read(path, collector, image_sizes)`` that feeds every box it finds into a
+A reader is a function ``read(path, collector, options)`` that feeds every box it finds into a
 :class:`~erf.objects.records.Collector`; its :class:`Reader` entry also says how to recognise the
 format (a file suffix, which files of a folder belong to it), so :func:`guess_format` and the command
 line's ``--format`` choices come from here.
@@ -17,6 +17,30 @@ from typing import Any
 from erf.errors import AnnotationError
 from erf.objects.records import Collector
 
+BOX_CONVENTIONS = ("auto", "continuous", "voc")
+"""How corner columns of table formats are read: ``continuous`` (``x0 <= x < x1`` in px, erf's own), ``voc``
+(1-based inclusive pixel indices: ``x0 = xmin - 1``, ``x1 = xmax``), ``auto`` (``voc`` for tables with VOC's
+``difficult`` column, else ``continuous``)."""
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """Options of the readers (each reader uses the ones that apply to its format).
+
+    Attributes:
+        image_sizes: YOLO only: ``image stem -> (width, height)`` mapping, or a CSV/JSON file of them.
+        exclude_difficult: drop objects flagged ``difficult`` (VOC XML, tables with a ``difficult`` column).
+        box_convention: one of :data:`BOX_CONVENTIONS` (tables).
+    """
+
+    image_sizes: Any = None
+    exclude_difficult: bool = False
+    box_convention: str = "auto"
+
+
+DEFAULT_OPTIONS = ReadOptions()
+"""The readers' default options."""
+
 
 @dataclass(frozen=True)
 class Reader:
@@ -24,7 +48,8 @@ class Reader:
 
     Attributes:
         name: the format's name (``coco``), the value of ``--format``.
-        read: ``read(path, collector, image_sizes)``: feed the boxes of ``path`` into ``collector``.
+        read: ``read(path, collector, options)``: feed the boxes of ``path`` into ``collector``
+            (``options``: :class:`ReadOptions`).
         suffix: file suffix that identifies a single file of this format (``.json``).
         description: one line for help texts.
         folder_file: whether a file found in a folder belongs to this format (for guessing a folder's format).
@@ -36,7 +61,7 @@ class Reader:
     """
 
     name: str
-    read: Callable[[Path, Collector, Any], None]
+    read: Callable[[Path, Collector, ReadOptions], None]
     suffix: str
     description: str
     folder_file: Callable[[Path], bool]

@@ -7,11 +7,11 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from erf.objects.readers.registry import Reader, files_with_suffix, register_reader
+from erf.objects.readers.registry import DEFAULT_OPTIONS, Reader, ReadOptions, files_with_suffix, register_reader
 from erf.objects.records import Collector
 
 
-def read_voc(path: Path, col: Collector, image_sizes: object = None) -> None:
+def read_voc(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS) -> None:
     """Feed every object of the VOC XML file(s) at ``path`` into ``col``."""
     for f in files_with_suffix(path, ".xml"):
         try:
@@ -36,6 +36,9 @@ def read_voc(path: Path, col: Collector, image_sizes: object = None) -> None:
             continue
         for k, obj in enumerate(objects):
             name = (obj.findtext("name") or "").strip() or None
+            if options.exclude_difficult and (obj.findtext("difficult") or "0").strip() == "1":
+                col.excluded += 1
+                continue
             where = f"{f}: object {k}" + (f" ({name})" if name else "")
             bb = obj.find("bndbox")
             vals = [bb.findtext(t) if bb is not None else None for t in ("xmin", "ymin", "xmax", "ymax")]

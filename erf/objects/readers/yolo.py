@@ -11,10 +11,9 @@ from __future__ import annotations
 import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from erf.errors import AnnotationError
-from erf.objects.readers.registry import Reader, is_number, load_json, register_reader
+from erf.objects.readers.registry import DEFAULT_OPTIONS, Reader, ReadOptions, is_number, load_json, register_reader
 from erf.objects.records import IMAGE_SUFFIXES, Collector
 
 
@@ -73,8 +72,9 @@ def image_size_beside(label_file: Path) -> tuple[float, float] | None:
     return None
 
 
-def read_yolo(path: Path, col: Collector, image_sizes: Any = None) -> None:
+def read_yolo(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS) -> None:
     """Feed every label line of the YOLO file or folder ``path`` into ``col`` (sizes: see the module docstring)."""
+    image_sizes = options.image_sizes
     sizes = load_sizes(image_sizes)
     if path.is_file():
         files = [path]
