@@ -148,6 +148,49 @@ RUNNERS: dict[str, Callable[..., dict[str, torch.Tensor]]] = {
 }
 
 
+def count_flops(runner: Callable[..., Any], model: nn.Module, targets: Sequence[Any], x: torch.Tensor,
+                batch_size: int) -> int:
+    """Floating-point operations of one run of ``runner`` (forward and backward): every aten op that
+    :data:`torch.utils.flop_counter.flop_registry` knows (matrix products and convolutions) counted by its
+    formula; elementwise ops are not counted, so this is a lower bound that every method shares.
+    (``FlopCounterMode`` itself cannot be used: its module tracker's backward hooks break
+    ``torch.autograd.grad`` with respect to inputs, which every method calls.)"""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class Counter(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            count = flop_registry.get(func._overloadpacket)
+            if count is not None:
+                Counter.total += int(count(*args, **kwargs, out_val=out))
+            return out
+
+    with Counter():
+        runner(model, targets, x, batch_size)
+    return Counter.total
+
+
+def matmul_peak(device: str = "cpu", size: int = 2048, repeat: int = 5) -> float:
+    """The machine's measured float32 matrix-product rate in GFLOP/s: best of ``repeat`` ``size x size``
+    products (``2 size^3`` operations each), after one warm-up; the ceiling the methods' GFLOP/s are read against."""
+    dev = torch.device(device)
+    a = torch.randn(size, size, device=dev)
+    b = torch.randn(size, size, device=dev)
+    a @ b
+    _sync(dev)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        a @ b
+        _sync(dev)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best / 1e9
+
+
 def _status_kb(field: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -216,8 +259,10 @@ def time_method(method: str, model_spec: str, layers: Sequence[str] | None, imag
                 else:
                     hwm = _status_kb("VmHWM")
                     peak = None if hwm is None else max(0, hwm - base) / 1024
+    with frozen_parameters(model), torch.enable_grad():
+        flops = count_flops(runner, model, targets, x, batch_size)  # untimed: the counter slows the run
     return {"seconds": best, "cpu_seconds": cpu, "peak_memory_mb": peak, "memory_measure": measure_kind,
-            "maps": {k: v.cpu().numpy() for k, v in sums.items()}, "layers": [t.name for t in targets]}
+            "flops": flops, "maps": {k: v.cpu().numpy() for k, v in sums.items()}, "layers": [t.name for t in targets]}
 
 
 def _run_isolated(method: str, kwargs: dict[str, Any], threads: int) -> dict[str, Any]:
@@ -300,6 +345,13 @@ def bench(model: str, images: int = DEFAULT_IMAGES, layers: Sequence[str] | None
             finally:
                 torch.set_num_threads(previous)
     seconds = {m: (results[m]["seconds"] if m in results else None) for m in METHODS}
+    flops = {m: (results[m]["flops"] if m in results else None) for m in METHODS}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        peak = matmul_peak(str(device))
+    finally:
+        torch.set_num_threads(previous)
     first = results[order[0]]
     ref = results["engine"]["maps"] if "engine" in results else None
     diff = {m: (_max_rel_diff(results[m]["maps"], ref) if ref is not None and m in results else None)
@@ -323,6 +375,10 @@ def bench(model: str, images: int = DEFAULT_IMAGES, layers: Sequence[str] | None
         "images_per_second": {m: (images / s if s else None) for m, s in seconds.items()},
         "cpu_seconds": {m: (results[m]["cpu_seconds"] if m in results else None) for m in METHODS},
         "peak_memory_mb": {m: (results[m]["peak_memory_mb"] if m in results else None) for m in METHODS},
+        "gflop": {m: (f / 1e9 if f is not None else None) for m, f in flops.items()},
+        "gflop_per_second": {m: (flops[m] / seconds[m] / 1e9 if flops[m] is not None and seconds[m] else None)
+                             for m in METHODS},
+        "matmul_peak_gflop_per_second": peak,
         "memory_measure": first["memory_measure"] + ("" if isolate else " (one process for all methods)"),
         "max_rel_diff": diff,
         "torch": torch.__version__,

@@ -194,6 +194,9 @@ def test_bench_end_to_end_json_validates(run_cli, tmp_path) -> None:
         assert doc["seconds"][m] > 0 and doc["peak_memory_mb"][m] is not None
     for m, d in doc["max_rel_diff"].items():
         assert d < 1e-4, (m, d)  # the four methods compute the same maps
+    # cropping computes less than the floor; captum and the per-image loop run whole forwards: more
+    assert 0 < doc["gflop"]["engine"] < doc["gflop"]["floor"] <= doc["gflop"]["captum"]
+    assert doc["matmul_peak_gflop_per_second"] > 0 and doc["gflop_per_second"]["floor"] > 0
     code, _, err = run_cli("bench", "--model", "twoconv", "--images", "4", "--out", out)
     assert code == 2 and "exists" in err
 
@@ -250,3 +253,21 @@ def test_bench_methods_share_weights_for_unseeded_specs() -> None:
     doc = bench("torchvision:resnet18", images=2, methods=("engine", "floor"), isolate=False, threads=1)
     assert doc["layers"] == 8  # the 8 basic blocks
     assert doc["max_rel_diff"]["floor"] < 1e-5  # same random weights in both runs
+
+
+def test_flop_counter_matches_the_closed_form() -> None:
+    """One forward of a convolution is 2 Cout Cin k^2 H W multiply-adds per image; its input gradient as much again."""
+    from erf.bench import count_flops
+
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    x = torch.randn(2, 3, 16, 16)
+    forward = 2 * 8 * 3 * 9 * 16 * 16 * 2
+    assert count_flops(lambda m, t, xs, b: m(xs), conv, [], x, 2) == forward
+
+    def with_grad(m, t, xs, b):
+        xin = xs.clone().requires_grad_(True)
+        torch.autograd.grad(m(xin).sum(), xin)
+
+    with torch.no_grad():
+        conv.weight.requires_grad_(False)
+    assert count_flops(with_grad, conv, [], x, 2) == 2 * forward  # no weight gradient: frozen

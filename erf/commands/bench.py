@@ -23,16 +23,19 @@ def print_bench_table(doc: dict[str, Any]) -> None:
     print(f"{doc['model']}: {doc['layers']} layers, {doc['images']} noise images "
           f"{doc['input_size'][0]}x{doc['input_size'][1]}, batch {doc['batch_size']}, {doc['device']}, "
           f"{doc['threads']} threads, torch {doc['torch']}")
-    print(f"{'method':<24}{'seconds':>10}{'images/s':>10}{'peak MiB':>10}{'max rel diff':>14}")
+    print(f"{'method':<24}{'seconds':>10}{'images/s':>10}{'peak MiB':>10}{'max rel diff':>14}{'GFLOP':>8}"
+          f"{'GFLOP/s':>9}")
     for m, label in _LABELS.items():
         diff = doc["max_rel_diff"].get(m) if m != "engine" else None
         print(f"{label:<24}{_fmt(doc['seconds'][m], '.3f'):>10}{_fmt(doc['images_per_second'][m], '.1f'):>10}"
-              f"{_fmt(doc['peak_memory_mb'][m], '.0f'):>10}{('ref' if m == 'engine' else _fmt(diff, '.1e')):>14}")
+              f"{_fmt(doc['peak_memory_mb'][m], '.0f'):>10}{('ref' if m == 'engine' else _fmt(diff, '.1e')):>14}"
+              f"{_fmt(doc['gflop'][m], '.1f'):>8}{_fmt(doc['gflop_per_second'][m], '.1f'):>9}")
     r = doc["ratios"]
     print(f"captum/engine {_fmt(r['captum_over_engine'], '.2f')}x   "
           f"per-image/engine {_fmt(r['per_image_over_engine'], '.2f')}x   "
           f"engine/floor {_fmt(r['engine_over_floor'], '.2f')}x")
-    print(f"(peak memory: {doc['memory_measure']})")
+    print(f"(peak memory: {doc['memory_measure']}; measured float32 matmul peak "
+          f"{doc['matmul_peak_gflop_per_second']:.0f} GFLOP/s; GFLOP counts matrix products and convolutions)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
