@@ -47,8 +47,19 @@ from erf.metrics import erf_metrics
 from erf.statistics import percentile_interval, signed_rank_test
 
 SCHEMA = "erf.compare/1"
-COMPARED_METRICS = ("radius.50", "radius.95", "square_side.95", "area_ratio.50")
-"""Metric keys (see :meth:`erf.metrics.ERFMetrics.scalars`) whose paired differences are tested."""
+COMPARED_METRICS = ("radius.25", "radius.50", "radius.75", "radius.95")
+"""Metric keys (see :meth:`erf.metrics.ERFMetrics.scalars`) whose paired differences are tested: the radius curve.
+All are shares of each map's own mass, so models of different gradient scale compare fairly; RepLKNet's area
+ratio is not scale-free and is reported per model but never tested between models (see
+:data:`erf.metrics.RADIUS_LEVELS` for where each metric is comparable)."""
+METRIC_NOTES = {
+    "radius.25": "core of the ERF; scale-free; hardly depends on the canvas",
+    "radius.50": "scale-free; hardly depends on the canvas",
+    "radius.75": "scale-free; mildly canvas-dependent when a faint global plateau exists",
+    "radius.95": "scale-free but tail-driven: a faint plateau over the canvas (a global gate) grows it with the "
+                 "canvas, so compare it only at one canvas size",
+}
+"""Where each tested metric is and is not comparable (written into ``compare.json``)."""
 TEST_NAME = "wilcoxon-signed-rank"
 TEST_DESCRIPTION = ("two-sided Wilcoxon signed-rank test on the paired per-sample differences "
                     "(scipy.stats.wilcoxon, zero_method='wilcox'); p = 1 when every difference is zero")
@@ -199,6 +210,7 @@ class Comparison:
             "image_size": list(self.image_size),
             "reference": self.models[0].label,
             "metrics": list(COMPARED_METRICS),
+            "metric_notes": dict(METRIC_NOTES),
             "pairing": {"unit": self.pairing, "samples": self.samples,
                         "description": ("one paired sample per image (same images for every model)"
                                         if self.pairing == "image" else

@@ -19,7 +19,16 @@ from erf.statistics import percentile_interval
 AREA_THRESHOLDS = (0.2, 0.3, 0.5, 0.99)
 """RepLKNet's thresholds t of the high-contribution area ratio."""
 MASS_LEVELS = (0.5, 0.95)
-"""Mass fractions q of the square sides and radii."""
+"""Mass fractions q of the square sides."""
+RADIUS_LEVELS = (0.25, 0.5, 0.75, 0.9, 0.95)
+"""Mass fractions q of the radii: the cumulative mass curve r(q) at five points.
+
+Comparability: radii (and square sides) are fractions of the map's own mass, so they do not depend on the
+gradient's scale and can be compared between models. The inner radii (q <= 0.75) hardly depend on the canvas;
+r95 does: a faint plateau over the whole canvas (CBAM's global gate) that holds a fixed share of the mass moves
+r95 with the canvas size, so compare r95 only between maps on the same canvas. The area ratio (RepLKNet's)
+takes ``log10(1 + M)`` of the mean map, which is not scale-free: compare it only between maps of one gradient
+scale (the same model), never between models."""
 
 
 def level_key(level: float) -> str:
@@ -168,7 +177,7 @@ class ERFMetrics:
         area_ratio: ``{t: ratio}`` for t in :data:`AREA_THRESHOLDS` (RepLKNet).
         area_ratio_flagged: thresholds for which no square qualified (ratio reported as 1.0).
         square_side: ``{q: side px}`` for q in :data:`MASS_LEVELS`.
-        radius: ``{q: radius px}`` for q in :data:`MASS_LEVELS`.
+        radius: ``{q: radius px}`` for q in :data:`RADIUS_LEVELS`.
         sigma: ``(sigma_y, sigma_x)`` px.
         clipped_fraction: mass on canvas padding.
         erf_over_trf: ``square_side[0.95] / max(TRF side)`` (``None`` for global layers).
@@ -225,7 +234,7 @@ def erf_metrics(
         area_ratio=ratios,
         area_ratio_flagged=flagged,
         square_side=sides,
-        radius={q: mass_radius(m, q, center) for q in MASS_LEVELS},
+        radius={q: mass_radius(m, q, center) for q in RADIUS_LEVELS},
         sigma=gaussian_sigma(m),
         clipped_fraction=clipped_fraction(m, outside),
         erf_over_trf=(sides[0.95] / trf_side) if trf_side else None,

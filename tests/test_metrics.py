@@ -168,3 +168,24 @@ def test_bootstrap_is_reproducible_and_handles_single_group() -> None:
     b = bootstrap_ci(maps, np.ones(10), _sigma_stat, resamples=50, seed=3)
     assert a == b
     assert bootstrap_ci(maps[:1], np.ones(1), _sigma_stat) == {}
+
+
+def test_radii_are_scale_free_and_r95_follows_the_canvas_but_r50_does_not() -> None:
+    """What compare may test: a map scaled x1000 keeps every radius (the area ratio moves); a faint plateau
+    holding a fixed 8 % of the mass over the whole canvas moves r95 with the canvas while r50 stays put."""
+    from erf.metrics import RADIUS_LEVELS, area_ratio, mass_radius
+
+    def blob_with_plateau(side: int) -> np.ndarray:
+        yy, xx = np.indices((side, side))
+        c = (side - 1) / 2
+        blob = np.exp(-((yy - c) ** 2 + (xx - c) ** 2) / (2 * 2.0**2))
+        blob *= 0.92 / blob.sum()
+        return blob + 0.08 / side**2
+
+    m = blob_with_plateau(33)
+    for q in RADIUS_LEVELS:
+        assert mass_radius(1000 * m, q) == mass_radius(m, q)
+    assert area_ratio(1000 * m, 0.5)[0] != area_ratio(m, 0.5)[0]
+    r50 = [mass_radius(blob_with_plateau(s), 0.5) for s in (33, 65, 97)]
+    r95 = [mass_radius(blob_with_plateau(s), 0.95) for s in (33, 65, 97)]
+    assert max(r50) - min(r50) <= 0.5 and r95[0] < r95[1] < r95[2]
