@@ -1,8 +1,9 @@
-"""The model zoo: the article's ResNeXt-29 family, CIFAR ResNet-20 and a two-conv toy,
-each plain and with attention, behind one registry."""
+"""The model zoo: the article's ResNeXt-29 family, CIFAR ResNet-20, a two-conv toy and the
+dilation twins of the controlled study, each plain and with attention, behind one registry."""
 
 from __future__ import annotations
 
+from erf.models.dilated import DilatedNet
 from erf.models.registry import (
     ModelEntry,
     canonical_name,
@@ -17,6 +18,9 @@ from erf.models.resnext import ResNeXtCifar
 from erf.models.twoconv import TwoConv
 
 __all__ = [
+    "DILATIONS",
+    "DILNET_GATES",
+    "DilatedNet",
     "ModelEntry",
     "ResNeXtCifar",
     "ResNetCifar",
@@ -78,4 +82,34 @@ def _register_defaults() -> None:
         )
 
 
+DILATIONS = (1, 2, 4)
+"""Dilations of the registered dilation twins ``dilnet_d{d}`` (the controlled study's grid)."""
+DILNET_GATES = {None: "", "cbam": "_cbam", "se": "_se", "cbam_spatial": "_spatial", "localgate": "_localgate"}
+"""Attention kind -> name suffix of the dilation twins."""
+
+
+def _register_dilated() -> None:
+    words = {
+        None: "(plain)",
+        "cbam": "with CBAM in every block",
+        "se": "with squeeze-and-excitation in every block",
+        "cbam_spatial": "with CBAM's spatial gate only in every block (local)",
+        "localgate": "with CBAM whose channel gate pools locally (3x3; same parameters, no global path)",
+    }
+    for d in DILATIONS:
+        for attention, suffix in DILNET_GATES.items():
+            register_model(
+                ModelEntry(
+                    name=f"dilnet_d{d}{suffix}",
+                    constructor=DilatedNet,
+                    kwargs=dict(dilation=d, attention=attention),
+                    family="dilnet",
+                    attention=attention,
+                    twin=f"dilnet_d{d}" if attention else None,
+                    description=f"dilation twin d={d} (stage-2 3x3 convs dilated {d}) {words[attention]}",
+                )
+            )
+
+
 _register_defaults()
+_register_dilated()
