@@ -4,15 +4,20 @@ Real data::
 
     erf study resnet20 resnet20_cbam twoconv twoconv_cbam --data bundled --objects estimate --out study/
 
-Controlled experiment (object size set by construction)::
+Controlled experiment (issue #15: dilation twins, positive control, pre-registered verdict)::
 
-    erf study --controlled --budget cpu --seeds 2 --sizes 8 16 32 --out study-controlled/
+    erf study --controlled --budget cpu --data cifar10:PATH.npz --out study-controlled/
+
+The library (:mod:`erf.study.grid`) returns documents and figures; this command writes them:
+``cells.json`` (after every cell, resumable), ``study.json``, ``verdict.txt``, ``cells.md`` and the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from pathlib import Path
 
 from erf.cli import add_model_options, command, print_json, print_notes
 from erf.commands.measure import parse_size
@@ -39,16 +44,17 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "clipped by its border (radii stay in image px)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--controlled", action="store_true", help="run the controlled experiment instead")
-    p.add_argument("--budget", default="cpu", choices=["tiny", "cpu", "gpu"],
-                   help="controlled grid size: tiny (seconds, a pipeline check), cpu (about an hour on a 2-core CPU), "
-                        "gpu (the full grid, about 35 min on one H200)")
+    from erf.study.grid import BUDGETS
+
+    p.add_argument("--budget", default="cpu", choices=list(BUDGETS),
+                   help="controlled grid size: " + "; ".join(f"{k}: {b.help}" for k, b in BUDGETS.items()))
     p.add_argument("--seeds", type=int, default=None, help="controlled: seeds per cell (default: the budget's)")
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="controlled: object sides in px")
-    p.add_argument("--pairs", nargs="+", default=None,
-                   help="controlled: twin pairs (twoconv, twoconv_narrow, resnet8_narrow, resnet20_s2, resnet20)")
+    p.add_argument("--pairs", nargs="+", default=None, help=argparse.SUPPRESS)
     p.add_argument("--epochs", type=int, default=None, help="controlled: training epochs (default: the budget's)")
     p.add_argument("--time-limit", type=float, default=None,
-                   help="controlled: stop starting new cells after this many seconds and report the finished ones")
+                   help="controlled: stop starting new cells after this many seconds and report the finished ones "
+                        "(0: only regenerate the report and figures from --out/cells.json)")
     p.add_argument("--out", default=None, help="output folder (study.json, verdict.txt, figures)")
     p.add_argument("--force", action="store_true",
                    help="overwrite a non-empty --out (controlled: finished cells in --out/cells.json are reused)")
@@ -65,16 +71,22 @@ def cmd_study(args: argparse.Namespace) -> int:
     device = str(pick_device(args.device))
     progress = not args.quiet and not args.json and sys.stderr.isatty()
     if args.controlled:
-        from erf.study import run_controlled
-
         if args.checkpoints:
             raise InputError("--controlled trains its own models: give no CKPT")
         if not args.out:
             raise InputError("--controlled needs --out (results are written and resumed there)")
-        out = prepare_output_dir(args.out, force=args.force)
-        doc = run_controlled(args.budget, out, sizes=args.sizes, seeds=args.seeds, pairs=args.pairs,
-                             data=args.data, device=device, progress=progress, time_limit=args.time_limit,
-                             epochs=args.epochs)
+        if args.pairs:
+            raise InputError("--pairs belonged to the old controlled grid; the dilation grid has its twins built in "
+                             "(see --budget)")
+        doc = _controlled(args, device, progress)
+        if args.json:
+            print_json(doc)
+            return 0
+        print_notes(doc["notes"])
+        print(Path(args.out, "cells.md").read_text(), end="")
+        print(doc["verdict"]["text"])
+        print(f"wrote {args.out}/study.json, verdict.txt, cells.md, cells.json and figures")
+        return 0
     else:
         from erf.data import load_source
         from erf.study import load_objects, study_models, write_real_study
@@ -98,6 +110,40 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.out:
         print(f"wrote {args.out}/study.json, verdict.txt and figures")
     return 0
+
+
+def _controlled(args: argparse.Namespace, device: str, progress: bool) -> dict:
+    """Run or resume the dilation grid of :mod:`erf.study.grid`; write its files; return the report."""
+    import json
+
+    from erf.atomic import prepare_output_dir, save_figure, write_json, write_text
+    from erf.study import default_controlled_source
+    from erf.study.figures import cell_table, figures
+    from erf.study.grid import grid_report, run_grid
+
+    out = prepare_output_dir(args.out, force=args.force)
+    cells_path = out / "cells.json"
+    previous = None
+    if cells_path.exists():
+        try:
+            previous = json.loads(cells_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = None
+    data = args.data or default_controlled_source()
+    doc = run_grid(args.budget, data, device=device, seeds=args.seeds, sizes=args.sizes, epochs=args.epochs,
+                   previous=previous, on_cell=lambda d: write_json(cells_path, d), time_limit=args.time_limit,
+                   progress=progress)
+    write_json(cells_path, doc)
+    report = grid_report(doc, command="erf " + shlex.join(sys.argv[1:]))
+    write_json(out / "study.json", report)
+    write_text(out / "verdict.txt", report["verdict"]["text"] + "\n\nPre-registered rule: " + report["rule"] + "\n")
+    write_text(out / "cells.md", cell_table(report))
+    import matplotlib.pyplot as plt
+
+    for name, fig in figures(report).items():
+        save_figure(fig, out / name, dpi=120)
+        plt.close(fig)
+    return report
 
 
 def _print_summary(doc: dict) -> None:
