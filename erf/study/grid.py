@@ -96,7 +96,7 @@ BUDGETS: dict[str, Budget] = {b.name: b for b in (
            pc_images=48, pc_test_images=32, pc_epochs=1, widths=(4, 8), blocks=(1, 1)),
     Budget("cpu", "the real run on a 2-core CPU (about 100 min with OMP_NUM_THREADS=1): d 1/2/4 x s 16/32 x 3 seeds, "
                   "controls at d=1 s=32, positive control at D 8/48",
-           sizes=(16, 32), dilations=(1, 2, 4), seeds=3, epochs=10, batch_size=64, lr=0.05, train_images=None,
+           sizes=(16, 32), dilations=(1, 2, 4), seeds=3, epochs=8, batch_size=64, lr=0.05, train_images=None,
            test_images=None, erf_images=64, control_points=((1, 32),)),
     Budget("gpu", "the same grid scaled for one GPU: sizes 16/32/48, 5 seeds, 30 epochs, controls at both "
                   "extreme dilations",
