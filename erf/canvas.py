@@ -2,12 +2,19 @@
 
 * :func:`embed`: images at the centre of a larger canvas (zero or mean fill), so that an ERF larger
   than the image is not clipped by its border when probing;
-* :func:`paste_objects`: objects (images rescaled to ``s x s`` px) pasted at uniformly random positions
-  on a background chosen from :data:`BACKGROUNDS`, with the true box of every object: the controlled
-  study's data and the canvases on which the object-size estimator's error is measured.
+* :func:`draw_canvases`: objects (images resized to ``s x s`` px) pasted at uniformly random positions of
+  label-free smooth-noise backgrounds, the whole batch in one scatter on the device (the controlled study's
+  canvases, redrawn every epoch by :class:`erf.study.canvases.EpochCanvases`);
+* :func:`paste_objects`: the same with a background chosen from :data:`BACKGROUNDS` (``study`` is the
+  controlled study's own), for numpy images too: the canvases on which the object-size estimator's error
+  is measured.
 
-Boxes are ``(x0, y0, x1, y1)`` in canvas px, ``x1 = x0 + s`` exclusive, so ``sqrt(area) = longer side = s``.
-Everything is deterministic given ``seed``.
+The ``study`` background is a :data:`BACKGROUND_GRID` x :data:`BACKGROUND_GRID` grid of random grey levels per
+channel in [0.2, 0.8], bilinearly upsampled, plus N(0, :data:`PIXEL_NOISE`) pixel noise, clamped to [0, 1];
+objects are resized bilinearly (antialiased when shrinking; ``s = 32`` is CIFAR's native resolution, nothing
+resampled). Boxes are ``(x0, y0, x1, y1)`` in canvas px, ``x1 = x0 + s`` exclusive, so ``sqrt(area) = longer
+side = s`` and the object's centre is ``(y0 + (s - 1) / 2, x0 + (s - 1) / 2)``. Everything is deterministic given
+its seed (:func:`seeded_generator`).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from erf.errors import InputError
 
 BACKGROUND_GRID = 4
 """Side of the grid of random grey levels the ``study`` background is upsampled from."""
+PIXEL_NOISE = 0.03
+"""Standard deviation of the per-pixel noise of the ``study`` background (image values in [0, 1])."""
 BACKGROUNDS = {
     "study": "per-image smooth noise around grey 0.5, label-free (the controlled study's canvases)",
     "flat": "one random colour per canvas",
@@ -63,25 +72,28 @@ def embed(images: torch.Tensor, size: Sequence[int], fill: str = "zero") -> tupl
 
 
 @dataclass
-class Canvases:
-    """Images with pasted objects of known size.
+class CanvasSet:
+    """Canvases with known object boxes.
 
     Attributes:
-        data: raw (un-normalised, values in [0, 1]) images ``(N, 3, canvas, canvas)`` with labels.
-        boxes: float64 ``(N, 4)`` true boxes ``x0, y0, x1, y1`` in canvas px (``x1``, ``y1`` exclusive).
-        size: object side ``s`` in px (the first one when several sizes were cycled).
-        canvas: canvas side in px.
-        seed: the seed that made the positions and backgrounds.
+        data: raw ImageSet ``(N, 3, canvas, canvas)`` in [0, 1] with the objects' labels.
+        boxes: int64 ``(N, 4)`` ``x0, y0, x1, y1`` in canvas px (``x1``, ``y1`` exclusive).
+        size: object side in px; ``canvas``: canvas side in px.
     """
 
     data: ImageSet
-    boxes: np.ndarray
+    boxes: torch.Tensor
     size: int
     canvas: int
-    seed: int
 
     def __len__(self) -> int:
         return len(self.data)
+
+    def centres(self) -> torch.Tensor:
+        """Object centres ``(N, 2)`` float64 ``(y, x)`` in canvas pixel coordinates."""
+        b = self.boxes.to(torch.float64)
+        return torch.stack([(b[:, 1] + b[:, 3] - 1) / 2, (b[:, 0] + b[:, 2] - 1) / 2], dim=1)
+
 
     def uint8(self) -> np.ndarray:
         """The images as ``uint8`` ``(N, H, W, 3)`` (for object-extent estimators)."""
@@ -108,36 +120,77 @@ def _as_float_nchw(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return images.float()
 
 
-def smooth_backgrounds(n: int, canvas: int, rng: np.random.Generator) -> torch.Tensor:
-    """``n`` label-free backgrounds ``(n, 3, canvas, canvas)`` in [0, 1]: smooth noise around grey 0.5."""
-    coarse = torch.from_numpy(rng.uniform(0.2, 0.8, size=(n, 3, BACKGROUND_GRID, BACKGROUND_GRID))).float()
-    smooth = F.interpolate(coarse, size=(canvas, canvas), mode="bilinear", align_corners=False)
-    fine = torch.from_numpy(rng.normal(0.0, 0.03, size=(n, 3, canvas, canvas))).float()
-    return (smooth + fine).clamp_(0.0, 1.0)
+def resize_objects(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Raw objects ``(N, 3, h, w)`` in [0, 1] -> ``(N, 3, size, size)`` (bilinear, antialiased when shrinking).
+
+    ``size`` equal to the images' side returns them unchanged (native resolution).
+    """
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=size < images.shape[-1]).clamp_(0.0, 1.0)
 
 
-def _paste_study(images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, size: int, canvas: int,
-                 seed: int, description: str, classes: tuple[str, ...]) -> Canvases:
-    """The ``study`` background, one object size: torch bilinear (antialiased) rescaling, smooth backgrounds."""
-    size, canvas = int(size), int(canvas)
-    check_object_size(size, canvas)
-    x = _as_float_nchw(images)
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    if len(y) != len(x):
-        raise InputError(f"controlled set: {len(x)} images but {len(y)} labels")
-    n = len(x)
-    rng = np.random.default_rng([int(seed), size, canvas])
-    canvases = smooth_backgrounds(n, canvas, rng)
-    objects = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                            antialias=size < x.shape[-1]).clamp_(0.0, 1.0)
-    y0 = rng.integers(0, canvas - size + 1, size=n)
-    x0 = rng.integers(0, canvas - size + 1, size=n)
-    for i in range(n):
-        canvases[i, :, y0[i]: y0[i] + size, x0[i]: x0[i] + size] = objects[i]
-    boxes = np.stack([x0, y0, x0 + size, y0 + size], axis=1).astype(np.float64)
-    desc = f"{n} {description} objects rescaled to {size} px on a {canvas} px smooth-noise canvas (seed {seed})"
-    data = ImageSet(canvases.contiguous(), y, desc, tuple(classes), raw=True)
-    return Canvases(data, boxes, size, canvas, int(seed))
+def backgrounds(n: int, canvas: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``n`` label-free smooth-noise backgrounds ``(n, 3, canvas, canvas)`` in [0, 1] (see the module docstring)."""
+    coarse = torch.rand(n, 3, BACKGROUND_GRID, BACKGROUND_GRID, generator=generator, device=device).mul_(0.6).add_(0.2)
+    out = F.interpolate(coarse, size=(canvas, canvas), mode="bilinear", align_corners=False)
+    noise = torch.randn(n, 3, canvas, canvas, generator=generator, device=device)
+    return out.add_(noise, alpha=PIXEL_NOISE).clamp_(0.0, 1.0)
+
+
+def paste(canvases: torch.Tensor, objects: torch.Tensor, y0: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """Paste ``objects (N, C, s, s)`` into ``canvases (N, C, H, W)`` at top-left ``(y0, x0)`` ``(N,)``, in place.
+
+    One scatter for the whole batch (no per-image loop). Returns ``canvases``.
+    """
+    n, c, h, w = canvases.shape
+    s = objects.shape[-1]
+    ar = torch.arange(s, device=canvases.device)
+    rows = y0.to(canvases.device)[:, None] + ar  # (N, s)
+    cols = x0.to(canvases.device)[:, None] + ar
+    index = (rows[:, :, None] * w + cols[:, None, :]).reshape(n, 1, s * s).expand(n, c, s * s)
+    canvases.view(n, c, h * w).scatter_(2, index, objects.reshape(n, c, s * s))
+    return canvases
+
+
+def draw_canvases(objects: torch.Tensor, labels: torch.Tensor, canvas: int, generator: torch.Generator,
+                  flip: bool = False, description: str = "", classes: tuple[str, ...] = ()) -> CanvasSet:
+    """One canvas per object: a fresh background and a uniformly random position (and flip).
+
+    Args:
+        objects: resized raw objects ``(N, 3, s, s)`` in [0, 1], on the target device.
+        labels: ``(N,)`` int64.
+        canvas: canvas side in px (``>= s``).
+        generator: the random source (on ``objects``' device); its draws decide everything.
+        flip: flip each object horizontally with probability 1/2 (training canvases).
+        description, classes: for reports.
+
+    Raises:
+        InputError: an object larger than the canvas.
+    """
+    n, _, s, _ = objects.shape
+    if not 1 <= s <= canvas:
+        raise InputError(f"object size {s} px must be between 1 and the {canvas} px canvas")
+    dev = objects.device
+    out = backgrounds(n, canvas, generator, dev)
+    y0 = torch.randint(0, canvas - s + 1, (n,), generator=generator, device=dev)
+    x0 = torch.randint(0, canvas - s + 1, (n,), generator=generator, device=dev)
+    if flip:
+        mask = torch.rand(n, generator=generator, device=dev) < 0.5
+        objects = torch.where(mask[:, None, None, None], objects.flip(-1), objects)
+    paste(out, objects, y0, x0)
+    boxes = torch.stack([x0, y0, x0 + s, y0 + s], dim=1).cpu()
+    desc = description or f"{n} objects of {s} px on {canvas} px smooth-noise canvases"
+    return CanvasSet(ImageSet(out, labels.to(dev), desc, tuple(classes), raw=True), boxes, int(s), int(canvas))
+
+
+def seeded_generator(device: torch.device | str, *key: int) -> torch.Generator:
+    """A generator on ``device`` seeded by the integers ``key`` (stable across runs and platforms)."""
+    seed = 0
+    for k in key:
+        seed = (seed * 1_000_003 + int(k) + 1) % (2 ** 63 - 1)
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def _paste_pil(images: np.ndarray, sizes: Sequence[int], canvas: int, background: str,
@@ -181,14 +234,14 @@ def paste_objects(
     labels: np.ndarray | torch.Tensor | None = None,
     description: str = "CIFAR-10",
     classes: tuple[str, ...] = (),
-) -> Canvases:
+) -> CanvasSet:
     """Paste each image, rescaled to ``s x s`` px, at a uniformly random position of a ``canvas`` px canvas.
 
     Args:
         images: the objects, ``uint8 (N, H, W, 3)`` or raw float ``(N, 3, H, W)`` in [0, 1].
         sizes: the object side ``s`` in px, or several: with the ``study`` background the images of
-            size ``sizes[k]`` are every ``len(sizes)``-th image from ``k``; with the others ``s`` cycles
-            through ``sizes`` image by image.
+            size ``sizes[k]`` are every ``len(sizes)``-th image from ``k`` (each size on the canvases the controlled
+            study tests at that size with this seed); with the others ``s`` cycles through ``sizes`` image by image.
         canvas: canvas side in px.
         background: a key of :data:`BACKGROUNDS`.
         seed: seed of positions and backgrounds.
@@ -196,35 +249,32 @@ def paste_objects(
         description: where the objects came from (for reports); classes: class names.
 
     Returns:
-        :class:`Canvases` (raw images, true boxes).
+        :class:`CanvasSet` (raw images, true boxes).
 
     Raises:
         InputError: a size outside ``[1, canvas]``, an unknown background, or mis-shaped images.
     """
     size_list = [int(sizes)] if isinstance(sizes, (int, np.integer)) else [int(s) for s in sizes]
     n = len(images)
-    labels_t = np.full(n, -1, dtype=np.int64) if labels is None else labels
+    labels_t = torch.as_tensor(np.asarray(np.full(n, -1) if labels is None else labels), dtype=torch.long)
     if background == "study":
-        if len(size_list) == 1:
-            return _paste_study(images, labels_t, size_list[0], canvas, seed, description, classes)
         x = _as_float_nchw(images)
-        y = torch.as_tensor(np.asarray(labels_t), dtype=torch.long)
         out = torch.zeros(n, 3, canvas, canvas)
-        boxes = np.zeros((n, 4))
+        boxes = torch.zeros(n, 4, dtype=torch.long)
         for k, s in enumerate(size_list):
-            idx = np.arange(k, n, len(size_list))
             check_object_size(s, canvas)
-            if idx.size:
-                made = _paste_study(x[idx], y[idx], s, canvas, seed, description, classes)
+            idx = torch.arange(k, n, len(size_list))
+            if len(idx):
+                made = draw_canvases(resize_objects(x[idx], s), labels_t[idx], canvas,
+                                     seeded_generator("cpu", seed, s, -1))
                 out[idx], boxes[idx] = made.data.images, made.boxes
-        desc = f"{n} {description} objects of sizes {size_list} px on a {canvas} px smooth-noise canvas (seed {seed})"
-        return Canvases(ImageSet(out, y, desc, tuple(classes), raw=True), boxes, size_list[0], canvas, int(seed))
+        desc = f"{n} {description} objects of sizes {size_list} px on {canvas} px smooth-noise canvases (seed {seed})"
+        return CanvasSet(ImageSet(out, labels_t, desc, tuple(classes), raw=True), boxes, size_list[0], canvas)
     if background not in BACKGROUNDS:
         raise InputError(f"background {background!r}: use {', '.join(BACKGROUNDS)}")
     x8 = to_uint8(_as_float_nchw(images)) if isinstance(images, torch.Tensor) else np.asarray(images, dtype=np.uint8)
     canv, boxes = _paste_pil(x8, size_list, canvas, background, seed)
-    data = ImageSet(torch.from_numpy(canv).permute(0, 3, 1, 2).float() / 255.0,
-                    torch.as_tensor(np.asarray(labels_t), dtype=torch.long),
+    data = ImageSet(torch.from_numpy(canv).permute(0, 3, 1, 2).float() / 255.0, labels_t,
                     f"{n} {description} objects of sizes {size_list} px on a {canvas} px {background} canvas "
                     f"(seed {seed})", tuple(classes), raw=True)
-    return Canvases(data, boxes, size_list[0], canvas, int(seed))
+    return CanvasSet(data, torch.from_numpy(boxes).long(), size_list[0], canvas)

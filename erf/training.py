@@ -12,6 +12,7 @@ import csv
 import io
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,9 +77,9 @@ def evaluate(model: nn.Module, data: ImageSet, batch_size: int = 256, device: st
 def train(
     model: nn.Module,
     name: str,
-    train_data: ImageSet,
+    train_data: ImageSet | Callable[[int], ImageSet],
     test_data: ImageSet,
-    out_dir: str | Path,
+    out_dir: str | Path | None,
     recipe: Recipe | None = None,
     kwargs: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
@@ -86,14 +87,20 @@ def train(
     device: str | None = None,
     progress: bool = True,
     half_checkpoints: bool = False,
+    checkpoints: str = "epoch",
+    evaluate_every_epoch: bool = True,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` and write ``out_dir/{log.csv,best.pt,last.pt}``.
 
     Args:
         model: a freshly built (or resumed) module.
         name: its registry name (saved in the checkpoints).
-        train_data, test_data: raw (un-normalised) image sets with labels.
-        out_dir: run folder (created).
+        train_data, test_data: raw (un-normalised) image sets with labels; ``train_data`` may also be a
+            callable ``epoch -> ImageSet`` (data redrawn every epoch, e.g. :class:`erf.study.canvases.EpochCanvases`;
+            it must return the same set for the same epoch so that resuming stays exact). Images may already
+            be on ``device`` (no copy per batch then).
+        out_dir: run folder (created); ``None`` only with ``checkpoints="none"``.
         recipe: hyper-parameters; the article's by default.
         kwargs: constructor overrides saved with the checkpoints.
         metadata: facts added to the checkpoints' metadata (data set, subset rule).
@@ -101,18 +108,33 @@ def train(
         device: ``cpu``, ``cuda`` or ``None`` (auto).
         progress: show a progress bar.
         half_checkpoints: store ``best.pt`` weights as float16 (``last.pt`` stays float32 for exact resume).
+        checkpoints: ``"epoch"`` (default: ``best.pt``, ``last.pt`` and ``log.csv`` after every epoch),
+            ``"end"`` (``last.pt`` and ``log.csv`` once, after the last epoch; ``best.pt`` is then the last
+            model) or ``"none"`` (nothing written: grid cells that keep the model in memory).
+        evaluate_every_epoch: evaluate on ``test_data`` after every epoch (default), or only after the last
+            (rows of earlier epochs then have NaN test metrics).
+        channels_last: train in the channels-last memory format (faster for small convolutions on CPU;
+            same results up to float rounding); the model is returned in it.
 
     Returns:
-        A summary: best and last test accuracy, epochs run, seconds.
+        A summary: best and last test accuracy, last-epoch running train accuracy, epochs run, seconds.
     """
     from tqdm import tqdm
 
     recipe = recipe or Recipe()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if checkpoints not in ("epoch", "end", "none"):
+        raise InputError(f"checkpoints={checkpoints!r}: use epoch, end or none")
+    if out_dir is None and checkpoints != "none":
+        raise InputError("train: out_dir is needed unless checkpoints='none'")
+    out = Path(out_dir) if out_dir is not None else Path(".")
+    if checkpoints != "none":
+        out.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
     torch.manual_seed(recipe.seed)
     model = model.to(dev)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay, nesterov=False)
@@ -125,7 +147,7 @@ def train(
     generator = torch.Generator().manual_seed(recipe.seed)
     rows: list[dict[str, Any]] = []
     start_epoch, best_acc, elapsed = 0, -1.0, 0.0
-    if resume and (out / "last.pt").exists():
+    if resume and checkpoints != "none" and (out / "last.pt").exists():
         state = read_checkpoint_file(out / "last.pt")
         try:
             model.load_state_dict({k: v.float() if v.is_floating_point() else v
@@ -144,29 +166,34 @@ def train(
         if changed:  # the schedule and the data order depend on the recipe: resuming would not be exact
             raise InputError(f"{out / 'last.pt'}: cannot resume with a different recipe ({', '.join(changed)}); "
                              "use the original options or start a new run")
+    def epoch_data(epoch: int) -> ImageSet:
+        return train_data(epoch) if callable(train_data) else train_data
+
+    n = len(train_data) if hasattr(train_data, "__len__") else len(epoch_data(start_epoch))
     meta_base = {
         **(metadata or {}),
-        "train_images": len(train_data),
+        "train_images": n,
         "test_images": len(test_data),
         "recipe": asdict(recipe),
         "device": str(dev),
     }
-    n = len(train_data)
+    best_state: dict[str, torch.Tensor] | None = None
     steps = math.ceil(n / recipe.batch_size)
     bar = tqdm(total=(recipe.epochs - start_epoch) * steps, disable=not progress, desc=f"train {name}",
                unit="step", dynamic_ncols=True)
     for epoch in range(start_epoch, recipe.epochs):
         t0 = time.perf_counter()
         model.train()
+        data = epoch_data(epoch)
         order = torch.randperm(n, generator=generator)
         seen, correct, loss_sum = 0, 0, 0.0
         for s in range(steps):
             idx = order[s * recipe.batch_size: (s + 1) * recipe.batch_size]
-            x = train_data.images[idx]
+            x = data.images[idx.to(data.images.device)]
             if recipe.augment:
                 x = augment_batch(x, generator)
-            x = normalize(x).to(dev, non_blocking=True)
-            y = train_data.labels[idx].to(dev, non_blocking=True)
+            x = normalize(x).to(dev, non_blocking=True).contiguous(memory_format=fmt)
+            y = data.labels[idx.to(data.labels.device)].to(dev, non_blocking=True)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             loss_value = float(loss.detach())
@@ -181,7 +208,9 @@ def train(
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}")
         scheduler.step()
-        result = evaluate(model, test_data, device=str(dev))
+        last = epoch + 1 == recipe.epochs
+        result = (evaluate(model, test_data, device=str(dev)) if evaluate_every_epoch or last
+                  else EvalResult(float("nan"), float("nan"), len(test_data)))
         elapsed += time.perf_counter() - t0
         row = {
             "epoch": epoch + 1,
@@ -197,11 +226,23 @@ def train(
                 "last_test_accuracy": result.accuracy}
         if result.accuracy > best_acc:
             best_acc = result.accuracy
+            if checkpoints == "epoch":
+                save_checkpoint(out / "best.pt", model, name, kwargs,
+                                {**meta, "best_test_accuracy": best_acc, "test_accuracy": best_acc},
+                                half=half_checkpoints)
+            elif checkpoints == "end":
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        meta["best_test_accuracy"] = best_acc
+        meta["test_accuracy"] = result.accuracy
+        if checkpoints == "none" or (checkpoints == "end" and not last):
+            continue
+        if checkpoints == "end" and best_state is not None:
+            keep = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(best_state)
             save_checkpoint(out / "best.pt", model, name, kwargs,
                             {**meta, "best_test_accuracy": best_acc, "test_accuracy": best_acc},
                             half=half_checkpoints)
-        meta["best_test_accuracy"] = best_acc
-        meta["test_accuracy"] = result.accuracy
+            model.load_state_dict(keep)
         save_checkpoint(  # full precision whatever half_checkpoints says: resuming must be exact
             out / "last.pt", model, name, kwargs, meta,
             extra={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -211,7 +252,8 @@ def train(
     bar.close()
     model.eval()
     return {"best_test_accuracy": best_acc, "last_test_accuracy": rows[-1]["test_acc"] if rows else None,
-            "epochs": len(rows), "seconds": elapsed, "out": str(out)}
+            "last_train_accuracy": rows[-1]["train_acc"] if rows else None,
+            "epochs": len(rows), "seconds": elapsed, "out": str(out) if checkpoints != "none" else None}
 
 
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -95,16 +95,33 @@ for (name, result), color in zip(results.items(), ("C0", "C1")):
 ax.set_xlabel("px (32 px images)")
 ax.set_ylabel("fraction of objects")
 ax.legend(fontsize=7);"""),
-    ("md", """## The controlled study on a tiny budget
-Real CIFAR-10 objects rescaled to size s on a 64 px canvas; twin models with and without CBAM are
-trained per size and seed, their ERFs measured, and the attention gain related to s / ERF size.
-`budget="tiny"` runs in seconds and shows the pipeline only; `erf study --controlled --budget cpu`
-(tens of minutes) or `--budget gpu` give numbers worth reading (see `figures/`)."""),
-    ("code", """from erf.study import controlled_figures, run_controlled
+    ("md", """## The controlled study
+The pre-registered experiment of `erf study --controlled` varies the ERF inside one architecture at
+fixed capacity (dilation twins), with CIFAR-10 objects pasted on label-free canvases that are redrawn
+every epoch, a positive control and gating controls. Its real run is in `figures/h2_cpu/`. Below: the
+canvases of one epoch, and the run's verdict and main figure."""),
+    ("code", """from pathlib import Path
 
-doc = run_controlled("tiny", progress=False)
-print(doc["verdict"]["text"])
-controlled_figures(doc)["gain_vs_ratio.png"]"""),
+from erf.study.canvases import EpochCanvases
+
+objects = erf.load_source("bundled", count=8)
+canvases = EpochCanvases(objects.images, objects.labels, size=16, canvas=64, seed=0).draw(epoch=0)
+fig, axes = plt.subplots(1, 8, figsize=(12, 1.8))
+for ax, image, (x0, y0, x1, y1) in zip(axes, canvases.data.images, canvases.boxes.tolist()):
+    ax.imshow(image.permute(1, 2, 0).numpy())
+    ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="cyan", lw=1))
+    ax.axis("off")"""),
+    ("code", """import json
+
+from erf.study.grid_figures import gain_vs_ratio
+
+report_path = Path(erf.__file__).resolve().parents[1] / "figures" / "h2_cpu" / "study.json"
+if report_path.exists():
+    report = json.loads(report_path.read_text())
+    print(report["verdict"]["text"])
+    gain_vs_ratio(report)
+else:
+    print(f"{report_path} is not there (an installed copy without the repository's figures)")"""),
 ]
 
 

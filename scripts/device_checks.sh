@@ -5,7 +5,7 @@
 #   2. erf bench --device cuda on norm_8d, cbam_8d and torchvision:resnet18 (issue #8's GPU target:
 #      engine >= 10x faster than the per-image loop)
 #   3. with STUDY_SECONDS > 0: the controlled study at the gpu budget for that long, written to
-#      $OUT/controlled (scripts/run_study.sh controlled; resumes from $RESUME/controlled/cells.json when given)
+#      $OUT/h2_gpu (scripts/run_study.sh controlled; resumes from $RESUME/h2_gpu/cells.json when given)
 #
 # That machine has PyTorch but not captum: carry its wheel. Here, once, in the repo root:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -34,9 +34,9 @@ python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/tes
 python3 -m erf bench --device cuda --images 64 --repeat 3 --threads 8 --out "$OUT/bench_cuda.json" --force \
   2>&1 | tee "$OUT/bench_cuda.txt" || status=1
 if [ "$STUDY_SECONDS" -gt 0 ]; then
-  mkdir -p "$OUT/controlled"
-  if [ -n "${RESUME:-}" ] && [ -f "$RESUME/controlled/cells.json" ]; then
-    cp "$RESUME/controlled/cells.json" "$OUT/controlled/"
+  mkdir -p "$OUT/h2_gpu"
+  if [ -n "${RESUME:-}" ] && [ -f "$RESUME/h2_gpu/cells.json" ]; then
+    cp "$RESUME/h2_gpu/cells.json" "$OUT/h2_gpu/"
   fi
   OUT="$OUT" DATA="$DATA" TIME_LIMIT="$STUDY_SECONDS" bash scripts/run_study.sh controlled 2>&1 \
     | tee "$OUT/study.log" || status=1

@@ -312,11 +312,11 @@ def test_study_background_is_the_controlled_experiments_own_canvas():
 
     x = np.load(SAMPLE)["x_test"][:12]
     pasted = paste_objects(x, (12, 24), background="study", seed=3)
-    canv, boxes = pasted.uint8(), pasted.boxes
+    canv, boxes = pasted.uint8(), pasted.boxes.numpy()
     for k, s in enumerate((12, 24)):
         made = paste_objects(x[k::2], s, 64, "study", seed=3)
         np.testing.assert_array_equal(canv[k::2], made.uint8())
-        np.testing.assert_array_equal(boxes[k::2], made.boxes)
+        np.testing.assert_array_equal(boxes[k::2], made.boxes.numpy())
         assert np.all(boxes[k::2, 2] - boxes[k::2, 0] == s)
     err = controlled_check(x, sizes=(12, 24), background="study", seed=3)
     assert err["count"] == 12 and set(err["per_size"]) == {"12", "24"}

@@ -4,15 +4,20 @@ Real data::
 
     erf study resnet20 resnet20_cbam twoconv twoconv_cbam --data bundled --objects estimate --out study/
 
-Controlled experiment (object size set by construction)::
+Controlled experiment (issue #15: dilation twins, gating controls, positive control, pre-registered verdict)::
 
-    erf study --controlled --budget cpu --seeds 2 --sizes 8 16 32 --out study-controlled/
+    erf study --controlled --budget cpu --data cifar10:PATH.npz --out study-controlled/
+
+The library (:mod:`erf.study.real`, :mod:`erf.study.grid`) returns documents and figures; this command writes
+them: ``study.json``, ``verdict.txt`` and figures; controlled also ``cells.json`` (after every cell, resumable)
+and ``cells.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,7 +27,7 @@ from erf.errors import InputError
 
 
 def _args(p: argparse.ArgumentParser) -> None:
-    from erf.study.budgets import BUDGETS, PAIRS
+    from erf.study.budgets import BUDGETS
 
     p.add_argument("checkpoints", nargs="*", metavar="CKPT",
                    help="models to study (files or registry names); attention models are paired with their plain "
@@ -44,14 +49,13 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--controlled", action="store_true", help="run the controlled experiment instead")
     p.add_argument("--budget", default="cpu", choices=list(BUDGETS),
-                   help="controlled grid size: " + ", ".join(f"{k} ({b.description})" for k, b in BUDGETS.items()))
+                   help="controlled grid size: " + "; ".join(f"{k}: {b.help}" for k, b in BUDGETS.items()))
     p.add_argument("--seeds", type=int, default=None, help="controlled: seeds per cell (default: the budget's)")
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="controlled: object sides in px")
-    p.add_argument("--pairs", nargs="+", default=None, choices=list(PAIRS), metavar="PAIR",
-                   help=f"controlled: twin pairs ({', '.join(PAIRS)}; default: the budget's)")
     p.add_argument("--epochs", type=int, default=None, help="controlled: training epochs (default: the budget's)")
     p.add_argument("--time-limit", type=float, default=None,
-                   help="controlled: stop starting new cells after this many seconds and report the finished ones")
+                   help="controlled: stop starting new cells after this many seconds and report the finished ones "
+                        "(0: only regenerate the report and figures from --out/cells.json)")
     p.add_argument("--out", default=None, help="output folder (study.json, verdict.txt, figures)")
     p.add_argument("--force", action="store_true",
                    help="overwrite a non-empty --out (controlled: finished cells in --out/cells.json are reused)")
@@ -60,11 +64,11 @@ def _args(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
 
 
-def _write_figures(figures: dict, out: Path) -> None:
+def _write_figures(figures: dict, out: Path, **save: object) -> None:
     from erf.atomic import save_figure
 
     for name, fig in figures.items():
-        save_figure(fig, out / name)
+        save_figure(fig, out / name, **save)
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -75,27 +79,19 @@ def cmd_study(args: argparse.Namespace) -> int:
     device = str(pick_device(args.device))
     progress = not args.quiet and not args.json and sys.stderr.isatty()
     if args.controlled:
-        from erf.study.controlled import run_controlled
-        from erf.study.figures import controlled_figures
-
         if args.checkpoints:
             raise InputError("--controlled trains its own models: give no CKPT")
         if not args.out:
             raise InputError("--controlled needs --out (results are written and resumed there)")
-        out = prepare_output_dir(args.out, force=args.force)
-        cells_path = out / "cells.json"
-        previous = None
-        if cells_path.exists():
-            try:
-                previous = json.loads(cells_path.read_text())
-            except (OSError, json.JSONDecodeError):
-                previous = None
-        doc = run_controlled(args.budget, sizes=args.sizes, seeds=args.seeds, pairs=args.pairs, data=args.data,
-                             device=device, progress=progress, time_limit=args.time_limit, epochs=args.epochs,
-                             previous=previous, on_cell=lambda cells: write_json(cells_path, cells))
-        write_json(out / "study.json", doc)
-        write_text(out / "verdict.txt", doc["verdict"]["text"] + "\n")
-        _write_figures(controlled_figures(doc), out)
+        doc = _controlled(args, device, progress)
+        if args.json:
+            print_json(doc)
+            return 0
+        print_notes(doc["notes"])
+        print(Path(args.out, "cells.md").read_text(), end="")
+        print(doc["verdict"]["text"])
+        print(f"wrote {args.out}/study.json, verdict.txt, cells.md, cells.json and figures")
+        return 0
     else:
         from erf.data import load_source
         from erf.study.figures import real_study_figures
@@ -122,6 +118,34 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.out:
         print(f"wrote {args.out}/study.json, verdict.txt and figures")
     return 0
+
+
+def _controlled(args: argparse.Namespace, device: str, progress: bool) -> dict:
+    """Run or resume the dilation grid of :mod:`erf.study.grid`; write its files; return the report."""
+    from erf.atomic import prepare_output_dir, write_json, write_text
+    from erf.study.budgets import default_controlled_source
+    from erf.study.grid import grid_report, run_grid
+    from erf.study.grid_figures import cell_table, figures
+
+    out = prepare_output_dir(args.out, force=args.force)
+    cells_path = out / "cells.json"
+    previous = None
+    if cells_path.exists():
+        try:
+            previous = json.loads(cells_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = None
+    data = args.data or default_controlled_source()
+    doc = run_grid(args.budget, data, device=device, seeds=args.seeds, sizes=args.sizes, epochs=args.epochs,
+                   previous=previous, on_cell=lambda d: write_json(cells_path, d), time_limit=args.time_limit,
+                   progress=progress)
+    write_json(cells_path, doc)
+    report = grid_report(doc, command="erf " + shlex.join(sys.argv[1:]))
+    write_json(out / "study.json", report)
+    write_text(out / "verdict.txt", report["verdict"]["text"] + "\n\nPre-registered rule: " + report["rule"] + "\n")
+    write_text(out / "cells.md", cell_table(report))
+    _write_figures(figures(report), out, dpi=120)
+    return report
 
 
 def _print_summary(doc: dict) -> None:

@@ -84,11 +84,30 @@ def normalize(images: torch.Tensor, mean: Sequence[float] = CIFAR10_MEAN,
 
 
 def augment_batch(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop (zero padding ``pad``, same size) and horizontal flip, per image.
+    """Random crop (zero padding ``pad``, same size) and horizontal flip, per image, vectorised.
 
-    ``images``: un-normalised ``(N, C, H, W)`` in [0, 1]; zero padding is black,
-    as torchvision's ``RandomCrop(32, padding=4)`` on the raw image.
+    ``images``: un-normalised ``(N, C, H, W)`` in [0, 1], on any device; zero padding is black,
+    as torchvision's ``RandomCrop(32, padding=4)`` on the raw image. The random draws (``dy``, ``dx``,
+    then ``flip``, from the CPU ``generator``) are those of :func:`augment_batch_loop`, and so is the
+    result, exactly: one gather replaces the per-image Python loop.
     """
+    n, c, h, w = images.shape
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    dev = images.device
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    rows = (dy[:, None] + torch.arange(h)[None, :]).to(dev)  # (N, H)
+    cols = torch.arange(w)[None, :].expand(n, w)
+    cols = torch.where(flip[:, None], cols.flip(-1), cols)
+    cols = (dx[:, None] + cols).to(dev)  # (N, W)
+    wp = padded.shape[-1]
+    index = (rows[:, :, None] * wp + cols[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
+    return torch.gather(padded.reshape(n, c, -1), 2, index).reshape(n, c, h, w)
+
+
+def augment_batch_loop(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """The original per-image loop of :func:`augment_batch` (same draws, same result; kept as its reference)."""
     n, _, h, w = images.shape
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)

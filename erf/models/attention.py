@@ -1,4 +1,4 @@
-"""Attention blocks: CBAM (Woo et al. 2018) and squeeze-and-excitation (Hu et al. 2018).
+"""Attention blocks: CBAM (Woo et al. 2018), squeeze-and-excitation (Hu et al. 2018) and a local CBAM control.
 
 Attribute names follow the article's source code (``ChannelGate.mlp.1``,
 ``SpatialGate.spatial.conv``, ``SpatialGate.spatial.bn``) so its state dicts
@@ -92,6 +92,55 @@ class CBAM(nn.Module):
         return x
 
 
+class LocalChannelGate(nn.Module):
+    """CBAM's channel gate fed by *local* pooling: no global path, the same parameters.
+
+    ``x * sigmoid(MLP(avgpool_k(x)) + MLP(maxpool_k(x)))`` where ``avgpool_k`` / ``maxpool_k`` are
+    ``k x k`` stride-1 poolings (padding ``k // 2``; the average ignores the padding) and the shared
+    MLP ``Linear(C, C/r) - ReLU - Linear(C/r, C)`` (attribute ``mlp``, the same shapes as
+    :class:`ChannelGate`'s) is applied at every position. The gate is multiplicative like CBAM's but
+    sees only a ``k x k`` neighbourhood, so its receptive field stays local (it widens it by
+    ``k - 1`` input-stride units): it separates "multiplicative gating" from "global context".
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 3) -> None:
+        super().__init__()
+        hidden = max(channels // reduction, 1)
+        self.kernel_size = int(kernel_size)
+        self.mlp = nn.Sequential(
+            nn.Flatten(), nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels)
+        )
+
+    def _mlp(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The shared MLP at every position, ``(N, C, H, W) -> (N, C, H, W)``: its Linear layers as 1x1 convolutions."""
+        first, last = self.mlp[1], self.mlp[3]
+        y = F.relu(F.conv2d(pooled, first.weight[:, :, None, None], first.bias))
+        return F.conv2d(y, last.weight[:, :, None, None], last.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> same shape, scaled per channel and position by the local gate in (0, 1)."""
+        k, p = self.kernel_size, self.kernel_size // 2
+        avg = F.avg_pool2d(x, k, 1, p, count_include_pad=False)
+        mx = F.max_pool2d(x, k, 1, p)
+        return x * torch.sigmoid(self._mlp(avg) + self._mlp(mx))
+
+
+class LocalCBAM(nn.Module):
+    """CBAM with its channel gate made local (:class:`LocalChannelGate`), then CBAM's spatial gate.
+
+    Exactly CBAM's parameters (same shapes, same names ``ChannelGate.mlp``, ``SpatialGate``), no global path.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.ChannelGate = LocalChannelGate(channels, reduction, kernel_size)
+        self.SpatialGate = SpatialGate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> same shape: local channel gate, then spatial gate."""
+        return self.SpatialGate(self.ChannelGate(x))
+
+
 class SqueezeExcite(nn.Module):
     """Squeeze-and-excitation: ``x * sigmoid(W2 relu(W1 avgpool(x)))`` (global receptive field)."""
 
@@ -110,6 +159,7 @@ ATTENTION_BLOCKS = {
     "cbam_spatial": lambda c: CBAM(c, channel=False),
     "cbam_channel": lambda c: CBAM(c, spatial=False),
     "se": SqueezeExcite,
+    "localgate": LocalCBAM,
 }
 """Attention kinds by name: ``kind -> constructor(channels) -> nn.Module``."""
 

@@ -62,7 +62,7 @@ def controlled_check(images: np.ndarray, sizes: Sequence[int] = (12, 16, 24, 32,
     """:func:`estimator_error` on canvases of ``images`` pasted by :func:`erf.canvas.paste_objects`
     (``background`` one of :data:`erf.canvas.BACKGROUNDS`), overall and per size ``s``."""
     made = paste_objects(images, sizes, canvas, background, seed)
-    canv, boxes = made.uint8(), made.boxes
+    canv, boxes = made.uint8(), made.boxes.numpy().astype(np.float64)
     out = estimator_error(canv, boxes, method)
     out.update({"canvas": canvas, "background": background, "sizes": [int(s) for s in sizes], "seed": seed})
     per = {}

@@ -5,9 +5,11 @@ Two parts, one module per concept:
 * the **real-data study** (:func:`study_models`, :mod:`erf.study.real`): for each model, the ERF of its last
   spatial layers against an object-size distribution, and the attention gain of
   every (plain, attention) twin pair against the ratio ERF size / object size;
-* the **controlled experiment** (:func:`run_controlled`, :mod:`erf.study.controlled`): twins trained on
-  canvases (:func:`erf.canvas.paste_objects`) whose object size ``s`` is set by construction, for
-  several sizes and seeds, with a regression of the gain on ``log2(ERF / s)``.
+* the **controlled experiment** (:func:`run_grid`, :mod:`erf.study.grid`): dilation twins (same parameters and
+  FLOPs, only the ERF differs) trained on canvases whose object size ``s`` is set by construction
+  (:mod:`erf.study.canvases`), with gating controls and a positive control
+  (:mod:`erf.study.positive_control`), ERFs at the unit over each object (:mod:`erf.study.object_centred`), and
+  a verdict by the pre-registered rule of :mod:`erf.study.preregistered`.
 
 Size conventions (all in model-input pixels):
 
@@ -24,8 +26,10 @@ Size conventions (all in model-input pixels):
 
 Modules: :mod:`~erf.study.conversion` (sizes on one scale), :mod:`~erf.study.records` (a model's ERFs and
 accuracy), :mod:`~erf.study.pairing` (twins and gains), :mod:`~erf.study.verdicts`, :mod:`~erf.study.real`,
-:mod:`~erf.study.budgets` (registries of pairs and budgets), :mod:`~erf.study.controlled`,
-:mod:`~erf.study.figures`. Library functions return documents and figures; ``erf study`` writes them.
+:mod:`~erf.study.figures`; :mod:`~erf.study.budgets` (the grid sizes), :mod:`~erf.study.grid`,
+:mod:`~erf.study.canvases`, :mod:`~erf.study.positive_control`, :mod:`~erf.study.object_centred`,
+:mod:`~erf.study.preregistered`, :mod:`~erf.study.grid_figures`. Library functions return documents and
+figures; ``erf study`` writes them.
 
 Uncertainty: ERF radii carry the bootstrap CIs of :func:`erf.measure`;
 fractions are given at the CI's ends too; a gain's CI is a paired bootstrap over
@@ -54,32 +58,36 @@ _EXPORTS = {
     "pair_models": "erf.study.pairing",
     "pair_rows": "erf.study.pairing",
     "twin_of": "erf.study.pairing",
-    "controlled_verdict": "erf.study.verdicts",
     "fit_gain": "erf.study.verdicts",
-    "fit_text": "erf.study.verdicts",
     "verdict": "erf.study.verdicts",
     "correctness": "erf.study.real",
     "fraction_text": "erf.study.real",
     "load_objects": "erf.study.real",
     "objects_summary": "erf.study.real",
     "study_models": "erf.study.real",
-    "BUDGETS": "erf.study.budgets",
-    "PAIRS": "erf.study.budgets",
-    "Budget": "erf.study.budgets",
-    "PairSpec": "erf.study.budgets",
-    "cell_key": "erf.study.controlled",
-    "cells_to_models": "erf.study.controlled",
-    "controlled_report": "erf.study.controlled",
-    "default_controlled_source": "erf.study.controlled",
-    "resolve_budget": "erf.study.controlled",
-    "resumable_cells": "erf.study.controlled",
-    "run_cell": "erf.study.controlled",
-    "run_controlled": "erf.study.controlled",
-    "source_splits": "erf.study.controlled",
-    "controlled_figures": "erf.study.figures",
     "plot_cdf": "erf.study.figures",
     "plot_gain": "erf.study.figures",
     "real_study_figures": "erf.study.figures",
+    "BUDGETS": "erf.study.budgets",
+    "Budget": "erf.study.budgets",
+    "default_controlled_source": "erf.study.budgets",
+    "grid_report": "erf.study.grid",
+    "model_facts": "erf.study.grid",
+    "plan": "erf.study.grid",
+    "run_cell": "erf.study.grid",
+    "run_grid": "erf.study.grid",
+    "RULE": "erf.study.preregistered",
+    "analyse": "erf.study.preregistered",
+    "capacity_guard": "erf.study.preregistered",
+    "fixed_effects_fit": "erf.study.preregistered",
+    "tost": "erf.study.preregistered",
+    "EpochCanvases": "erf.study.canvases",
+    "fixed_canvases": "erf.study.canvases",
+    "EpochMarks": "erf.study.positive_control",
+    "fixed_marks": "erf.study.positive_control",
+    "object_centred_erf": "erf.study.object_centred",
+    "cell_table": "erf.study.grid_figures",
+    "figures": "erf.study.grid_figures",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -1,67 +1,84 @@
-"""Registries of the controlled experiment: its twin pairs (:data:`PAIRS`) and grid sizes (:data:`BUDGETS`).
+"""The controlled study's grid sizes: the budgets registry (:data:`BUDGETS`), and its default data.
 
-Plain data, no torch: the command line's ``--pairs`` and ``--budget`` choices and help come from here.
+Plain data, no torch: ``erf study --budget``'s choices and help come from here.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 
 @dataclass(frozen=True)
-class PairSpec:
-    """A twin pair of the controlled grid: registry names and constructor overrides shared by both."""
-
-    key: str
-    plain: str
-    attention: str
-    kwargs: tuple[tuple[str, Any], ...] = ()
-
-
-PAIRS: dict[str, PairSpec] = {p.key: p for p in (
-    PairSpec("twoconv", "twoconv", "twoconv_cbam"),
-    PairSpec("twoconv_narrow", "twoconv", "twoconv_cbam", (("widths", (16, 32)),)),
-    PairSpec("resnet8_narrow", "resnet20", "resnet20_cbam", (("depth", 8), ("widths", (8, 16, 32)))),
-    PairSpec("resnet20_s2", "resnet20", "resnet20_cbam", (("stages", 2),)),
-    PairSpec("resnet20", "resnet20", "resnet20_cbam"),
-)}
-
-
-@dataclass(frozen=True)
 class Budget:
-    """Size of the controlled grid. ``None`` image counts mean every image of the source."""
+    """One grid size (a registry entry of :data:`BUDGETS`).
+
+    Attributes:
+        name: registry key; ``help``: one line for ``--budget``'s help.
+        sizes: object sides (px); ``dilations``: dilation twins; ``seeds``: seeds per cell.
+        epochs, batch_size, lr: the training recipe (SGD, momentum 0.9, wd 5e-4, cosine).
+        train_images, test_images: CIFAR-10 images used (``None``: all of the source).
+        erf_images: test canvases the ERF is measured on.
+        canvas: canvas side (px).
+        control_gates: gating controls; ``control_points``: their ``(d, s)`` (each in the main grid).
+        pc_distances: positive-control distances (px), the last beyond the plain twin's TRF.
+        pc_images, pc_test_images, pc_epochs, pc_dilation: positive-control data and recipe.
+        widths, blocks: the dilation twins' widths and blocks per stage.
+    """
 
     name: str
+    help: str
     sizes: tuple[int, ...]
+    dilations: tuple[int, ...]
     seeds: int
-    pairs: tuple[str, ...]
-    train_images: int | None
-    test_images: int | None
     epochs: int
     batch_size: int
     lr: float
+    train_images: int | None
+    test_images: int | None
     erf_images: int
-    bootstrap: int
     canvas: int = 64
-    description: str = ""
+    control_gates: tuple[str, ...] = ("se", "cbam_spatial", "localgate")
+    control_points: tuple[tuple[int, int], ...] = ()
+    pc_distances: tuple[int, ...] = (8, 48)
+    pc_images: int = 3000
+    pc_test_images: int = 1000
+    pc_epochs: int = 8
+    pc_dilation: int = 1
+    widths: tuple[int, int] = (16, 32)
+    blocks: tuple[int, int] = (1, 2)
 
-    def to_json(self) -> dict[str, Any]:
-        """The budget's entry of ``cells.json`` and ``study.json`` (every field but the description)."""
-        out = asdict(self)
-        out.pop("description")
-        return out
-
-    def replace(self, **changes: Any) -> Budget:
-        """A copy with ``changes`` applied."""
-        return Budget(**{**asdict(self), **changes})
+    def training(self) -> dict[str, Any]:
+        """The settings a finished cell must match to be reused (everything but the grid's extent)."""
+        d = asdict(self)
+        for k in ("name", "help", "sizes", "dilations", "seeds", "control_gates", "control_points", "pc_distances"):
+            d.pop(k)
+        return d
 
 
-BUDGETS: dict[str, Budget] = {
-    "tiny": Budget("tiny", (8, 24), 1, ("twoconv_narrow",), 64, 64, 1, 32, 0.05, 8, 20,
-                   description="seconds, a pipeline check"),
-    "cpu": Budget("cpu", (12, 16, 32), 3, ("twoconv_narrow", "resnet8_narrow"), None, None, 5, 64, 0.05, 32, 100,
-                  description="about an hour on a 2-core CPU"),
-    "gpu": Budget("gpu", (8, 12, 16, 24, 32, 48), 3, ("twoconv", "resnet20_s2", "resnet20"), None, None, 15, 128,
-                  0.1, 64, 200, description="the full grid, about 35 min on one H200"),
-}
+BUDGETS: dict[str, Budget] = {b.name: b for b in (
+    Budget("tiny", "seconds: a pipeline check (tiny data, 1 epoch, 1 seed; numbers mean nothing)",
+           sizes=(16, 32), dilations=(1, 4), seeds=1, epochs=1, batch_size=16, lr=0.05, train_images=48,
+           test_images=32, erf_images=8, control_gates=("localgate",), control_points=((1, 32),),
+           pc_images=48, pc_test_images=32, pc_epochs=1, widths=(4, 8), blocks=(1, 1)),
+    Budget("cpu", "the real run on a 2-core CPU (about 100 min with OMP_NUM_THREADS=1): d 1/2/4 x s 16/32 x 3 seeds, "
+                  "controls at d=1 s=32, positive control at D 8/48",
+           sizes=(16, 32), dilations=(1, 2, 4), seeds=3, epochs=8, batch_size=64, lr=0.05, train_images=None,
+           test_images=None, erf_images=64, control_points=((1, 32),)),
+    Budget("gpu", "the same grid scaled for one GPU: sizes 16/32/48, 5 seeds, 30 epochs, controls at both "
+                  "extreme dilations",
+           sizes=(16, 32, 48), dilations=(1, 2, 4), seeds=5, epochs=30, batch_size=128, lr=0.1, train_images=None,
+           test_images=None, erf_images=256, control_points=((1, 32), (4, 32), (1, 16), (4, 16)),
+           pc_images=5000, pc_epochs=20),
+)}
+"""The budgets registry: ``--budget`` choices and help come from here."""
+
+
+def default_controlled_source() -> str:
+    """``cifar10:/work/shared/data/cifar10_prefix.npz``-style source when present, else ``bundled``."""
+    for p in (Path("../shared/data/cifar10_prefix.npz"), Path("/work/shared/data/cifar10_prefix.npz"),
+              Path("runs/study_data/cifar10_prefix.npz")):
+        if p.exists():
+            return f"cifar10:{p}"
+    return "bundled"

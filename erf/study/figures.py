@@ -1,5 +1,6 @@
-"""The figures of the hypothesis-2 study (matplotlib): object-size CDFs against ERF sizes, gain against
-the ERF/object ratio, ERF size against object size. Functions return figures; commands save them."""
+"""The figures of the real-data hypothesis-2 study (matplotlib): object-size CDFs against ERF sizes and the gain
+against the ERF/object ratio (the controlled grid's are in :mod:`erf.study.grid_figures`). Functions return
+figures; commands save them."""
 
 from __future__ import annotations
 
@@ -88,31 +89,6 @@ def plot_gain(rows: Sequence[dict[str, Any]], fit: dict[str, Any] | None,
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
-
-
-def controlled_figures(doc: dict[str, Any]) -> dict[str, Figure]:
-    """``{"gain_vs_ratio.png", "erf_vs_size.png"}`` of a controlled ``study.json`` document (the second: ERF
-    2 r50 of each twin against the object side s)."""
-    figures = {"gain_vs_ratio.png": plot_gain(
-        doc["pairs"], doc["fit"],
-        title=f"controlled ({doc['budget']['name']} budget): gain vs ERF/object, one point per seed x size")}
-    fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, key in enumerate(sorted({r["pair"] for r in doc["pairs"]})):
-        sub = [r for r in doc["pairs"] if r["pair"] == key]
-        s = np.array([r["size"] for r in sub])
-        ax.plot(s, [r["erf_diameter50_plain"] for r in sub], "o", color=colors[i % len(colors)], label=f"{key} plain")
-        ax.plot(s, [r["erf_diameter50_attention"] for r in sub], "x", color=colors[i % len(colors)],
-                label=f"{key} attention")
-    lim = max([r["size"] for r in doc["pairs"]] + [1])
-    ax.plot([0, lim], [0, lim], "k:", lw=0.8, label="2r50 = s")
-    ax.set_xlabel("object side s (px)")
-    ax.set_ylabel("ERF 2 r50 of the last layer (px)")
-    ax.set_title("controlled: ERF size of each trained twin vs object size", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    figures["erf_vs_size.png"] = fig
-    return figures
 
 
 def real_study_figures(doc: dict[str, Any], models: Sequence[ModelERF], objects: ObjectSizes) -> dict[str, Figure]:

@@ -78,5 +78,5 @@ def pair_rows(models: Sequence[ModelERF], objects_median: dict[str, float], resa
                      "object_size": obj, "erf_diameter50_plain": d, "erf_diameter50_attention": att.diameter(0.5)[0],
                      "ratio": d / obj if obj > 0 else float("nan"),
                      "ratio_ci": [dlo / obj, dhi / obj] if obj > 0 else None,
-                     "near_chance": near_chance(plain) or near_chance(att)})
+                     "near_chance": near_chance(plain) or near_chance(att), "capacity": plain.params})
     return rows, notes

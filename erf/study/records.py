@@ -45,6 +45,8 @@ class ModelERF:
         accuracy: test accuracy, if known.
         group: pairing scope (models pair only inside one group, e.g. one grid cell).
         trained: ``False`` for a random initialisation, ``None`` when not recorded (weights from a file).
+        classes: number of classes (chance accuracy is ``1 / classes``).
+        params: the model's parameter count (its capacity, for the capacity guard).
     """
 
     label: str
@@ -55,6 +57,7 @@ class ModelERF:
     group: str = ""
     trained: bool | None = True
     classes: int = 10
+    params: int | None = None
 
     @property
     def last(self) -> dict[str, Any]:
@@ -108,7 +111,8 @@ def measure_model(model: torch.nn.Module, data: Any, label: str, name: str, atte
         row["clipped_fraction"] = float(m.clipped_fraction)
         rows.append(row)
     classes = len(getattr(data, "classes", ()) or ()) or 10
-    return ModelERF(label, name, attention, rows, classes=classes), list(res.notes)
+    params = int(sum(p.numel() for p in model.parameters()))
+    return ModelERF(label, name, attention, rows, classes=classes, params=params), list(res.notes)
 
 
 def near_chance(m: ModelERF) -> bool:

@@ -1,5 +1,6 @@
-"""Verdicts on hypothesis 2 from gain points: the real-data rule (:func:`verdict`) and the controlled
-grid's rule (:func:`controlled_verdict`), written out with their numbers."""
+"""The real-data verdict on hypothesis 2 from gain points (:func:`verdict`, written out with its numbers, with
+the capacity guard of :mod:`erf.study.preregistered`); the controlled grid's pre-registered rule is in
+:mod:`erf.study.preregistered`."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ def verdict(points: Sequence[dict[str, Any]], fit: dict[str, Any] | None,
     larger) with a CI from the two gain CIs; with 1 point, inconclusive about the trend. A
     single point's gain above 0 (CI excluded) at ratio < 1 is consistent with it; a gain
     below 0 at ratio < 1 contradicts it. Flagged (near-chance) models make any verdict inconclusive.
+
+    Capacity guard (:func:`erf.study.preregistered.capacity_guard`): points that carry a ``capacity`` (the
+    plain twin's parameter count) support or contradict the hypothesis only through ratios that differ
+    *within* one capacity; when every ratio difference is also a difference of architecture, a
+    ``supports`` / ``contradicts`` label becomes ``inconclusive``, and otherwise it stands only if the fit
+    with one intercept per capacity (:func:`~erf.study.preregistered.fixed_effects_fit`) has a slope of the
+    same sign with a 95 % CI excluding 0.
     """
     lines: list[str] = []
     label = "inconclusive"
@@ -88,6 +96,25 @@ def verdict(points: Sequence[dict[str, Any]], fit: dict[str, Any] | None,
             lines.append(f"{p['label']}: the ERF is smaller than the objects but attention lowers accuracy "
                          f"({100 * p['gain']:+.1f} pp [{100 * lo:+.1f}, {100 * hi:+.1f}]): contrary to the "
                          "hypothesis.")
+    if label in ("supports", "contradicts") and all(p.get("capacity") is not None for p in pts):
+        from erf.study.preregistered import capacity_guard, fixed_effects_fit
+
+        guard = capacity_guard(pts)
+        if not guard["ok"]:
+            lines.append(f"Capacity guard: {guard['reason']}; the verdict is inconclusive.")
+            label = "inconclusive"
+        else:
+            within = fixed_effects_fit([p["gain"] for p in pts], [math.log2(p["ratio"]) for p in pts],
+                                       [p["capacity"] for p in pts])
+            sign = -1 if label == "supports" else 1
+            holds = within is not None and (within["ci"][1] < 0 if sign < 0 else within["ci"][0] > 0)
+            if within is not None:
+                lines.append(f"Within equal capacity (one intercept per architecture): "
+                             f"{100 * within['slope']:+.1f} pp per doubling [95% CI {100 * within['ci'][0]:+.1f}, "
+                             f"{100 * within['ci'][1]:+.1f}].")
+            if not holds:
+                lines.append("The trend does not hold within equal capacity; the verdict is inconclusive.")
+                label = "inconclusive"
     if flagged:
         lines.append(f"Caution: {', '.join(flagged)} are within {100 * CHANCE_MARGIN:.0f} pp of chance accuracy "
                      "(untrained or under-trained), so their gains say nothing about attention; the verdict is "
@@ -97,72 +124,3 @@ def verdict(points: Sequence[dict[str, Any]], fit: dict[str, Any] | None,
                      "contradicts": "Verdict: the evidence CONTRADICTS hypothesis 2.",
                      "inconclusive": "Verdict: INCONCLUSIVE."}[label])
     return {"label": label, "text": " ".join(lines)}
-
-
-def controlled_verdict(rows: Sequence[dict[str, Any]], fit_all: dict[str, Any] | None = None
-                       ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Verdict of the controlled grid from its cells ``{"pair", "ratio", "gain", "gain_ci", "near_chance"}``.
-
-    The label is judged on the *trained* cells only (neither twin within
-    :data:`CHANCE_MARGIN` of chance: a near-chance model's gain says nothing about
-    attention) by :func:`verdict`; all cells near chance: inconclusive. A
-    ``supports`` / ``contradicts`` label from the fit across all trained cells
-    stands only if the same trend (slope CI excluding 0, same sign) also shows
-    within at least one pair (same architecture, only the object size varied)
-    and no pair shows the opposite one; otherwise it becomes ``inconclusive``: a
-    trend seen only across architectures confounds the ERF with capacity. The
-    text also gives the fit over all cells and the within-pair fits.
-
-    ``fit_all``: :func:`fit_gain` over all ``rows`` when the caller has it (else computed here).
-
-    Returns:
-        ``({"label", "text"}, fit over the trained cells or None)``.
-    """
-    if fit_all is None:
-        fit_all = fit_gain([r["ratio"] for r in rows], [r["gain"] for r in rows])
-    trained = [r for r in rows if not r["near_chance"]]
-    n_flag = len(rows) - len(trained)
-    if not trained:
-        return verdict(rows, fit_all, sorted({r.get("group", r["label"]) for r in rows})), None
-    fit_trained = fit_gain([r["ratio"] for r in trained], [r["gain"] for r in trained]) if n_flag else fit_all
-    v = verdict(trained, fit_trained)
-    within = {key: fit_gain([r["ratio"] for r in trained if r["pair"] == key],
-                            [r["gain"] for r in trained if r["pair"] == key])
-              for key in sorted({r["pair"] for r in rows})}
-    extra = []
-    if n_flag:
-        extra.append(f"Judged on the {len(trained)} of {len(rows)} cells where both twins are more than "
-                     f"{100 * CHANCE_MARGIN:.0f} pp above chance accuracy ({n_flag} near-chance cells left out: "
-                     "their gains say nothing about attention).")
-        extra.append(fit_text("over all cells, near-chance ones included", fit_all, len(rows)))
-    for key, f in within.items():
-        extra.append(fit_text(f"within {key} only (same architecture, object size varied"
-                               + (", trained cells)" if n_flag else ")"), f, sum(r["pair"] == key for r in trained)))
-    if v["label"] in ("supports", "contradicts"):
-        sign = -1 if v["label"] == "supports" else 1  # the sign of the slope that gave the label
-        signs = {k: (-1 if f["slope_ci"][1] < 0 else 1 if f["slope_ci"][0] > 0 else 0)
-                 for k, f in within.items() if f is not None}
-        agree = [k for k, s in signs.items() if s == sign]
-        against = [k for k, s in signs.items() if s == -sign]
-        why = (f"within {', '.join(against)} (same architecture, only the object size varied) the gain moves the "
-               "other way" if against else "no pair shows it within its own architecture (only the object size "
-               "varied), so it may be a difference of capacity between architectures rather than of ERF")
-        if against or not agree:
-            head = v["text"].split(". ", 1)[0] + "."
-            v = {"label": "inconclusive", "text": v["text"].replace(head, "Verdict: INCONCLUSIVE.", 1)
-                 + f" The trend across all trained cells is not attributed to the ERF: {why}."}
-    extra.append("Fits across pairs mix architectures (depth, width), so they confound the ERF with capacity; the "
-                 "within-pair fits vary only the object size.")
-    v["text"] += " " + " ".join(extra)
-    return v, fit_trained
-
-
-def fit_text(what: str, fit: dict[str, Any] | None, n: int) -> str:
-    if fit is None:
-        return f"Fit {what}: not possible (n = {n}; a fit needs 3 points at 2 or more ratios)."
-    lo, hi = fit["slope_ci"]
-    sign = "falls" if hi < 0 else "rises" if lo > 0 else "shows no detectable trend"
-    return (f"Fit {what}: {100 * fit['slope']:+.1f} pp per doubling of ERF/object [95% CI {100 * lo:+.1f}, "
-            f"{100 * hi:+.1f}], n = {fit['n']}, p = {fit['p_value']:.3g}: the gain {sign}"
-            + (" as the ERF grows relative to the objects" if sign != "shows no detectable trend" else "")
-            + (" (contrary to the hypothesis)." if lo > 0 else " (as the hypothesis predicts)." if hi < 0 else "."))
