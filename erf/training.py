@@ -86,6 +86,7 @@ def train(
     device: str | None = None,
     progress: bool = True,
     half_checkpoints: bool = False,
+    on_epoch: Any = None,
 ) -> dict[str, Any]:
     """Train ``model`` and write ``out_dir/{log.csv,best.pt,last.pt}``.
 
@@ -101,6 +102,8 @@ def train(
         device: ``cpu``, ``cuda`` or ``None`` (auto).
         progress: show a progress bar.
         half_checkpoints: store ``best.pt`` weights as float16 (``last.pt`` stays float32 for exact resume).
+        on_epoch: called with the epoch number (from 1) once that epoch's files are written (``erf train``
+            publishes its output set there).
 
     Returns:
         A summary: best and last test accuracy, epochs run, seconds.
@@ -108,6 +111,7 @@ def train(
     from tqdm import tqdm
 
     recipe = recipe or Recipe()
+    check_recipe(recipe)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
@@ -208,10 +212,28 @@ def train(
                    "generator": generator.get_state(), "epoch": epoch + 1, "log": rows},
         )
         _write_log(out / "log.csv", rows)
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
     bar.close()
     model.eval()
     return {"best_test_accuracy": best_acc, "last_test_accuracy": rows[-1]["test_acc"] if rows else None,
             "epochs": len(rows), "seconds": elapsed, "out": str(out)}
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Refuse hyper-parameters that cannot train (a zero batch, a NaN learning rate...).
+
+    Raises:
+        InputError: naming the field (``batch_size 0: must be an integer >= 1``).
+    """
+    for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
+        value = getattr(recipe, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"{value}: must be an integer >= {low}", param=name)
+    for name in ("lr", "momentum", "weight_decay"):
+        value = getattr(recipe, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise InputError(f"{value}: must be a finite number >= 0", param=name)
 
 
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:

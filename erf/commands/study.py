@@ -67,10 +67,16 @@ def _write_figures(figures: dict, out: Path) -> None:
         save_figure(fig, out / name)
 
 
+STUDY_FILES = ("study.json", "verdict.txt", "cells.json", "gain_vs_ratio.png", "erf_vs_size.png",
+               "erf_vs_objects_cdf.png")
+"""The files ``erf study --out`` writes (an older set's files matching these are replaced with ``--force``)."""
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     """``erf study``: hypothesis-2 study on real checkpoints or the controlled grid; exit code."""
-    from erf.atomic import prepare_output_dir, write_json, write_text
+    from erf.atomic import write_json, write_text
     from erf.devices import pick_device
+    from erf.outputs import OutputSet, output_set
 
     device = str(pick_device(args.device))
     progress = not args.quiet and not args.json and sys.stderr.isatty()
@@ -82,20 +88,26 @@ def cmd_study(args: argparse.Namespace) -> int:
             raise InputError("--controlled trains its own models: give no CKPT")
         if not args.out:
             raise InputError("--controlled needs --out (results are written and resumed there)")
-        out = prepare_output_dir(args.out, force=args.force)
-        cells_path = out / "cells.json"
-        previous = None
-        if cells_path.exists():
-            try:
-                previous = json.loads(cells_path.read_text())
-            except (OSError, json.JSONDecodeError):
-                previous = None
-        doc = run_controlled(args.budget, sizes=args.sizes, seeds=args.seeds, pairs=args.pairs, data=args.data,
-                             device=device, progress=progress, time_limit=args.time_limit, epochs=args.epochs,
-                             previous=previous, on_cell=lambda cells: write_json(cells_path, cells))
-        write_json(out / "study.json", doc)
-        write_text(out / "verdict.txt", doc["verdict"]["text"] + "\n")
-        _write_figures(controlled_figures(doc), out)
+        # finished cells of an earlier run (cells.json) are reused; after every new cell the set is published
+        with OutputSet(args.out, force=args.force, patterns=STUDY_FILES, seed=("cells.json",)) as stage:
+            cells_path = stage.path / "cells.json"
+            previous = None
+            if cells_path.exists():
+                try:
+                    previous = json.loads(cells_path.read_text())
+                except (OSError, json.JSONDecodeError):
+                    previous = None
+
+            def on_cell(cells: dict) -> None:
+                write_json(stage.path / "cells.json", cells)
+                stage.publish()
+
+            doc = run_controlled(args.budget, sizes=args.sizes, seeds=args.seeds, pairs=args.pairs, data=args.data,
+                                 device=device, progress=progress, time_limit=args.time_limit, epochs=args.epochs,
+                                 previous=previous, on_cell=on_cell)
+            write_json(stage.path / "study.json", doc)
+            write_text(stage.path / "verdict.txt", doc["verdict"]["text"] + "\n")
+            _write_figures(controlled_figures(doc), stage.path)
     else:
         from erf.data import load_source
         from erf.study.figures import real_study_figures
@@ -103,17 +115,16 @@ def cmd_study(args: argparse.Namespace) -> int:
 
         if not args.checkpoints:
             raise InputError("give at least one CKPT (or --controlled)")
-        if args.out:
-            out = prepare_output_dir(args.out, force=args.force)
-        data = load_source(args.data or "bundled", "test", count=args.images)
-        objects = load_objects(args.objects, data)
-        doc, models = study_models(args.checkpoints, data, objects, accuracy=args.accuracy,
-                                   bootstrap=args.bootstrap, seed=args.seed, device=device, trust=args.trust,
-                                   progress=progress, input_size=parse_size(args.input_size))
-        if args.out:
-            _write_figures(real_study_figures(doc, models, objects), out)
-            write_text(out / "verdict.txt", doc["verdict"]["text"] + "\n")
-            write_json(out / "study.json", doc)
+        with output_set(args.out, force=args.force, patterns=STUDY_FILES) as stage:
+            data = load_source(args.data or "bundled", "test", count=args.images)
+            objects = load_objects(args.objects, data)
+            doc, models = study_models(args.checkpoints, data, objects, accuracy=args.accuracy,
+                                       bootstrap=args.bootstrap, seed=args.seed, device=device, trust=args.trust,
+                                       progress=progress, input_size=parse_size(args.input_size))
+            if stage is not None:
+                _write_figures(real_study_figures(doc, models, objects), stage.path)
+                write_text(stage.path / "verdict.txt", doc["verdict"]["text"] + "\n")
+                write_json(stage.path / "study.json", doc)
     if args.json:
         print_json(doc)
         return 0
