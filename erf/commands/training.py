@@ -102,11 +102,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def write_safetensors(checkpoint: Path, target: Path) -> None:
     """Write the weights of the erf checkpoint ``checkpoint`` as ``target`` (safetensors: tensors and strings
     only, so it cannot carry code), unless ``target`` is already newer (``best.pt`` changes only on improvement)."""
-    from erf.checkpoints import save_safetensors
+    from erf.checkpoints import checkpoint_to_safetensors
 
     if target.exists() and target.stat().st_mtime_ns >= checkpoint.stat().st_mtime_ns:
         return
-    save_safetensors(checkpoint, target)
+    checkpoint_to_safetensors(checkpoint, target)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
