@@ -86,7 +86,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
         if args.checkpoints:
             raise InputError("--controlled trains its own models: give no CKPT")
-        if not args.out:
+        if args.out is None:
             raise InputError("--controlled needs --out (results are written and resumed there)")
         # finished cells of an earlier run (cells.json) are reused; after every new cell the set is published
         with OutputSet(args.out, force=args.force, patterns=STUDY_FILES, seed=("cells.json",)) as stage:

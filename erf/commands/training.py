@@ -64,13 +64,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                     weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
                     augment=not args.no_augment)
     check_recipe(recipe)
-    if args.resume and not (Path(args.out) / "last.pt").is_file():
-        raise CheckpointError(f"{Path(args.out) / 'last.pt'}: nothing to resume")
     # the run folder is published whole after every epoch: a crash keeps the last finished epoch's files
     with OutputSet(args.out, force=args.force, patterns=TRAIN_FILES, resume=args.resume,
                    seed=TRAIN_FILES if args.resume else ()) as stage:
         if args.resume:
-            _check_resumable(stage.path / "last.pt", name)
+            if not (stage.path / "last.pt").is_file():
+                raise CheckpointError(f"{Path(args.out) / 'last.pt'}: nothing to resume")
+            _check_resumable(Path(args.out) / "last.pt", name)
         train_data = load_source(args.data, "train", subset=args.subset)
         test_data = load_source(args.data, "test", subset=args.subset)
         print_notes(train_data.notes + test_data.notes)
