@@ -83,7 +83,11 @@ class Collector:
         self.notes: list[str] = []
 
     def bad(self, message: str) -> None:
-        """Record a malformed record: raise :class:`AnnotationError`, or count and note it under ``skip_bad``."""
+        """Record a malformed record: raise :class:`AnnotationError`, or count and note it under ``skip_bad``.
+
+        Messages are cut at 1000 characters (a hostile file's value is quoted, not dumped)."""
+        if len(message) > 1000:
+            message = message[:997] + "..."
         if not self.skip_bad:
             raise AnnotationError(message)
         self.skipped += 1

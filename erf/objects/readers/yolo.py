@@ -124,10 +124,10 @@ def read_yolo(path: Path, col: Collector, image_sizes: Any = None) -> None:
                 cls = int(parts[0]) if len(parts[0]) <= 18 else int("x")  # a class id, not a 5000-digit number
                 cx, cy, bw, bh = (float(v) for v in parts[1:])
             except ValueError:
-                col.bad(f"{where}: non-numeric field in {line.strip()!r}")
+                col.bad(f"{where}: non-numeric field in {line.strip()[:80]!r}")
                 continue
             if not all(0.0 <= v <= 1.0 for v in (cx, cy, bw, bh)):
-                col.bad(f"{where}: normalised values must lie in [0, 1], got {line.strip()!r}")
+                col.bad(f"{where}: normalised values must lie in [0, 1], got {line.strip()[:80]!r}")
                 continue
             label = names[cls] if 0 <= cls < len(names) else str(cls)
             col.add(where, f.stem, label, (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w,
