@@ -31,7 +31,10 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     if not m or int(m.group(1)) <= 0:
         raise InputError(f"--input-size {text!r}: expected a positive size like 64 or 64x48")
     h = int(m.group(1))
-    return (h, int(m.group(2) or h))
+    w = int(m.group(2) or h)
+    if h * w > 4096 * 4096:  # before any data is made at that size (noise:/constant: images are input-sized)
+        raise InputError(f"--input-size {text!r}: at most 4096 x 4096")
+    return (h, w)
 
 
 def add_measure_options(p: argparse.ArgumentParser) -> None:
