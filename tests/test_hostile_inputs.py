@@ -123,6 +123,8 @@ BAD_ANNOTATIONS = [
                   "unreadable CSV"),
     BadAnnotation("CSV 1e400 corner", _csv(b"a.jpg,1e400,1,9,9,32,32\n"), "non-finite"),
     BadAnnotation("mask PNG decompression bomb", _mask_bomb, "decompression bomb"),
+    BadAnnotation("/dev/zero as a CSV file", lambda tmp: Path("/dev/zero"), "not a regular file", "csv"),
+    BadAnnotation("/dev/zero, format guessed", lambda tmp: Path("/dev/zero"), "not a regular file"),
 ]
 
 

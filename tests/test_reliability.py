@@ -286,6 +286,8 @@ BAD_CHECKPOINTS = [
     BadCheckpoint("stride-0 view of 10^10 elements", _expanded, CheckpointError, "weight elements"),
     BadCheckpoint("truncated safetensors", _safetensors_truncated, CheckpointError, "safetensors"),
     BadCheckpoint("safetensors with a garbage header", _safetensors_bad_header, CheckpointError, "safetensors"),
+    BadCheckpoint("/dev/zero (torch.load would read forever)", lambda tmp: Path("/dev/zero"), CheckpointError,
+                  "not a regular file"),
 ]
 
 
@@ -663,6 +665,8 @@ BAD_INPUTS = [
     BadInput("cifar10 .npz: a member claiming 6 GB", _npz_claiming_terabytes, DataError, "GiB"),
     BadInput("tensor .npy claiming 10^12 elements", _npy_header_only((10**6, 3, 1000, 333), "huge.npy"), DataError,
              "GiB"),
+    BadInput("tensor:/dev/zero", lambda tmp: (["--data", "tensor:/dev/zero"], "/dev/zero"), DataError,
+             "not a regular file"),
     BadInput("tensor .npy shorter than its header", _npy_header_only((64, 3, 32, 32), "short.npy"), DataError,
              "truncated"),
 ]

@@ -100,6 +100,8 @@ def read_text(path: Path) -> str:
         AnnotationError: unreadable, over :data:`MAX_ANNOTATION_BYTES`, or not UTF-8 (naming the byte offset).
     """
     try:
+        if not path.is_file():  # /dev/zero, a FIFO: reading would never end
+            raise AnnotationError(f"{path}: not a regular file")
         size = path.stat().st_size
         if size > MAX_ANNOTATION_BYTES:
             raise AnnotationError(f"{path}: {size:,} bytes (at most {MAX_ANNOTATION_BYTES:,})")
