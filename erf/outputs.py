@@ -113,7 +113,7 @@ def _fsync_dir(path: Path) -> None:
 def _internal(rel: str) -> bool:
     """Whether ``rel`` (a path inside ``OUT``) is one of erf's own bookkeeping entries."""
     head = rel.split("/", 1)[0]
-    return head == LOCK or head.startswith(STAGING) or head == JOURNAL
+    return head == LOCK or head.startswith(STAGING) or head == JOURNAL or head.startswith(".erf-probe-")
 
 
 def _files(root: Path) -> list[str]:
@@ -222,6 +222,7 @@ class OutputSet:
         try:
             self._open()
         except BaseException:
+            self._discard()
             self._release()
             raise
         return self
