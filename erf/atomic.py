@@ -9,6 +9,7 @@ import io
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def pause_for_tests(point: str) -> None:
+    """Sleep when the environment variable ``ERF_TEST_PAUSE`` is ``POINT:SECONDS`` (a hook for tests that send real
+    signals mid-write, see :mod:`erf.outputs`; unset in normal use)."""
+    name, _, seconds = os.environ.get("ERF_TEST_PAUSE", "").partition(":")
+    if name == point and seconds:
+        with contextlib.suppress(ValueError):
+            time.sleep(float(seconds))
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
+    pause_for_tests("write")
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)

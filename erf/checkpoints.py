@@ -9,12 +9,20 @@ What ``load_checkpoint(spec)`` accepts:
 * a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper around either;
 * a registry name (``resnet20_cbam``): its bundled trained weights where the
   package ships them, random initialisation otherwise;
+* ``NAME@FILE``: a registry architecture with the weights of ``FILE``;
 * ``torchvision:NAME`` / ``timm:NAME``, optionally ``@FILE`` for local weights
-  (nothing is ever downloaded).
+  (nothing is ever downloaded);
+* ``.safetensors`` files anywhere a file is accepted (read with the ``safetensors`` package, never with
+  ``torch.load``: the format holds tensors and strings only, so it cannot carry code). ``erf train
+  --safetensors`` writes them, with the architecture in the header's ``__metadata__``.
 
-Files are read with ``torch.load(weights_only=True)``; a file that needs
-arbitrary unpickling is refused with :class:`~erf.errors.UnsafeCheckpointError`
-unless ``trust=True``.
+Pickle files are scanned first (:mod:`erf.safeload`: a bounded opcode walk that refuses implausibly long
+streams and names what a file imports), then read with ``torch.load(weights_only=True)``; a file that needs
+arbitrary unpickling is refused with :class:`~erf.errors.UnsafeCheckpointError` unless ``trust=True``, and
+with ``trust=True`` a :class:`TrustedCodeWarning` says so before it is unpickled. Weights are checked: integer,
+bool and complex tensors where the model has floating weights are refused, fp16/bf16/fp64 cast with a note;
+no checkpoint may ask for more than :data:`~erf.safeload.MAX_PARAMETERS` parameters (estimated on the meta
+device before allocating).
 """
 
 from __future__ import annotations
@@ -45,6 +53,10 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 class NonFiniteWeightsWarning(UserWarning):
     """A checkpoint holds NaN or Inf values."""
+
+
+class TrustedCodeWarning(UserWarning):
+    """A file is about to be unpickled in full because of ``trust=True``: it may run code."""
 
 
 @dataclass
@@ -173,50 +185,164 @@ def _plain(obj: Any) -> Any:
     return os.fspath(obj) if isinstance(obj, os.PathLike) else str(obj)
 
 
-def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
-    """``torch.load`` a file safely, mapping every failure to a typed error naming ``path``.
+SAFETENSORS_SUFFIX = ".safetensors"
 
-    Zip-format files are memory-mapped, so a large file is not read into memory twice.
+
+def is_safetensors(path: str | Path) -> bool:
+    """Whether ``path`` is a safetensors file: its suffix, or its header (a little-endian u64 length, then ``{``)."""
+    path = Path(path)
+    if path.suffix.lower() == SAFETENSORS_SUFFIX:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+        return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
+    except OSError:
+        return False
+
+
+def read_safetensors(path: str | Path) -> dict[str, Any]:
+    """Read a safetensors file: an erf checkpoint dict when its ``__metadata__`` says ``format: erf.checkpoint``
+    (``model``, ``model_kwargs`` and ``metadata`` are JSON strings there), else the plain ``{key: tensor}`` dict.
 
     Raises:
-        CheckpointError: missing, empty, truncated or not a checkpoint.
-        UnsafeCheckpointError: it needs arbitrary unpickling and ``trust`` is false.
+        CheckpointError: truncated, corrupt or not a safetensors file (the package validates header and offsets).
     """
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # SafetensorError, OSError, ValueError: the package's own checks
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({_first_line(str(exc))})") from None
+    if header.get("format") != FORMAT:
+        return tensors
+    try:
+        return {"format": FORMAT, "format_version": int(header.get("format_version", FORMAT_VERSION)),
+                "model": header["model"], "model_kwargs": json.loads(header.get("model_kwargs") or "{}"),
+                "metadata": json.loads(header.get("metadata") or "{}"), "state_dict": tensors}
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: safetensors header of an erf checkpoint is malformed ({exc})") from None
+
+
+def save_safetensors(path: str | Path, state: Mapping[str, torch.Tensor], name: str,
+                     kwargs: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None) -> None:
+    """Write ``state`` (a state dict) as a safetensors file, atomically, with the architecture in the header.
+
+    Args:
+        path: destination (``best.safetensors``).
+        state: ``{key: tensor}``; tensors are stored contiguous, each with its own memory.
+        name: registry name of the architecture.
+        kwargs: its constructor overrides (JSON in the header).
+        metadata: JSON-like facts (JSON in the header).
+    """
+    import json
+
+    from safetensors.torch import save
+
+    from erf.atomic import write_bytes
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "model": name,
+              "model_kwargs": json.dumps(_plain(dict(kwargs or {})), sort_keys=True),
+              "metadata": json.dumps(_plain(dict(metadata or {})), sort_keys=True)}
+    write_bytes(path, save(tensors, metadata=header))
+
+
+def checkpoint_to_safetensors(source: str | Path, target: str | Path) -> None:
+    """Convert the erf checkpoint ``source`` (``best.pt``) into ``target`` (``best.safetensors``).
+
+    Raises:
+        CheckpointError: ``source`` is not an erf checkpoint.
+    """
+    obj = read_checkpoint_file(source)
+    if not isinstance(obj, Mapping) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{source}: not an erf checkpoint")
+    save_safetensors(target, obj["state_dict"], str(obj["model"]), obj.get("model_kwargs"), obj.get("metadata"))
+
+
+def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
+    """Read a checkpoint file safely, mapping every failure to a typed error naming ``path``.
+
+    Safetensors files go to :func:`read_safetensors`. Pickle files are scanned first
+    (:func:`erf.safeload.scan_pickle`: refused when implausibly long for their tensors), then loaded with
+    ``torch.load(weights_only=True)``; zip-format files are memory-mapped, so a large file is not read into memory
+    twice. With ``trust``, a file the safe loader refuses is unpickled in full after a :class:`TrustedCodeWarning`.
+
+    Raises:
+        CheckpointError: missing, empty, truncated, implausibly long or not a checkpoint.
+        UnsafeCheckpointError: it needs arbitrary unpickling and ``trust`` is false (the message names what it
+            imports).
+    """
+    from erf.safeload import scan_pickle
+
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: empty file")
+    try:
+        if not path.exists():
+            raise CheckpointError(f"{path}: no such file")
+        if path.is_dir():
+            raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
+        if not path.is_file():
+            raise CheckpointError(f"{path}: not a regular file")
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"{path}: empty file")
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    if is_safetensors(path):
+        return read_safetensors(path)
+    scan = scan_pickle(path)
     is_zip = zipfile.is_zipfile(path)
+    try:
+        return _torch_load(path, weights_only=True, mmap=is_zip or None)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" not in text:
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(text)})") from None
+        imports = scan.unsafe if scan is not None else []
+        code = bool(imports) or any(m in text for m in _CODE_MARKERS)
+        # protocol 4+ streams (FRAME opcodes) are beyond the safe loader even without code; the full one reads them
+        framed = scan is not None and (scan.protocol or 0) >= 4
+        if not code and not (trust and framed):
+            # the safe unpickler stopped on a malformed stream (random bytes, JSON, text), not on code
+            detail = next((ln for ln in text.splitlines() if re.match(r"(Unsupported operand|String is too|"
+                                                                       r"Can only|unsupported persistent)", ln)),
+                          "malformed pickle stream")
+            hint = (f"; it is a pickle protocol {scan.protocol} stream, which only --trust can read"
+                    if framed else "")
+            raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint ({detail.strip()}){hint}") from None
+        what = f" (it imports {', '.join(imports[:3])}{', ...' if len(imports) > 3 else ''})" if imports else ""
+        if not trust:
+            raise UnsafeCheckpointError(
+                f"{path}: needs arbitrary unpickling, which can run code{what}; refused "
+                "(pass --trust only if you trust its author)"
+            ) from None
+        warnings.warn(TrustedCodeWarning(f"{path} may run code when loaded (--trust): the safe loader refused it"
+                                         f"{what}; unpickling it in full"), stacklevel=2)
+        try:
+            return _torch_load(path, weights_only=False, mmap=None)
+        except Exception as exc2:  # noqa: BLE001 - a hostile file can make the full unpickler raise anything
+            raise CheckpointError(f"{path}: failed to load with --trust ({type(exc2).__name__}: "
+                                  f"{_first_line(str(exc2))})") from None
+
+
+def _torch_load(path: Path, weights_only: bool, mmap: bool | None) -> Any:
+    """``torch.load`` onto the CPU with every failure but an unpickling refusal mapped to :class:`CheckpointError`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(
-                path, map_location="cpu", weights_only=not trust, mmap=is_zip or None
-            )
+            return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
+    except pickle.UnpicklingError:
+        raise
     except (ModuleNotFoundError, AttributeError) as exc:
-        if not trust:
+        if weights_only:
             raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint ({type(exc).__name__}: "
                                   f"{_first_line(str(exc))})") from None
         raise CheckpointError(
             f"{path}: a pickled model whose class cannot be found ({_first_line(str(exc))}): put the folder of the "
             "module that defines it on PYTHONPATH, or load its state dict with file.py:Class@FILE") from None
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "Weights only load failed" in text and not any(m in text for m in _CODE_MARKERS):
-            # the safe unpickler stopped on a malformed stream (random bytes, JSON, text), not on code
-            detail = next((ln for ln in text.splitlines() if re.match(r"(Unsupported operand|String is too|"
-                                                                       r"Can only|unsupported persistent)", ln)),
-                          "malformed pickle stream")
-            raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint ({detail.strip()})") from None
-        if "Weights only load failed" in text:
-            raise UnsafeCheckpointError(
-                f"{path}: needs arbitrary unpickling, which can run code; refused "
-                "(pass --trust only if you trust its author)"
-            ) from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(text)})") from None
     except (EOFError, RuntimeError, ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
         raise CheckpointError(
             f"{path}: truncated or not a PyTorch checkpoint ({_first_line(str(exc))})"
@@ -236,8 +362,21 @@ def _first_line(text: str) -> str:
     return line[:200]
 
 
+INTEGER_BUFFERS = ("num_batches_tracked",)
+"""Key endings of integer buffers every family may hold (batch norm's counter)."""
+
+
 def _clean_state_dict(state: Mapping[str, Any], source: str, notes: list[str]) -> dict[str, torch.Tensor]:
-    """Strip ``module.`` prefixes, cast fp16/bf16 to float32, report non-finite tensors."""
+    """Strip ``module.`` prefixes, cast fp16/bf16/fp64 to float32, report non-finite tensors.
+
+    Raises:
+        CheckpointError: non-string keys, non-tensor values, complex / quantized / sparse / data-less tensors,
+            or more than :data:`~erf.safeload.MAX_PARAMETERS` elements in all.
+    """
+    from erf.safeload import MAX_PARAMETERS
+
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{source}: the state_dict is a {type(state).__name__}, not a mapping")
     if not all(isinstance(k, str) for k in state):
         raise CheckpointError(f"{source}: state_dict keys are not all strings")
     out: dict[str, torch.Tensor] = {}
@@ -248,10 +387,20 @@ def _clean_state_dict(state: Mapping[str, Any], source: str, notes: list[str]) -
         if common is None:
             break
         strip += len(common)
-    stripped, cast, bad = strip > 0, set(), []
+    stripped, cast, bad, total = strip > 0, set(), [], 0
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{source}: entry {key!r} is {type(value).__name__}, not a tensor")
+        if value.is_complex():
+            raise CheckpointError(f"{source}: {key} holds {str(value.dtype).replace('torch.', '')} values; "
+                                  "complex weights are refused")
+        if value.is_quantized or value.layout != torch.strided or value.is_meta:
+            kind = "quantized" if value.is_quantized else "meta (no data)" if value.is_meta else str(value.layout)
+            raise CheckpointError(f"{source}: {key} is a {kind} tensor; only dense weights are supported")
+        total += value.numel()
+        if total > MAX_PARAMETERS:
+            raise CheckpointError(f"{source}: holds more than {MAX_PARAMETERS:,} weight elements (e.g. {key} "
+                                  f"{tuple(value.shape)}); refused")
         key = key[strip:]
         if value.is_floating_point():
             if value.dtype != torch.float32:
@@ -279,7 +428,17 @@ def infer_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str
     Raises:
         ArchitectureError: the layout matches no registered family.
     """
-    found = infer_family(state)
+    scalar = next((k for k, v in state.items() if k.endswith(".weight") and getattr(v, "ndim", 1) == 0), None)
+    if scalar is not None:
+        raise ArchitectureError(f"{scalar} is a 0-d tensor; a layer's weight has at least one dimension")
+    try:
+        found = infer_family(state)
+    except ArchitectureError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError, RuntimeError) as exc:
+        # a layout that looks like a family's but is broken: a missing key, a 0-d weight, a zero-sized group
+        what = f"missing key {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise ArchitectureError(f"the keys look like a known architecture but do not fit it ({what})") from None
     if found is None:
         sample = ", ".join(sorted(state)[:3])
         raise ArchitectureError(f"unknown architecture (keys start {sample}, ...); name the architecture: "
@@ -293,6 +452,13 @@ def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
+    dtypes = [k for k in own if k in state and own[k].is_floating_point() and not state[k].is_floating_point()
+              and not k.endswith(INTEGER_BUFFERS)]
+    if dtypes:
+        k = dtypes[0]
+        raise ArchitectureError(f"{source}: {k} holds {str(state[k].dtype).replace('torch.', '')} values where the "
+                                f"model has {str(own[k].dtype).replace('torch.', '')} weights ({len(dtypes)} such "
+                                "tensors); integer and bool weights are refused")
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
@@ -307,6 +473,35 @@ def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str)
     if problems:
         raise ArchitectureError(f"{source}: weights do not fit the architecture: {'; '.join(problems)}")
     model.load_state_dict(state, strict=True)
+
+
+def check_model_kwargs(name: str, kwargs: Mapping[str, Any], source: str) -> int:
+    """Build registry model ``name`` with ``kwargs`` on the meta device (no memory) and count its parameters.
+
+    Returns:
+        The parameter (and buffer) count.
+
+    Raises:
+        ArchitectureError: ``kwargs`` do not build the model (negative widths, unknown arguments...) or ask for
+            more than :data:`~erf.safeload.MAX_PARAMETERS` parameters.
+        UnknownModelError: ``name`` is not registered.
+    """
+    from erf.models import get_entry
+    from erf.safeload import MAX_PARAMETERS, estimate_parameters
+
+    entry = get_entry(name)
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise ArchitectureError(f"{source}: model_kwargs must be a mapping of argument names, got {kwargs!r:.80}")
+    shown = ", ".join(f"{k}={v!r:.40}" for k, v in kwargs.items())
+    try:
+        count = estimate_parameters(lambda: entry.build(**kwargs))
+    except Exception as exc:  # whatever the constructor raises for nonsense (negative sizes: RuntimeError)
+        raise ArchitectureError(f"{source}: model_kwargs ({shown}) do not build {name}: "
+                                f"{type(exc).__name__}: {_first_line(str(exc))}") from None
+    if count > MAX_PARAMETERS:
+        raise ArchitectureError(f"{source}: model_kwargs ({shown}) ask for {count:,} parameters "
+                                f"(at most {MAX_PARAMETERS:,}); refused before allocating")
+    return count
 
 
 def _from_state(
@@ -324,10 +519,11 @@ def _from_state(
         except ArchitectureError as exc:
             raise ArchitectureError(f"{source}: {exc}") from None
         notes.append(f"architecture inferred from keys: {name} {kwargs or ''}".strip())
+    check_model_kwargs(name, kwargs, source)
     try:
         model = create_model(name, **kwargs)
-    except TypeError as exc:
-        raise ArchitectureError(f"{source}: bad model arguments {kwargs}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ArchitectureError(f"{source}: bad model arguments {kwargs}: {_first_line(str(exc))}") from None
     _load_into(model, clean, source)
     trained = True if (metadata_accuracy(metadata) is not None or "epochs" in metadata) else None
     return LoadedModel(model.eval(), canonical_name(name), source, kwargs, metadata, trained, notes)
@@ -347,10 +543,15 @@ def _from_payload(obj: Any, source: str) -> LoadedModel:
         for key in ("model", "state_dict"):
             if key not in obj:
                 raise CheckpointError(f"{source}: erf checkpoint without {key!r}")
-        return _from_state(
-            obj["state_dict"], source, str(obj["model"]), dict(obj.get("model_kwargs") or {}),
-            dict(obj.get("metadata") or {}), notes,
-        )
+        kwargs, metadata = obj.get("model_kwargs") or {}, obj.get("metadata") or {}
+        if not isinstance(kwargs, Mapping):
+            raise CheckpointError(f"{source}: model_kwargs is a {type(kwargs).__name__}, not a mapping")
+        if not isinstance(metadata, Mapping):
+            notes.append(f"metadata is a {type(metadata).__name__}, not a mapping; ignored")
+            metadata = {}
+        if not isinstance(obj["model"], str):
+            raise CheckpointError(f"{source}: model name is a {type(obj['model']).__name__}, not a string")
+        return _from_state(obj["state_dict"], source, obj["model"], dict(kwargs), dict(metadata), notes)
     for wrapper in ("state_dict", "model", "model_state_dict", "net"):
         inner = obj.get(wrapper)
         if isinstance(inner, nn.Module):
@@ -387,11 +588,34 @@ def _spec_model(spec: str, trust: bool, seed: int = 0) -> LoadedModel:
     return LoadedModel(built.model, built.name, spec, {}, {}, trained, notes, built.input_size, built.normalization)
 
 
+def _registry_with_weights(arch: str, weights: str, trust: bool) -> LoadedModel:
+    """``NAME@FILE``: build registry model ``NAME`` (its default arguments, or the file's erf ``model_kwargs``) and
+    load the weights of ``FILE`` into it (strictly)."""
+    obj = read_checkpoint_file(weights, trust)
+    notes: list[str] = []
+    kwargs: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        if obj.get("model") != canonical_name(arch):
+            notes.append(f"{weights} was saved as {obj.get('model')!r}; loaded into {arch}")
+        kwargs = dict(obj.get("model_kwargs") or {}) if isinstance(obj.get("model_kwargs"), Mapping) else {}
+        metadata = dict(obj.get("metadata") or {}) if isinstance(obj.get("metadata"), Mapping) else {}
+        obj = obj.get("state_dict")
+    elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{weights}: not a state_dict")
+    loaded = _from_state(obj, weights, canonical_name(arch), kwargs, metadata, notes)
+    loaded.source = f"{arch}@{weights}"
+    return loaded
+
+
 def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> LoadedModel:
     """Load a model from a checkpoint file, a registry name or a library spec.
 
     Args:
-        spec: path, registry name, or a spec of :mod:`erf.specs` (``torchvision:NAME[@FILE]``,
+        spec: path (``.pt``, ``.pth``, ``.safetensors``...), registry name, ``NAME@FILE`` (a registry
+            architecture with a file's weights), or a spec of :mod:`erf.specs` (``torchvision:NAME[@FILE]``,
             ``timm:NAME[@FILE]``, ``path/to/file.py:NAME[@FILE]``, ``package.module:NAME[@FILE]``).
         trust: allow arbitrary unpickling (only for files from a trusted author).
         seed: seed of the random initialisation used when no weights exist (registry names without
@@ -407,6 +631,9 @@ def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> Loa
     path = Path(text)
     if specs.is_library_spec(text) or (not path.exists() and specs.is_code_spec(text)):
         return _spec_model(text, trust, seed)
+    arch, at, weights = text.partition("@")
+    if at and not path.exists() and is_model(arch):  # NAME@FILE: a registry architecture, the file's weights
+        return _registry_with_weights(arch, weights, trust)
     if not path.exists() and is_model(text):
         weights = bundled_weights(text)
         if weights is not None:

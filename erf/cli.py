@@ -140,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display; the library leaves the backend to its caller
+    previous = _on_sigterm(_terminated)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -149,10 +150,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"erf {args.command}: error: {exc.describe(flag_of(exc.param, args))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"erf {args.command}: interrupted; no half-written file was left behind", file=sys.stderr)
+        print(f"erf {args.command}: interrupted; --out keeps its previous content, no half-written file was left "
+              "behind", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        if previous is not None:
+            _on_sigterm(previous)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM (``kill``, a job scheduler) ends a run like Ctrl-C: the output set is rolled back."""
+    raise KeyboardInterrupt
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Install ``handler`` for SIGTERM; return the previous one (``None`` outside the main thread)."""
+    import signal
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # not the main thread
+        return None
 
 
 def entry_point() -> None:

@@ -44,7 +44,7 @@ from erf.errors import InputError
 from erf.layers import match_layers
 from erf.measurement import LayerERF, Measurement, as_image_set, measure
 from erf.metrics import erf_metrics
-from erf.statistics import percentile_interval, signed_rank_test
+from erf.statistics import check_resamples, percentile_interval, signed_rank_test
 
 SCHEMA = "erf.compare/1"
 COMPARED_METRICS = ("radius.25", "radius.50", "radius.75", "radius.95")
@@ -387,6 +387,7 @@ def compare(
     """
     if len(models) < 2:
         raise InputError("compare needs two or more models")
+    check_resamples(bootstrap)
     loaded = [as_loaded(m) for m in models]
     specs = [lm.source for lm in loaded]
     names = list(labels) if labels else _labels(loaded, specs)

@@ -15,20 +15,69 @@ import torch
 
 from erf.errors import InputError
 
+MAX_WORLD_SIZE = 4096
+"""More processes than this in ``WORLD_SIZE`` is taken as a garbage environment, not a real job."""
+JOIN_TIMEOUT_S = 300
+"""Seconds to wait for every rank to join (``ERF_DIST_TIMEOUT`` overrides): a missing rank ends in an error, not a
+hang of the default 30 minutes."""
+
+
+def _env_int(name: str, low: int, high: int | None = None) -> int:
+    text = os.environ.get(name)
+    if text is None:
+        raise InputError(f"{name} is not set; launch with `torchrun --nproc-per-node K -m erf measure ... "
+                         "--distributed`", param="distributed")
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise InputError(f"{name}={text!r} is not an integer (set by torchrun)", param="distributed") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise InputError(f"{name}={value} must be {bound}", param="distributed")
+    return value
+
+
+def env_rank() -> int:
+    """This process's rank from torchrun's environment (``RANK`` and ``WORLD_SIZE``), checked.
+
+    Raises:
+        InputError: a variable is missing, not an integer, or out of range (``0 <= RANK < WORLD_SIZE <=``
+            :data:`MAX_WORLD_SIZE`).
+    """
+    world = _env_int("WORLD_SIZE", 1, MAX_WORLD_SIZE)
+    return _env_int("RANK", 0, world - 1)
+
 
 def init_from_env(device: str = "cpu") -> tuple[int, int]:
-    """Initialise ``torch.distributed`` from torchrun's environment; return ``(rank, world size)``."""
+    """Initialise ``torch.distributed`` from torchrun's environment; return ``(rank, world size)``.
+
+    Raises:
+        InputError: a garbage environment (see :func:`env_rank`; ``LOCAL_RANK``, ``MASTER_ADDR``,
+            ``MASTER_PORT``), or the group cannot be joined (a rank missing after :data:`JOIN_TIMEOUT_S`).
+    """
+    import datetime
+
     import torch.distributed as dist
 
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise InputError("--distributed: RANK/WORLD_SIZE are not set; launch with "
-                         "`torchrun --nproc-per-node K -m erf measure ... --distributed`")
+    env_rank()
+    local = _env_int("LOCAL_RANK", 0) if "LOCAL_RANK" in os.environ else 0
+    if not os.environ.get("MASTER_ADDR"):
+        raise InputError("MASTER_ADDR is not set (set by torchrun)", param="distributed")
+    _env_int("MASTER_PORT", 1, 65535)
+    try:
+        timeout = float(os.environ.get("ERF_DIST_TIMEOUT", JOIN_TIMEOUT_S))
+    except ValueError:
+        timeout = JOIN_TIMEOUT_S
     backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend=backend)
+    try:
+        if backend == "nccl":
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout))
+    except (RuntimeError, ValueError, OSError) as exc:  # DistNetworkError / DistStoreError are RuntimeErrors
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"cannot join the process group ({first})", param="distributed") from None
     return dist.get_rank(), dist.get_world_size()
 
 

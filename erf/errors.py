@@ -74,8 +74,16 @@ class AnnotationError(DataError):
     """An annotation file or record is malformed."""
 
 
-class OutputExistsError(ErfError):
+class OutputError(ErfError):
+    """An output path cannot be written (read-only file system, no permission, a name too long, empty)."""
+
+
+class OutputExistsError(OutputError):
     """An output path exists and ``force`` was not given."""
+
+
+class OutputBusyError(OutputError):
+    """Another `erf` run is writing the same output path (it holds its lock)."""
 
 
 class InputError(ErfError):

@@ -24,6 +24,7 @@ from erf.errors import DataError, InputError, UndefinedERFError
 from erf.layers import default_layers, resolve_layer
 from erf.metrics import ERFMetrics, bootstrap_ci, erf_metrics, level_key
 from erf.probes import TRF, Target, make_probe, trace_receptive_fields
+from erf.statistics import check_resamples
 
 SCHEMA = "erf.measure/1"
 
@@ -300,6 +301,7 @@ def measure(
                                ("groups", groups, 1)):
         if not isinstance(value, (int, np.integer)) or value < low:
             raise InputError(f"{value}: must be an integer >= {low}", param=option)
+    check_resamples(bootstrap)
     if tol is not None and not (math.isfinite(tol) and tol > 0):
         raise InputError(f"{tol}: must be a positive number (a relative CI half-width, e.g. 0.05)", param="tol")
     if model.training:

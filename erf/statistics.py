@@ -14,6 +14,24 @@ from typing import Any
 
 import numpy as np
 
+MAX_RESAMPLES = 10_000
+"""Bootstrap resamples at most (50 x the default 200): each resample recomputes every metric of every layer."""
+
+
+def check_resamples(value: Any, param: str = "bootstrap") -> int:
+    """``value`` as a resample count in ``[0, MAX_RESAMPLES]``.
+
+    Raises:
+        InputError: not an integer, negative or above :data:`MAX_RESAMPLES` (naming ``param``).
+    """
+    from erf.errors import InputError
+
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InputError(f"{value}: must be an integer >= 0", param=param)
+    if value > MAX_RESAMPLES:
+        raise InputError(f"{value}: at most {MAX_RESAMPLES:,} resamples (the default is 200)", param=param)
+    return int(value)
+
 
 def percentile_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Equal-tailed percentile interval ``(q_{a}, q_{1-a})``, ``a = (1 - level) / 2``, of ``values``."""

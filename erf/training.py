@@ -90,6 +90,7 @@ def train(
     checkpoints: str = "epoch",
     evaluate_every_epoch: bool = True,
     channels_last: bool = False,
+    on_epoch: Any = None,
 ) -> dict[str, Any]:
     """Train ``model`` and write ``out_dir/{log.csv,best.pt,last.pt}``.
 
@@ -115,6 +116,8 @@ def train(
             (rows of earlier epochs then have NaN test metrics).
         channels_last: train in the channels-last memory format (faster for small convolutions on CPU;
             same results up to float rounding); the model is returned in it.
+        on_epoch: called with the epoch number (from 1) once that epoch's files are written (``erf train``
+            publishes its output set there).
 
     Returns:
         A summary: best and last test accuracy, last-epoch running train accuracy, epochs run, seconds.
@@ -122,6 +125,7 @@ def train(
     from tqdm import tqdm
 
     recipe = recipe or Recipe()
+    check_recipe(recipe)
     if checkpoints not in ("epoch", "end", "none"):
         raise InputError(f"checkpoints={checkpoints!r}: use epoch, end or none")
     if out_dir is None and checkpoints != "none":
@@ -249,11 +253,29 @@ def train(
                    "generator": generator.get_state(), "epoch": epoch + 1, "log": rows},
         )
         _write_log(out / "log.csv", rows)
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
     bar.close()
     model.eval()
     return {"best_test_accuracy": best_acc, "last_test_accuracy": rows[-1]["test_acc"] if rows else None,
             "last_train_accuracy": rows[-1]["train_acc"] if rows else None,
             "epochs": len(rows), "seconds": elapsed, "out": str(out) if checkpoints != "none" else None}
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Refuse hyper-parameters that cannot train (a zero batch, a NaN learning rate...).
+
+    Raises:
+        InputError: naming the field (``batch_size 0: must be an integer >= 1``).
+    """
+    for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
+        value = getattr(recipe, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"{value}: must be an integer >= {low}", param=name)
+    for name in ("lr", "momentum", "weight_decay"):
+        value = getattr(recipe, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise InputError(f"{value}: must be a finite number >= 0", param=name)
 
 
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:

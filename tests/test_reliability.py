@@ -1,4 +1,4 @@
-"""Reliability and safety under bad input (issue 9): a table-driven suite.
+"""Reliability and safety under bad input (issues 9 and 17): a table-driven suite.
 
 Every bad-input case asserts the EXACT error class and that the message names
 the offending file or argument, once through the library and once through the
@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from erf import atomic
-from erf.checkpoints import NonFiniteWeightsWarning, load_checkpoint, save_checkpoint
+from erf.checkpoints import NonFiniteWeightsWarning, TrustedCodeWarning, load_checkpoint, save_checkpoint
 from erf.data import ImageSet, load_source
 from erf.errors import (
     ArchitectureError,
@@ -156,6 +156,97 @@ def _missing(tmp: Path) -> Path:
     return tmp / "no_such_file.pt"
 
 
+# ---------------------------------------------------------------- round two (issue 17)
+class _Eval:
+    """Pickles to ``eval(...)`` that creates ``marker``: a protocol-4 payload torch's safe loader calls corrupt."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (eval, (f"__import__('os').makedirs({self.marker!r})",))
+
+
+def _none_bomb(tmp: Path) -> Path:
+    """A 10 KB zip whose data.pkl is 10^7 NONE opcodes (deflated): 52 s and 600 MB in torch.load before."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp / "bomb.pt", "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("bomb/data.pkl", b"\x80\x02" + b"N" * 10**7 + b".")
+        z.writestr("bomb/byteorder", "little")
+        z.writestr("bomb/version", "3\n")
+    return tmp / "bomb.pt"
+
+
+def _legacy_none_bomb(tmp: Path) -> Path:
+    (tmp / "bomb_legacy.pt").write_bytes(b"\x80\x02" + b"N" * 10**7 + b".")
+    return tmp / "bomb_legacy.pt"
+
+
+def _eval_protocol4(tmp: Path) -> Path:
+    torch.save({"state_dict": _state(), "x": _Eval(tmp / "MARKER")}, tmp / "eval4.pt", pickle_protocol=4)
+    return tmp / "eval4.pt"
+
+
+def _without_fc(tmp: Path) -> Path:
+    state = _state("resnet20")
+    del state["fc.weight"]
+    torch.save(state, tmp / "no_fc.pth")
+    return tmp / "no_fc.pth"
+
+
+def _scalar_weight(tmp: Path) -> Path:
+    state = _state()
+    state["conv1.weight"] = torch.tensor(1.0)
+    torch.save(state, tmp / "scalar.pth")
+    return tmp / "scalar.pth"
+
+
+def _kwargs(widths) -> Callable[[Path], Path]:
+    def build(tmp: Path) -> Path:
+        torch.manual_seed(0)
+        save_checkpoint(tmp / "kwargs.pt", create_model("twoconv"), "twoconv", {"widths": widths})
+        return tmp / "kwargs.pt"
+
+    return build
+
+
+def _kwargs_not_a_mapping(tmp: Path) -> Path:
+    torch.save({"format": "erf.checkpoint", "format_version": 1, "model": "twoconv", "model_kwargs": [1, 2],
+                "state_dict": _state()}, tmp / "kwargs_list.pt")
+    return tmp / "kwargs_list.pt"
+
+
+def _dtype(dtype: torch.dtype) -> Callable[[Path], Path]:
+    def build(tmp: Path) -> Path:
+        torch.save({k: v.to(dtype) if v.is_floating_point() else v for k, v in _state().items()}, tmp / "typed.pth")
+        return tmp / "typed.pth"
+
+    return build
+
+
+def _expanded(tmp: Path) -> Path:
+    """One stored element viewed as 10^5 x 10^5 (stride 0): tiny file, 10^10 elements once materialised."""
+    state = _state()
+    state["conv1.weight"] = torch.zeros(1).expand(10**5, 10**5)
+    torch.save(state, tmp / "expanded.pth")
+    return tmp / "expanded.pth"
+
+
+def _safetensors_truncated(tmp: Path) -> Path:
+    from safetensors.torch import save_file
+
+    save_file(_state(), tmp / "w.safetensors")
+    data = (tmp / "w.safetensors").read_bytes()
+    (tmp / "w.safetensors").write_bytes(data[: len(data) // 2])
+    return tmp / "w.safetensors"
+
+
+def _safetensors_bad_header(tmp: Path) -> Path:
+    (tmp / "bad.safetensors").write_bytes((40).to_bytes(8, "little") + b"{not json at all" + b" " * 24 + b"x" * 64)
+    return tmp / "bad.safetensors"
+
+
 @dataclass(frozen=True)
 class BadCheckpoint:
     id: str
@@ -179,6 +270,24 @@ BAD_CHECKPOINTS = [
     BadCheckpoint("a pickled list", _not_a_dict, CheckpointError, "list"),
     BadCheckpoint("a folder", _folder, CheckpointError, "folder"),
     BadCheckpoint("missing file", _missing, CheckpointError, "no such file"),
+    # round two (issue 17)
+    BadCheckpoint("10^7 NONE opcodes in a 10 KB zip", _none_bomb, CheckpointError, "opcodes for 0 tensor records"),
+    BadCheckpoint("10^7 NONE opcodes, legacy pickle", _legacy_none_bomb, CheckpointError, "refused"),
+    BadCheckpoint("protocol-4 pickle calling eval", _eval_protocol4, UnsafeCheckpointError, "builtins.eval"),
+    BadCheckpoint("state_dict without fc.weight", _without_fc, ArchitectureError, "missing key 'fc.weight'"),
+    BadCheckpoint("0-d weight", _scalar_weight, ArchitectureError, "conv1.weight is a 0-d tensor"),
+    BadCheckpoint("model_kwargs widths 10^6 (36 TB)", _kwargs((10**6, 10**6)), ArchitectureError,
+                  "ask for 9,000,045,000,012 parameters"),
+    BadCheckpoint("model_kwargs widths -1", _kwargs((-1, 8)), ArchitectureError, "negative dimension"),
+    BadCheckpoint("model_kwargs not a mapping", _kwargs_not_a_mapping, CheckpointError, "model_kwargs is a list"),
+    BadCheckpoint("int64 weights", _dtype(torch.int64), ArchitectureError, "int64 values where the model has float32"),
+    BadCheckpoint("bool weights", _dtype(torch.bool), ArchitectureError, "bool values"),
+    BadCheckpoint("complex weights", _dtype(torch.complex64), CheckpointError, "complex weights are refused"),
+    BadCheckpoint("stride-0 view of 10^10 elements", _expanded, CheckpointError, "weight elements"),
+    BadCheckpoint("truncated safetensors", _safetensors_truncated, CheckpointError, "safetensors"),
+    BadCheckpoint("safetensors with a garbage header", _safetensors_bad_header, CheckpointError, "safetensors"),
+    BadCheckpoint("/dev/zero (torch.load would read forever)", lambda tmp: Path("/dev/zero"), CheckpointError,
+                  "not a regular file"),
 ]
 
 
@@ -206,13 +315,33 @@ def test_code_runs_only_with_trust(build: Callable[[Path], Path], tmp_path: Path
     path = build(tmp_path)
     marker = tmp_path / "MARKER"
     assert not marker.exists()
-    loaded = load_checkpoint(path, trust=True)
+    with pytest.warns(TrustedCodeWarning, match="may run code when loaded") as record:
+        loaded = load_checkpoint(path, trust=True)
     assert marker.exists(), "--trust must really unpickle the file (the oracle: its code ran)"
+    assert str(path) in str(record[0].message) and "os.makedirs" in str(record[0].message)
     assert loaded.name == "twoconv" and loaded.trained is None  # a raw state dict: training not recorded
     os.rmdir(marker)
     code, _, err = run_cli("layers", str(path), "--trust")
     assert code == 0, err
     assert marker.exists()
+    warned = [ln for ln in err.splitlines() if ln.startswith("warning: ")]
+    assert len(warned) == 1 and f"{path} may run code when loaded (--trust)" in warned[0], err
+
+
+def test_trust_warns_before_the_payload_runs(tmp_path: Path, run_cli) -> None:
+    """The issue's case: under --trust a payload ran and nothing said so. The warning line comes first."""
+    class Loud:
+        def __reduce__(self):
+            return (eval, ("__import__('sys').stderr.write('PAYLOAD RAN\\n')",))
+
+    torch.save({"state_dict": _state(), "x": Loud()}, tmp_path / "loud.pt", pickle_protocol=4)
+    code, _, err = run_cli("layers", str(tmp_path / "loud.pt"), "--trust")
+    lines = err.splitlines()
+    assert code == 0 and "PAYLOAD RAN" in lines, err
+    first = next(k for k, ln in enumerate(lines) if ln.startswith("warning: "))
+    assert first < lines.index("PAYLOAD RAN") and "builtins.eval" in lines[first]
+    code, _, err = run_cli("layers", str(_valid(tmp_path)), "--trust")  # nothing to warn about: safe to load
+    assert code == 0 and "warning:" not in err
 
 
 def test_usage_errors_are_one_line(run_cli, capsys) -> None:
@@ -270,6 +399,7 @@ def _expected_state(kind: str) -> dict[str, torch.Tensor]:
 LOADS_WITH_NOTE = [
     ("float16 state_dict", _cast(torch.float16), "cast float16 tensors to float32", "float16"),
     ("bfloat16 state_dict", _cast(torch.bfloat16), "cast bfloat16 tensors to float32", "bfloat16"),
+    ("float64 state_dict", _cast(torch.float64), "cast float64 tensors to float32", "float32"),
     ("DataParallel module. prefix", _data_parallel, "stripped a DataParallel", "float32"),
     ("erf checkpoint saved with half=True", _erf_half, "cast float16 tensors to float32", "float16"),
 ]
@@ -393,6 +523,87 @@ def _args(*argv: str):
     return lambda tmp: (list(argv), argv[-1])
 
 
+# ---------------------------------------------------------------- round two (issue 17)
+def _png_header(path: Path, width: int, height: int) -> None:
+    """A tiny PNG file that claims ``width x height`` 1-bit pixels (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def _bomb_folder(width: int) -> Callable[[Path], tuple[list[str], str]]:
+    def build(tmp: Path):
+        folder = tmp / "imgs"
+        folder.mkdir()
+        _png_header(folder / "bomb.png", width, width)
+        return ["--data", f"folder:{folder}"], str(folder / "bomb.png")
+
+    return build
+
+
+def _folder_link(target: str) -> Callable[[Path], tuple[list[str], str]]:
+    def build(tmp: Path):
+        from PIL import Image
+
+        folder = tmp / "imgs"
+        folder.mkdir()
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(folder / "good.png")
+        os.symlink(target, folder / "system.png")
+        return ["--data", f"folder:{folder}"], str(folder / "system.png")
+
+    return build
+
+
+def _npz(**arrays) -> Callable[[Path], tuple[list[str], str]]:
+    def build(tmp: Path):
+        np.savez(tmp / "cifar.npz", **arrays)
+        return ["--data", f"cifar10:{tmp / 'cifar.npz'}"], str(tmp / "cifar.npz")
+
+    return build
+
+
+def _npz_claiming_terabytes(tmp: Path):
+    """An .npz whose x_test header claims 6 GB (a deflated member could expand to that): refused from the header."""
+    import io
+    import zipfile
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "|u1", "fortran_order": False,
+                                                "shape": (2_000_000, 32, 32, 3)})
+    with zipfile.ZipFile(tmp / "cifar.npz", "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("x_test.npy", b"\x93NUMPY\x01\x00" + head.getvalue()[8:] + b"\x00" * 4096)
+        buf = io.BytesIO()
+        np.save(buf, np.zeros(2, np.int64))
+        z.writestr("y_test.npy", buf.getvalue())
+    return ["--data", f"cifar10:{tmp / 'cifar.npz'}"], str(tmp / "cifar.npz")
+
+
+def _npy_header_only(shape: tuple[int, ...], name: str):
+    def build(tmp: Path):
+        import io
+
+        head = io.BytesIO()
+        np.lib.format.write_array_header_1_0(head, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        (tmp / name).write_bytes(b"\x93NUMPY\x01\x00" + head.getvalue()[8:] + b"\x00" * 64)
+        return ["--data", f"tensor:{tmp / name}"], str(tmp / name)
+
+    return build
+
+
+def _cuda(device: str):
+    def build(tmp: Path):
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA; the case is about a machine without it")
+        return ["--device", device], device
+
+    return build
+
+
 @dataclass(frozen=True)
 class BadInput:
     id: str
@@ -429,6 +640,35 @@ BAD_INPUTS = [
     BadInput("NaN --tol", _args("--tol", "nan"), InputError, "--tol"),
     BadInput("negative seed", _args("--seed", "-1"), InputError, "--seed"),
     BadInput("CUDA device that does not exist", _args("--device", "cuda:99"), InputError, "--device"),
+    # round two (issue 17)
+    BadInput("--images 10^9 of noise (12 TB)", _args("--data", "noise:0", "--images", "1000000000"), InputError,
+             "--images"),
+    BadInput("--bootstrap 10^7", _args("--bootstrap", "10000000"), InputError, "--bootstrap"),
+    BadInput("--tol 0", _args("--tol", "0"), InputError, "--tol"),
+    BadInput("--device cuda without CUDA", _cuda("cuda"), InputError, "--device"),
+    BadInput("--device cuda:7 without CUDA", _cuda("cuda:7"), InputError, "--device"),
+    BadInput("folder: decompression-bomb PNG (900 Mpx)", _bomb_folder(30000), DataError, "decompression bomb"),
+    BadInput("folder: PNG over 64 Mpx", _bomb_folder(9000), DataError, "refused before decoding"),
+    BadInput("folder: symlink to a system file", _folder_link("/etc/passwd"), DataError, "corrupt or unreadable"),
+    BadInput("folder: symlink to a device", _folder_link("/dev/zero"), DataError, "not a regular image file"),
+    BadInput("cifar10 .npz: float pixels", _npz(x_test=np.zeros((2, 32, 32, 3)), y_test=np.zeros(2, int)), DataError,
+             "uint8"),
+    BadInput("cifar10 .npz: label 10", _npz(x_test=np.zeros((2, 32, 32, 3), np.uint8), y_test=np.array([0, 10])),
+             DataError, "labels outside 0..9"),
+    BadInput("cifar10 .npz: no labels", _npz(x_test=np.zeros((2, 32, 32, 3), np.uint8)), DataError, "y_test"),
+    BadInput("cifar10 .npz: 3 labels for 2 images", _npz(x_test=np.zeros((2, 32, 32, 3), np.uint8),
+                                                         y_test=np.zeros(3, int)), DataError, "N labels"),
+    BadInput("cifar10 .npz: channels first", _npz(x_test=np.zeros((2, 3, 32, 32), np.uint8), y_test=np.zeros(2, int)),
+             DataError, "N x H x W x 3"),
+    BadInput("cifar10 .npz: object array", _npz(x_test=np.array([None, 1], dtype=object), y_test=np.zeros(2, int)),
+             DataError, "not a readable npz"),
+    BadInput("cifar10 .npz: a member claiming 6 GB", _npz_claiming_terabytes, DataError, "GiB"),
+    BadInput("tensor .npy claiming 10^12 elements", _npy_header_only((10**6, 3, 1000, 333), "huge.npy"), DataError,
+             "GiB"),
+    BadInput("tensor:/dev/zero", lambda tmp: (["--data", "tensor:/dev/zero"], "/dev/zero"), DataError,
+             "not a regular file"),
+    BadInput("tensor .npy shorter than its header", _npy_header_only((64, 3, 32, 32), "short.npy"), DataError,
+             "truncated"),
 ]
 
 
@@ -661,6 +901,9 @@ def test_ctrl_c_while_writing_keeps_old_results(tmp_path: Path, run_cli, monkeyp
     json.loads((out / "measure.json").read_text())
     for p in out.rglob("*.npy"):
         assert np.load(p).shape == (32, 32)
+    # issue 17: the maps written before the interrupt must not replace the old ones either (no mixed set)
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder, no lock left
 
 
 def test_measure_json_validates_even_for_a_dead_model(tmp_path: Path, run_cli) -> None:

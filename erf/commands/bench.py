@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from contextlib import nullcontext
 from typing import Any
 
 from erf.cli import add_model_options, command, print_json
-from erf.errors import InputError, OutputExistsError
+from erf.errors import InputError
+
+MAX_IMAGES = 100_000
+"""``--images`` at most (noise images are made in memory)."""
 
 _LABELS = {"engine": "engine", "captum": "captum NeuronGradient", "per_image": "per-image loop",
            "floor": "autograd floor"}
@@ -43,9 +46,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from erf.atomic import write_json
     from erf.bench import DEFAULT_MODELS, METHODS, bench
     from erf.devices import pick_device
+    from erf.outputs import OutputFile
 
-    if args.out and Path(args.out).exists() and not args.force:
-        raise OutputExistsError(f"--out {args.out}: exists; add --force to overwrite it")
+    for name, value, low, high in (("--images", args.images, 1, MAX_IMAGES), ("--repeat", args.repeat, 1, 1000),
+                                   ("--input-size", args.input_size, 1, 4096)):
+        if not low <= value <= high:
+            raise InputError(f"{name} {value}: must be between {low} and {high}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else list(METHODS)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -58,19 +64,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr, flush=True)
 
     docs = []
-    for model in args.model or list(DEFAULT_MODELS):
-        doc = bench(model, images=args.images, layers=layers, device=device, repeat=args.repeat,
-                    batch_size=args.batch_size, methods=methods, seed=args.seed, size=args.input_size,
-                    threads=args.threads, isolate=not args.in_process, trust=args.trust, progress=progress)
-        docs.append(doc)
-        if not args.json:
-            print_bench_table(doc)
-            print()
-    out: Any = docs[0] if len(docs) == 1 else docs
-    if args.out:
-        write_json(args.out, out)
-        if not args.json:
-            print(f"wrote {args.out}")
+    # the file is checked and locked before the benchmark runs, and written atomically at the end
+    with OutputFile(args.out, force=args.force) if args.out is not None else nullcontext() as target:
+        for model in args.model or list(DEFAULT_MODELS):
+            doc = bench(model, images=args.images, layers=layers, device=device, repeat=args.repeat,
+                        batch_size=args.batch_size, methods=methods, seed=args.seed, size=args.input_size,
+                        threads=args.threads, isolate=not args.in_process, trust=args.trust, progress=progress)
+            docs.append(doc)
+            if not args.json:
+                print_bench_table(doc)
+                print()
+        out: Any = docs[0] if len(docs) == 1 else docs
+        if target is not None:
+            write_json(target.path, out)
+    if target is not None and not args.json:
+        print(f"wrote {args.out}")
     if args.json:
         print_json(out)
     return 0

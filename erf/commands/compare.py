@@ -79,15 +79,20 @@ def print_table(result: Any) -> None:
     print(f"p: Wilcoxon signed-rank test of the per-{unit} differences (* p < 0.05)")
 
 
+COMPARE_FILES = ("compare.json", "heatmaps_*.png", "radial_profiles_*.png", "radius_vs_depth.png")
+"""The files ``erf compare --out`` writes (an older set's files matching these are replaced with ``--force``)."""
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """``erf compare``: paired TRF/ERF comparison of two or more models; exit code."""
 
-    from erf.atomic import prepare_output_dir, write_json
+    from erf.atomic import write_json
     from erf.checkpoints import load_checkpoint
     from erf.commands.measure import load_images, parse_size, probe_options
     from erf.comparison import compare
     from erf.data import load_source
     from erf.devices import pick_device
+    from erf.outputs import output_set
 
     if len(args.checkpoints) < 2:
         raise InputError("erf compare needs two or more checkpoints (e.g. erf compare norm_8d.pt cbam_8d.pt)")
@@ -95,43 +100,43 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise InputError(f"--images {args.images}: must be positive")
     if args.layer and args.all_layers:
         raise InputError("--layer and --all-layers are exclusive")
-    out = prepare_output_dir(args.out, force=args.force) if args.out else None
-    loaded = []
-    for spec in args.checkpoints:
-        lm = load_checkpoint(spec, trust=args.trust, seed=args.seed)
-        print_notes([f"{spec}: {n}" for n in lm.notes])
-        loaded.append(lm)
-    size = parse_size(args.input_size)
-    if size is None:
-        native = {lm.input_size for lm in loaded if lm.input_size}
-        if len(native) > 1:
-            sizes = ", ".join(f"{h}x{w}" for h, w in sorted(native))
-            raise InputError(f"the models expect different input sizes ({sizes}): give one canvas for all with "
-                             "--input-size")
-        size = native.pop() if native else None
-    data, notes = load_images(args.data, args.images, size)
-    print_notes(notes)
-    evaluate_data = load_source(args.evaluate_data, "test") if args.evaluate_data else None
-    options = probe_options(args.probe, {"mode": args.mode}, "--mode")
-    device = str(pick_device(args.device))
-    result = compare(loaded, data, layers=args.layer, count=args.images, input_size=size, device=device,
-                     seed=args.seed, bootstrap=args.bootstrap, probe=args.probe, probe_options=options,
-                     fill=args.fill, batch_size=args.batch_size, all_layers=args.all_layers,
-                     evaluate_data=evaluate_data, progress=not args.json)
-    print_notes(result.notes)
-    if out is not None:
-        if not args.no_plots:
-            result.figures = write_figures(result, out)
-        doc = result.to_json()
-        write_json(out / "compare.json", doc)
-    else:
-        doc = result.to_json()
+    with output_set(args.out, force=args.force, patterns=COMPARE_FILES) as stage:
+        loaded = []
+        for spec in args.checkpoints:
+            lm = load_checkpoint(spec, trust=args.trust, seed=args.seed)
+            print_notes([f"{spec}: {n}" for n in lm.notes])
+            loaded.append(lm)
+        size = parse_size(args.input_size)
+        if size is None:
+            native = {lm.input_size for lm in loaded if lm.input_size}
+            if len(native) > 1:
+                sizes = ", ".join(f"{h}x{w}" for h, w in sorted(native))
+                raise InputError(f"the models expect different input sizes ({sizes}): give one canvas for all "
+                                 "with --input-size")
+            size = native.pop() if native else None
+        data, notes = load_images(args.data, args.images, size)
+        print_notes(notes)
+        evaluate_data = load_source(args.evaluate_data, "test") if args.evaluate_data else None
+        options = probe_options(args.probe, {"mode": args.mode}, "--mode")
+        device = str(pick_device(args.device))
+        result = compare(loaded, data, layers=args.layer, count=args.images, input_size=size, device=device,
+                         seed=args.seed, bootstrap=args.bootstrap, probe=args.probe, probe_options=options,
+                         fill=args.fill, batch_size=args.batch_size, all_layers=args.all_layers,
+                         evaluate_data=evaluate_data, progress=not args.json)
+        print_notes(result.notes)
+        if stage is not None:
+            if not args.no_plots:
+                result.figures = write_figures(result, stage.path)
+            doc = result.to_json()
+            write_json(stage.path / "compare.json", doc)
+        else:
+            doc = result.to_json()
     if args.json:
         print_json(doc)
     else:
         print_table(result)
-        if out is not None:
-            print(f"wrote compare.json{'' if args.no_plots else ' and figures'} to {out}")
+        if stage is not None:
+            print(f"wrote compare.json{'' if args.no_plots else ' and figures'} to {args.out}")
     return 0
 
 

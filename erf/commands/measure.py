@@ -32,7 +32,10 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     if not m or int(m.group(1)) <= 0:
         raise InputError(f"--input-size {text!r}: expected a positive size like 64 or 64x48")
     h = int(m.group(1))
-    return (h, int(m.group(2) or h))
+    w = int(m.group(2) or h)
+    if h * w > 4096 * 4096:  # before any data is made at that size (noise:/constant: images are input-sized)
+        raise InputError(f"--input-size {text!r}: at most 4096 x 4096")
+    return (h, w)
 
 
 def add_measure_options(p: argparse.ArgumentParser) -> None:
@@ -186,40 +189,47 @@ def write_measurement(result: Any, out: Path, plots: bool = True, display: str =
     return doc
 
 
+MEASURE_FILES = ("measure.json", "maps/*.npy", "heatmaps/*.png", "erf_vs_depth.png")
+"""The files ``erf measure --out`` writes (an older set's files matching these are replaced with ``--force``)."""
+
+
 def cmd_measure(args: argparse.Namespace) -> int:
     """``erf measure``: TRF and ERF per layer, table, heatmaps and JSON; exit code."""
-    from erf.atomic import prepare_output_dir
     from erf.checkpoints import load_checkpoint
+    from erf.distributed import env_rank
+    from erf.outputs import output_set
 
-    if args.out:
-        out = prepare_output_dir(args.out, force=args.force)
-    loaded = load_checkpoint(args.checkpoint, trust=args.trust, seed=args.seed)
-    print_notes(loaded.notes)
     layers = None if args.all_layers or not args.layer else args.layer
     unit = parse_unit(args.unit)
     units = {name: unit for name in (layers or [])} if unit else None
     if unit and not layers:
         raise InputError("--unit needs --layer")
-    from erf.distributed import process_group
+    # under torchrun only rank 0 writes (and locks) --out; checked before any work
+    writes = args.out is not None and (not args.distributed or env_rank() == 0)
+    with output_set(args.out if writes else None, force=args.force, patterns=MEASURE_FILES) as stage:
+        loaded = load_checkpoint(args.checkpoint, trust=args.trust, seed=args.seed)
+        print_notes(loaded.notes)
+        from erf.distributed import process_group
 
-    # torchrun: every rank measures its shard; the sums are all-reduced and rank 0 alone reports
-    with process_group(args.device) if args.distributed else nullcontext((0, 1)) as (rank, _):
-        result = run_measure(loaded, layers, args,
-                             {"checkpoint": str(args.checkpoint), "model": loaded.name}, units)
-    if rank != 0:
-        return 0
-    print_notes(result.notes)
-    extra = {"trained": loaded.trained}
-    if args.out:
-        doc = write_measurement(result, out, plots=not args.no_plots, display=args.display, extra=extra)
-    else:
-        doc = {**result.to_json(), **extra}
+        # torchrun: every rank measures its shard; the sums are all-reduced and rank 0 alone reports
+        with process_group(args.device) if args.distributed else nullcontext((0, 1)) as (rank, _):
+            result = run_measure(loaded, layers, args,
+                                 {"checkpoint": str(args.checkpoint), "model": loaded.name}, units)
+        if rank != 0:
+            return 0
+        print_notes(result.notes)
+        extra = {"trained": loaded.trained}
+        if stage is not None:
+            doc = write_measurement(result, stage.path, plots=not args.no_plots, display=args.display, extra=extra)
+        else:
+            doc = {**result.to_json(), **extra}
+    # reported only once the whole set is in place
     if args.json:
         print_json(doc)
     else:
         print_table(result, f"{loaded.name} ({loaded.state})")
-        if args.out:
-            print(f"wrote {out}/measure.json, maps/" + ("" if args.no_plots else ", heatmaps/"))
+        if stage is not None:
+            print(f"wrote {args.out}/measure.json, maps/" + ("" if args.no_plots else ", heatmaps/"))
     return 0
 
 

@@ -121,33 +121,44 @@ def print_table(doc: dict[str, Any], title: str) -> None:
                   f"({100 * e['median_relative_error']:.0f}%), median IoU {e['median_iou']:.2f}")
 
 
+OBJECTS_FILES = ("objects.json", "histogram.png", "cdf.png")
+"""The files ``erf objects --out`` writes (an older set's files matching these are replaced with ``--force``)."""
+MAX_BINS = 10_000
+"""``--bins`` at most (a histogram, not an allocation)."""
+
+
 def cmd_objects(args: argparse.Namespace) -> int:
     """``erf objects``: object-size statistics from annotations or an estimate; exit code."""
-    from erf.atomic import prepare_output_dir, write_json
+    from erf.atomic import write_json
+    from erf.outputs import output_set
 
-    out = prepare_output_dir(args.out, force=args.force) if args.out else None
-    doc, sizes = build_document(args)
-    print_notes(doc["notes"])
-    kind = "ESTIMATED object sizes (no annotations)" if doc["is_estimate"] else "object sizes"
-    pre = ", ".join(f"{k}={v}" for k, v in doc["preprocess"].items() if v) or "no preprocessing"
-    title = f"{kind}: {doc['summary']['count']} objects from {doc['source']}, model-input px ({pre})"
-    if doc["is_estimate"]:
-        title += f"\nmethod: {doc['method']}"
-    if out:
-        from erf.atomic import save_figure
-        from erf.plotting import object_size_figures
+    if not 1 <= args.bins <= MAX_BINS:
+        raise InputError(f"--bins {args.bins}: must be between 1 and {MAX_BINS}")
+    if args.images is not None and args.images <= 0:
+        raise InputError(f"--images {args.images}: must be positive")
+    with output_set(args.out, force=args.force, patterns=OBJECTS_FILES) as stage:
+        doc, sizes = build_document(args)
+        print_notes(doc["notes"])
+        kind = "ESTIMATED object sizes (no annotations)" if doc["is_estimate"] else "object sizes"
+        pre = ", ".join(f"{k}={v}" for k, v in doc["preprocess"].items() if v) or "no preprocessing"
+        title = f"{kind}: {doc['summary']['count']} objects from {doc['source']}, model-input px ({pre})"
+        if doc["is_estimate"]:
+            title += f"\nmethod: {doc['method']}"
+        if stage is not None:
+            from erf.atomic import save_figure
+            from erf.plotting import object_size_figures
 
-        for name, fig in object_size_figures(sizes, title, args.bins).items():
-            save_figure(fig, out / name)
-        write_json(out / "objects.json", doc)
+            for name, fig in object_size_figures(sizes, title, args.bins).items():
+                save_figure(fig, stage.path / name)
+            write_json(stage.path / "objects.json", doc)
     if args.json:
         print_json(doc)
     else:
         print_table(doc, title)
         if doc["skipped"]:
             print(f"skipped {doc['skipped']} malformed record(s)/file(s) (--skip-bad)")
-        if out:
-            print(f"wrote {out}/objects.json, histogram.png, cdf.png")
+        if stage is not None:
+            print(f"wrote {args.out}/objects.json, histogram.png, cdf.png")
     return 0
 
 

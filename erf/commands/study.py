@@ -71,24 +71,30 @@ def _write_figures(figures: dict, out: Path, **save: object) -> None:
         save_figure(fig, out / name, **save)
 
 
+STUDY_FILES = ("study.json", "verdict.txt", "cells.json", "cells.md", "gain_vs_ratio.png", "erf_vs_objects_cdf.png",
+               "erf_by_dilation.png", "positive_control.png", "gating_controls.png")
+"""The files ``erf study --out`` writes (an older set's files matching these are replaced with ``--force``)."""
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     """``erf study``: hypothesis-2 study on real checkpoints or the controlled grid; exit code."""
-    from erf.atomic import prepare_output_dir, write_json, write_text
+    from erf.atomic import write_json, write_text
     from erf.devices import pick_device
+    from erf.outputs import output_set
 
     device = str(pick_device(args.device))
     progress = not args.quiet and not args.json and sys.stderr.isatty()
     if args.controlled:
         if args.checkpoints:
             raise InputError("--controlled trains its own models: give no CKPT")
-        if not args.out:
+        if args.out is None:
             raise InputError("--controlled needs --out (results are written and resumed there)")
-        doc = _controlled(args, device, progress)
+        doc, table = _controlled(args, device, progress)
         if args.json:
             print_json(doc)
             return 0
         print_notes(doc["notes"])
-        print(Path(args.out, "cells.md").read_text(), end="")
+        print(table, end="")
         print(doc["verdict"]["text"])
         print(f"wrote {args.out}/study.json, verdict.txt, cells.md, cells.json and figures")
         return 0
@@ -99,17 +105,16 @@ def cmd_study(args: argparse.Namespace) -> int:
 
         if not args.checkpoints:
             raise InputError("give at least one CKPT (or --controlled)")
-        if args.out:
-            out = prepare_output_dir(args.out, force=args.force)
-        data = load_source(args.data or "bundled", "test", count=args.images)
-        objects = load_objects(args.objects, data)
-        doc, models = study_models(args.checkpoints, data, objects, accuracy=args.accuracy,
-                                   bootstrap=args.bootstrap, seed=args.seed, device=device, trust=args.trust,
-                                   progress=progress, input_size=parse_size(args.input_size))
-        if args.out:
-            _write_figures(real_study_figures(doc, models, objects), out)
-            write_text(out / "verdict.txt", doc["verdict"]["text"] + "\n")
-            write_json(out / "study.json", doc)
+        with output_set(args.out, force=args.force, patterns=STUDY_FILES) as stage:
+            data = load_source(args.data or "bundled", "test", count=args.images)
+            objects = load_objects(args.objects, data)
+            doc, models = study_models(args.checkpoints, data, objects, accuracy=args.accuracy,
+                                       bootstrap=args.bootstrap, seed=args.seed, device=device, trust=args.trust,
+                                       progress=progress, input_size=parse_size(args.input_size))
+            if stage is not None:
+                _write_figures(real_study_figures(doc, models, objects), stage.path)
+                write_text(stage.path / "verdict.txt", doc["verdict"]["text"] + "\n")
+                write_json(stage.path / "study.json", doc)
     if args.json:
         print_json(doc)
         return 0
@@ -120,32 +125,40 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
-def _controlled(args: argparse.Namespace, device: str, progress: bool) -> dict:
-    """Run or resume the dilation grid of :mod:`erf.study.grid`; write its files; return the report."""
-    from erf.atomic import prepare_output_dir, write_json, write_text
+def _controlled(args: argparse.Namespace, device: str, progress: bool) -> tuple[dict, str]:
+    """Run or resume the dilation grid of :mod:`erf.study.grid` into an output set (published after every cell,
+    so a killed run keeps its finished cells); write the report; return it and its cell table."""
+    from erf.atomic import write_json, write_text
+    from erf.outputs import OutputSet
     from erf.study.budgets import default_controlled_source
     from erf.study.grid import grid_report, run_grid
     from erf.study.grid_figures import cell_table, figures
 
-    out = prepare_output_dir(args.out, force=args.force)
-    cells_path = out / "cells.json"
-    previous = None
-    if cells_path.exists():
-        try:
-            previous = json.loads(cells_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            previous = None
-    data = args.data or default_controlled_source()
-    doc = run_grid(args.budget, data, device=device, seeds=args.seeds, sizes=args.sizes, epochs=args.epochs,
-                   previous=previous, on_cell=lambda d: write_json(cells_path, d), time_limit=args.time_limit,
-                   progress=progress)
-    write_json(cells_path, doc)
-    report = grid_report(doc, command="erf " + shlex.join(sys.argv[1:]))
-    write_json(out / "study.json", report)
-    write_text(out / "verdict.txt", report["verdict"]["text"] + "\n\nPre-registered rule: " + report["rule"] + "\n")
-    write_text(out / "cells.md", cell_table(report))
-    _write_figures(figures(report), out, dpi=120)
-    return report
+    with OutputSet(args.out, force=args.force, patterns=STUDY_FILES, seed=("cells.json",)) as stage:
+        cells_path = stage.path / "cells.json"
+        previous = None
+        if cells_path.exists():
+            try:
+                previous = json.loads(cells_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                previous = None
+
+        def on_cell(cells: dict) -> None:
+            write_json(stage.path / "cells.json", cells)
+            stage.publish()
+
+        data = args.data or default_controlled_source()
+        doc = run_grid(args.budget, data, device=device, seeds=args.seeds, sizes=args.sizes, epochs=args.epochs,
+                       previous=previous, on_cell=on_cell, time_limit=args.time_limit, progress=progress)
+        write_json(cells_path, doc)
+        report = grid_report(doc, command="erf " + shlex.join(sys.argv[1:]))
+        table = cell_table(report)
+        write_json(stage.path / "study.json", report)
+        write_text(stage.path / "verdict.txt", report["verdict"]["text"] + "\n\nPre-registered rule: "
+                   + report["rule"] + "\n")
+        write_text(stage.path / "cells.md", table)
+        _write_figures(figures(report), stage.path, dpi=120)
+    return report, table
 
 
 def _print_summary(doc: dict) -> None:

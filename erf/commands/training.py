@@ -33,41 +33,80 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- train / evaluate
+TRAIN_FILES = ("log.csv", "best.pt", "last.pt", "best.safetensors")
+"""The files of an ``erf train`` run folder (an older run's files matching these are replaced with ``--force``)."""
+
+
+def _check_resumable(path: Path, name: str) -> None:
+    """Refuse a ``last.pt`` that ``erf train --resume`` cannot continue: unreadable, or not a training run of
+    ``name`` (typed errors naming the file)."""
+    from erf.checkpoints import FORMAT, read_checkpoint_file
+
+    state = read_checkpoint_file(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a checkpoint written by erf train (nothing to resume)")
+    missing = [k for k in ("state_dict", "optimizer", "scheduler", "generator", "epoch", "log") if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(missing)}); nothing to resume")
+    if state.get("model") != name:
+        raise CheckpointError(f"{path}: a run of {state.get('model')!r}, not of {name!r}; cannot resume it")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``erf train``: train a registry model with the article's recipe; exit code."""
-    from erf.atomic import prepare_output_dir
     from erf.data import load_source
     from erf.models import canonical_name, create_model
-    from erf.training import Recipe, train
+    from erf.outputs import OutputSet
+    from erf.training import Recipe, check_recipe, train
 
     name = canonical_name(args.model)
-    out = Path(args.out)
-    if not args.resume:
-        prepare_output_dir(out, force=args.force)
-    elif not (out / "last.pt").exists():
-        raise CheckpointError(f"{out / 'last.pt'}: nothing to resume")
-    train_data = load_source(args.data, "train", subset=args.subset)
-    test_data = load_source(args.data, "test", subset=args.subset)
-    print_notes(train_data.notes + test_data.notes)
     recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                     weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
                     augment=not args.no_augment)
-    import torch
+    check_recipe(recipe)
+    # the run folder is published whole after every epoch: a crash keeps the last finished epoch's files
+    with OutputSet(args.out, force=args.force, patterns=TRAIN_FILES, resume=args.resume,
+                   seed=TRAIN_FILES if args.resume else ()) as stage:
+        if args.resume:
+            if not (stage.path / "last.pt").is_file():
+                raise CheckpointError(f"{Path(args.out) / 'last.pt'}: nothing to resume")
+            _check_resumable(Path(args.out) / "last.pt", name)
+        train_data = load_source(args.data, "train", subset=args.subset)
+        test_data = load_source(args.data, "test", subset=args.subset)
+        print_notes(train_data.notes + test_data.notes)
+        import torch
 
-    torch.manual_seed(args.seed)
-    model = create_model(name)
-    summary = train(model, name, train_data, test_data, out, recipe,
-                    metadata={"data": args.data, "subset": args.subset,
-                              "train_description": train_data.description,
-                              "test_description": test_data.description},
-                    resume=args.resume, device=args.device, progress=not args.quiet,
-                    half_checkpoints=args.half)
+        torch.manual_seed(args.seed)
+        model = create_model(name)
+
+        def on_epoch(epoch: int) -> None:
+            if args.safetensors:
+                write_safetensors(stage.path / "best.pt", stage.path / "best.safetensors")
+            stage.publish()
+
+        summary = train(model, name, train_data, test_data, stage.path, recipe,
+                        metadata={"data": args.data, "subset": args.subset,
+                                  "train_description": train_data.description,
+                                  "test_description": test_data.description},
+                        resume=args.resume, device=args.device, progress=not args.quiet,
+                        half_checkpoints=args.half, on_epoch=on_epoch)
+    summary["out"] = str(args.out)
     if args.json:
         print_json({"schema": "erf.train/1", **summary})
     else:
         print(f"{name}: best test accuracy {summary['best_test_accuracy']:.4f} after "
-              f"{summary['epochs']} epochs ({summary['seconds']:.0f} s); checkpoints in {out}")
+              f"{summary['epochs']} epochs ({summary['seconds']:.0f} s); checkpoints in {args.out}")
     return 0
+
+
+def write_safetensors(checkpoint: Path, target: Path) -> None:
+    """Write the weights of the erf checkpoint ``checkpoint`` as ``target`` (safetensors: tensors and strings
+    only, so it cannot carry code), unless ``target`` is already newer (``best.pt`` changes only on improvement)."""
+    from erf.checkpoints import checkpoint_to_safetensors
+
+    if target.exists() and target.stat().st_mtime_ns >= checkpoint.stat().st_mtime_ns:
+        return
+    checkpoint_to_safetensors(checkpoint, target)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -115,6 +154,8 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--force", action="store_true", help="write into a non-empty OUT")
     p.add_argument("--half", action="store_true", help="store best.pt weights as float16 (last.pt stays float32)")
+    p.add_argument("--safetensors", action="store_true",
+                   help="also write best.safetensors beside best.pt (weights only: a format that cannot carry code)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +24,13 @@ CIFAR10_CLASSES = (
 CIFAR10_SIZES = {"train": 50000, "test": 10000}
 BUNDLED_SAMPLE = Path(__file__).parent / "cifar10_sample.npz"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+MAX_SYNTHETIC_BYTES = 4 * 2**30
+"""Bytes of float32 images that ``noise:`` / ``constant:`` may make (``count x channels x side^2 x 4``)."""
+MAX_ARRAY_BYTES = 4 * 2**30
+"""Bytes of one array read from a ``tensor:`` ``.npy`` file or a CIFAR-10 ``.npz`` member."""
+MAX_IMAGE_PIXELS = 64 * 2**20
+"""Pixels of one image file in a ``folder:`` source (64 Mpx); larger ones (decompression bombs) are refused
+before they are decoded."""
 
 
 @dataclass
@@ -135,8 +144,10 @@ def subset_count(subset: float | int | str | None, split: str, available: int) -
         return available, None
     try:
         value = float(subset)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"{subset!r}: expected a fraction (0.1) or a count (5000)", param="subset") from None
+    if not math.isfinite(value):
+        raise InputError(f"{subset!r}: must be a finite fraction (0.1) or count (5000)", param="subset")
     if value <= 0:
         raise InputError(f"{subset!r}: must be positive", param="subset")
     if value <= 1.0 and not (isinstance(subset, str) and subset.isdigit()):
@@ -187,18 +198,74 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
+def _npy_header(f: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """``(shape, dtype)`` from the header of the ``.npy`` stream ``f`` (nothing else is read).
+
+    Raises:
+        ValueError: not a ``.npy`` header.
+    """
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = fmt.read_array_header_1_0(f)
+    elif version in ((2, 0), (3, 0)):
+        shape, _, dtype = fmt.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}")
+    if any(not isinstance(d, int) or d < 0 for d in shape):
+        raise ValueError(f"bad shape {shape}")
+    return tuple(shape), dtype
+
+
+def _npz_member(archive: np.lib.npyio.NpzFile, key: str, root: Path) -> np.ndarray:
+    """``archive[key]`` after checking the member's header: at most :data:`MAX_ARRAY_BYTES` (a member can be
+    deflated: a small ``.npz`` may decompress to terabytes)."""
+    import zipfile
+
+    try:
+        with archive.zip.open(f"{key}.npy") as f:
+            shape, dtype = _npy_header(f)
+    except KeyError:
+        raise DataError(f"{root}: npz without '{key}'") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{root}: {key} is not a readable .npy member ({exc})") from None
+    need = math.prod(shape) * dtype.itemsize
+    if need > MAX_ARRAY_BYTES:
+        raise DataError(f"{root}: {key} has shape {shape} ({need / 2**30:.1f} GiB, at most "
+                        f"{MAX_ARRAY_BYTES / 2**30:.0f} GiB)")
+    return archive[key]
+
+
 def _load_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """HWC uint8 images and labels of ``split`` from a torchvision folder or an npz file."""
+    """HWC uint8 images and labels of ``split`` from a torchvision folder or an npz file.
+
+    An ``.npz`` must hold ``x_{split}`` (``N x H x W x 3`` uint8, or integers in 0..255) and ``y_{split}``
+    (``N`` integer labels in 0..9).
+    """
     if root.is_file():
         try:
             with np.load(root, allow_pickle=False) as d:
-                x, y = d[f"x_{split}"], d[f"y_{split}"].astype(np.int64)
-        except KeyError as exc:
-            raise DataError(f"{root}: npz without {exc}") from None
+                if not hasattr(d, "zip"):
+                    raise DataError(f"{root}: a single .npy array, not an .npz archive with x_{split}/y_{split}")
+                x, y = _npz_member(d, f"x_{split}", root), _npz_member(d, f"y_{split}", root)
+        except DataError:
+            raise
         except Exception as exc:
             raise DataError(f"{root}: not a readable npz archive ({type(exc).__name__}: {exc})") from None
-        if x.ndim != 4 or x.shape[-1] != 3 or len(x) != len(y):
-            raise DataError(f"{root}: x_{split} must be N x 32 x 32 x 3 with N labels, got {x.shape}")
+        if x.ndim != 4 or x.shape[-1] != 3 or y.ndim != 1 or len(x) != len(y):
+            raise DataError(f"{root}: x_{split} must be N x H x W x 3 with N labels in y_{split}, got {x.shape} "
+                            f"and {y.shape}")
+        if x.dtype != np.uint8:
+            if not np.issubdtype(x.dtype, np.integer) or (x.size and (x.min() < 0 or x.max() > 255)):
+                raise DataError(f"{root}: x_{split} must be uint8 pixels in 0..255, got {x.dtype}")
+            x = x.astype(np.uint8)
+        if not np.issubdtype(y.dtype, np.integer) and not (np.issubdtype(y.dtype, np.floating)
+                                                             and np.isfinite(y).all() and (y == np.round(y)).all()):
+            raise DataError(f"{root}: y_{split} must be integer labels, got {y.dtype}")
+        y = y.astype(np.int64)
+        if y.size and (y.min() < 0 or y.max() >= len(CIFAR10_CLASSES)):
+            raise DataError(f"{root}: y_{split} holds labels outside 0..{len(CIFAR10_CLASSES) - 1} "
+                            f"(min {y.min()}, max {y.max()})")
         return x, y, f"CIFAR-10 {split} images from {root}"
     folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
     if not folder.is_dir():
@@ -218,26 +285,46 @@ def _to_set(x: np.ndarray, y: np.ndarray, desc: str, classes: tuple[str, ...]) -
 
 
 def _load_folder(root: Path, image_size: int) -> ImageSet:
+    """Every image file under ``root`` (recursive; sub-folder names are the classes), resized and centre-cropped.
+
+    Symlinks are followed to regular files only; anything else with an image suffix (a device, a FIFO, a broken
+    link) is refused, and so is an image over :data:`MAX_IMAGE_PIXELS` before it is decoded.
+    """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    candidates = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = []
+    for p in candidates:
+        if p.is_file():
+            files.append(p)
+        elif p.is_symlink() or not p.is_dir():
+            raise DataError(f"{p}: not a regular image file (a broken link, a device or a FIFO)")
     if not files:
         raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     class_names = sorted({p.parent.name for p in files if p.parent != root})
     arrays, labels = [], []
     for p in files:
         try:
-            with Image.open(p) as im:
-                im = im.convert("RGB")
-                scale = image_size / min(im.size)
-                im = im.resize((max(image_size, round(im.width * scale)), max(image_size, round(im.height * scale))),
-                               Image.BILINEAR)
-                left, top = (im.width - image_size) // 2, (im.height - image_size) // 2
-                im = im.crop((left, top, left + image_size, top + image_size))
-                arrays.append(np.asarray(im, dtype=np.uint8))
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(p) as im:
+                    if im.width * im.height > MAX_IMAGE_PIXELS:
+                        raise DataError(f"{p}: {im.width} x {im.height} pixels (at most {MAX_IMAGE_PIXELS:,}); "
+                                        "refused before decoding (a decompression bomb?)")
+                    im = im.convert("RGB")
+                    scale = image_size / min(im.size)
+                    im = im.resize((max(image_size, round(im.width * scale)),
+                                    max(image_size, round(im.height * scale))), Image.BILINEAR)
+                    left, top = (im.width - image_size) // 2, (im.height - image_size) // 2
+                    im = im.crop((left, top, left + image_size, top + image_size))
+                    arrays.append(np.asarray(im, dtype=np.uint8))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(f"{p}: refused: too many pixels (a decompression bomb?): {exc}") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, ZeroDivisionError) as exc:
             raise DataError(f"{p}: corrupt or unreadable image ({exc})") from None
         labels.append(class_names.index(p.parent.name) if p.parent != root else -1)
     return _to_set(np.stack(arrays), np.asarray(labels), f"{len(files)} images from {root}", tuple(class_names))
@@ -293,6 +380,11 @@ def load_source(
     elif kind in ("noise", "constant"):
         n = count or 64
         shape = (n, channels, image_size, image_size)
+        need = n * channels * image_size * image_size * 4
+        if need > MAX_SYNTHETIC_BYTES:
+            raise InputError(f"{n}: {n} {kind} images of {channels} x {image_size} x {image_size} float32 would "
+                             f"need {need / 2**30:,.1f} GiB (at most {MAX_SYNTHETIC_BYTES / 2**30:.0f} GiB)",
+                             param="count")
         if kind == "noise":
             seed = _parse_number(arg or "0", spec, int)
             gen = torch.Generator().manual_seed(seed)
@@ -325,13 +417,28 @@ def _parse_number(text: str, spec: str, kind: type) -> float | int:
 
 
 def _load_tensor(path: Path) -> ImageSet:
+    """An ``N x C x H x W`` float ``.npy`` array (already normalised), header checked against the file size and
+    :data:`MAX_ARRAY_BYTES` before the data is read."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file")
     try:
         with open(path, "rb") as f:
+            shape, dtype = _npy_header(f)
+            need = math.prod(shape) * dtype.itemsize
+            if need > MAX_ARRAY_BYTES:
+                raise DataError(f"{path}: shape {shape} {dtype} is {need / 2**30:,.1f} GiB "
+                                f"(at most {MAX_ARRAY_BYTES / 2**30:.0f} GiB)")
+            if need > path.stat().st_size:
+                raise DataError(f"{path}: truncated: its header says {shape} {dtype} ({need:,} bytes) but the file "
+                                f"has {path.stat().st_size:,}")
+            f.seek(0)
             array = np.load(f, allow_pickle=False)  # read once, straight into the array
             if not isinstance(array, np.ndarray):  # an .npz archive: np.load returned a lazy NpzFile
                 raise ValueError("an .npz archive, not a single .npy array")
+    except DataError:
+        raise
     except Exception as exc:
         raise DataError(f"{path}: not a .npy array ({type(exc).__name__}: {exc})") from None
     if array.ndim != 4 or not np.issubdtype(array.dtype, np.floating):

@@ -20,7 +20,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 """Suffixes of image files looked for beside annotations (YOLO image sizes)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class ObjectBox:
     """One object in original-image pixels (continuous coordinates, see module docstring).
 
@@ -84,7 +84,11 @@ class Collector:
         self.notes: list[str] = []
 
     def bad(self, message: str) -> None:
-        """Record a malformed record: raise :class:`AnnotationError`, or count and note it under ``skip_bad``."""
+        """Record a malformed record: raise :class:`AnnotationError`, or count and note it under ``skip_bad``.
+
+        Messages are cut at 1000 characters (a hostile file's value is quoted, not dumped)."""
+        if len(message) > 1000:
+            message = message[:997] + "..."
         if not self.skip_bad:
             raise AnnotationError(message)
         self.skipped += 1
@@ -97,11 +101,11 @@ class Collector:
             image_w: Any, image_h: Any, mask_area: Any = None) -> None:
         """Validate and append one box; ``where`` names the file and record for messages."""
         try:
-            vals = [float(v) for v in (x0, y0, x1, y1, image_w, image_h)]
-        except (TypeError, ValueError):
-            self.bad(f"{where}: non-numeric box or image size {[x0, y0, x1, y1, image_w, image_h]!r}")
+            x0f, y0f, x1f, y1f, w, h = float(x0), float(y0), float(x1), float(y1), float(image_w), float(image_h)
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond any float
+            shown = repr([x0, y0, x1, y1, image_w, image_h])
+            self.bad(f"{where}: non-numeric box or image size {shown if len(shown) <= 120 else shown[:117] + '...'}")
             return
-        x0f, y0f, x1f, y1f, w, h = vals
         problem = box_problem(x0f, y0f, x1f, y1f, w, h)
         if problem:
             self.bad(f"{where}: {problem}")
@@ -110,8 +114,8 @@ class Collector:
         if mask_area is not None:
             try:
                 area = float(mask_area)
-            except (TypeError, ValueError):
-                self.bad(f"{where}: non-numeric area {mask_area!r}")
+            except (TypeError, ValueError, OverflowError):
+                self.bad(f"{where}: non-numeric area {repr(mask_area)[:60]}")
                 return
             if not math.isfinite(area) or area <= 0:
                 self.bad(f"{where}: area {mask_area!r} is not positive")
@@ -122,7 +126,8 @@ class Collector:
 
 def box_problem(x0: float, y0: float, x1: float, y1: float, w: float, h: float) -> str | None:
     """Why a box ``(x0, y0, x1, y1)`` in a ``w x h`` image is invalid, or ``None``."""
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1, w, h)):
+    finite = math.isfinite
+    if not (finite(x0) and finite(y0) and finite(x1) and finite(y1) and finite(w) and finite(h)):
         return f"non-finite value in box ({x0}, {y0}, {x1}, {y1}) or image size {w}x{h}"
     if w <= 0 or h <= 0:
         return f"image size {w:g}x{h:g} is not positive"

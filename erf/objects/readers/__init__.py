@@ -82,6 +82,8 @@ def read_annotations(path: str | Path, fmt: str = "auto", skip_bad: bool = False
         raise InputError(f"{fmt!r}: use one of {', '.join(formats())}", param="fmt")
     if not path.exists():
         raise AnnotationError(f"{path}: no such file or folder")
+    if not path.is_file() and not path.is_dir():
+        raise AnnotationError(f"{path}: not a regular file or folder (a device, a FIFO?)")
     if fmt == "auto":
         fmt = guess_format(path)
     if box_convention not in BOX_CONVENTIONS:

@@ -12,6 +12,17 @@ from erf.objects.readers.registry import DEFAULT_OPTIONS, Reader, ReadOptions, l
 from erf.objects.records import Collector
 
 
+def _is_id(value: Any) -> bool:
+    """COCO ids are integers (strings are tolerated); lists, objects, floats and bools are not ids."""
+    kind = type(value)
+    return kind is int or kind is str or (kind is not bool and isinstance(value, (int, str)))
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def read_coco(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS) -> None:
     """Feed every annotation of the COCO instances file ``path`` into ``col``."""
     if path.is_dir():
@@ -29,21 +40,28 @@ def read_coco(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS
         if not isinstance(im, dict) or "id" not in im:
             col.bad(f"{path}: images[{i}]: missing 'id'")
             continue
+        if not _is_id(im["id"]):
+            col.bad(f"{path}: images[{i}]: id {_show(im['id'])} is not an integer or a string")
+            continue
         images[im["id"]] = im
     cats = {}
-    for c in doc.get("categories") or []:
-        if isinstance(c, dict) and "id" in c:
-            cats[c["id"]] = str(c.get("name", c["id"]))
+    categories = doc.get("categories") or []
+    for c in categories if isinstance(categories, list) else []:
+        if isinstance(c, dict) and "id" in c and _is_id(c["id"]):
+            cats[c["id"]] = str(c.get("name", c["id"]))[:200]
     for i, ann in enumerate(doc["annotations"]):
         where = f"{path}: annotations[{i}]"
         if not isinstance(ann, dict):
             col.bad(f"{where}: not an object")
             continue
         if "id" in ann:
-            where += f" (id {ann['id']})"
+            where += f" (id {_show(ann['id'])})"
         missing = [k for k in ("image_id", "bbox") if k not in ann]
         if missing:
             col.bad(f"{where}: missing field(s) {', '.join(missing)}")
+            continue
+        if not _is_id(ann["image_id"]):
+            col.bad(f"{where}: image_id {_show(ann['image_id'])} is not an integer or a string")
             continue
         im = images.get(ann["image_id"])
         if im is None:
@@ -54,17 +72,20 @@ def read_coco(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS
             continue
         bbox = ann["bbox"]
         if not isinstance(bbox, list) or len(bbox) != 4:
-            col.bad(f"{where}: bbox must be [x, y, width, height], got {bbox!r}")
+            col.bad(f"{where}: bbox must be [x, y, width, height], got {_show(bbox)}")
             continue
         try:
             x, y, bw, bh = (float(v) for v in bbox)
-        except (TypeError, ValueError):
-            col.bad(f"{where}: non-numeric bbox {bbox!r}")
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond a float (1e400)
+            col.bad(f"{where}: non-numeric bbox {_show(bbox)}")
             continue
         if bw <= 0 or bh <= 0:
-            col.bad(f"{where}: degenerate bbox {bbox!r}: width and height must be positive")
+            col.bad(f"{where}: degenerate bbox {_show(bbox)}: width and height must be positive")
             continue
         cat = ann.get("category_id")
+        if cat is not None and not _is_id(cat):
+            col.bad(f"{where}: category_id {_show(cat)} is not an integer or a string")
+            continue
         label = cats.get(cat, None if cat is None else str(cat))
         area = ann.get("area") if ann.get("segmentation") and not ann.get("iscrowd") else None
         col.add(where, str(im.get("file_name", im["id"])), label, x, y, x + bw, y + bh,

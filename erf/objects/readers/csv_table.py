@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from erf.errors import AnnotationError
-from erf.objects.readers.registry import DEFAULT_OPTIONS, Reader, ReadOptions, is_number, register_reader
+from erf.objects.readers.registry import DEFAULT_OPTIONS, Reader, ReadOptions, is_number, read_text, register_reader
 from erf.objects.records import Collector
 
 CSV_COLUMNS = ("image", "x0", "y0", "x1", "y1", "image_w", "image_h", "label")
@@ -53,9 +53,10 @@ def read_csv(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS)
     """
     if path.is_dir():
         raise AnnotationError(f"{path}: a folder; pass the CSV file")
+    text = read_text(path)
     try:
-        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        rows = list(csv.reader(text.splitlines()))
+    except csv.Error as exc:  # a NUL byte, a field over csv.field_size_limit()
         raise AnnotationError(f"{path}: unreadable CSV ({exc})") from None
     index = {name: i for i, name in enumerate(CSV_COLUMNS)}
     start = 1

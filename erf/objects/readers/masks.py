@@ -6,12 +6,16 @@ is one object (label = the value; 255 is VOC's "void" border and is ignored). Bo
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from erf.objects.readers.registry import DEFAULT_OPTIONS, Reader, ReadOptions, files_with_suffix, register_reader
 from erf.objects.records import Collector
+
+MAX_MASK_PIXELS = 64 * 2**20
+"""Pixels of one mask PNG at most (64 Mpx); larger ones are refused before they are decoded."""
 
 
 def mask_boxes(mask: np.ndarray) -> list[tuple[str | None, float, float, float, float, float]]:
@@ -31,7 +35,8 @@ def mask_boxes(mask: np.ndarray) -> list[tuple[str | None, float, float, float, 
             flat = rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
             _, inv = np.unique(flat, return_inverse=True)
             mask = inv.reshape(flat.shape)  # colour index, 0 = the darkest (black) colour
-    values = [int(v) for v in np.unique(mask) if v != 0]
+    uniq, inverse = np.unique(mask, return_inverse=True)
+    values = [int(v) for v in uniq if v != 0]
     out: list[tuple[str | None, float, float, float, float, float]] = []
     if len(values) == 1:
         comps, n = ndimage.label(mask != 0, structure=np.ones((3, 3), dtype=bool))
@@ -41,12 +46,15 @@ def mask_boxes(mask: np.ndarray) -> list[tuple[str | None, float, float, float, 
             out.append((None, float(sl[1].start), float(sl[0].start), float(sl[1].stop), float(sl[0].stop),
                         float(area)))
         return out
-    for v in values:
-        if v == 255:
+    # one pass over the pixels for every value (a 16-bit mask may hold 65535 of them)
+    index = inverse.reshape(mask.shape)
+    slices = ndimage.find_objects(index + 1)
+    counts = np.bincount(index.ravel(), minlength=len(uniq))
+    for k, v in enumerate(int(u) for u in uniq):
+        if v in (0, 255) or slices[k] is None:
             continue
-        ys, xs = np.nonzero(mask == v)
-        out.append((str(v), float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1),
-                    float(len(xs))))
+        sy, sx = slices[k]
+        out.append((str(v), float(sx.start), float(sy.start), float(sx.stop), float(sy.stop), float(counts[k])))
     return out
 
 
@@ -57,9 +65,18 @@ def read_masks(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTION
     files = files_with_suffix(path, ".png")
     for f in files:
         try:
-            with Image.open(f) as im:
-                mask = np.array(im)
-        except OSError as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(f) as im:
+                    if im.width * im.height > MAX_MASK_PIXELS:
+                        col.bad(f"{f}: {im.width} x {im.height} pixels (at most {MAX_MASK_PIXELS:,}); refused before "
+                                "decoding (a decompression bomb?)")
+                        continue
+                    mask = np.array(im)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            col.bad(f"{f}: refused: too many pixels (a decompression bomb?): {exc}")
+            continue
+        except (OSError, ValueError, SyntaxError) as exc:
             col.bad(f"{f}: not a readable PNG ({exc})")
             continue
         if mask.ndim not in (2, 3) or mask.size == 0:

@@ -114,14 +114,45 @@ def guess_format(path: Path) -> str:
     return best
 
 
+MAX_ANNOTATION_BYTES = 4 * 2**30
+"""Bytes of one annotation file at most (COCO train2017's instances file is 0.45 GB)."""
+
+
+def read_text(path: Path) -> str:
+    """The UTF-8 text of ``path`` (a leading byte-order mark is dropped).
+
+    Raises:
+        AnnotationError: unreadable, over :data:`MAX_ANNOTATION_BYTES`, or not UTF-8 (naming the byte offset).
+    """
+    try:
+        if not path.is_file():  # /dev/zero, a FIFO: reading would never end
+            raise AnnotationError(f"{path}: not a regular file")
+        size = path.stat().st_size
+        if size > MAX_ANNOTATION_BYTES:
+            raise AnnotationError(f"{path}: {size:,} bytes (at most {MAX_ANNOTATION_BYTES:,})")
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                              "save it as UTF-8") from None
+    except OSError as exc:
+        raise AnnotationError(f"{path}: unreadable ({exc.strerror or exc})") from None
+
+
 def load_json(path: Path) -> Any:
     """Parse a JSON file; malformed or unreadable files raise :class:`AnnotationError` naming the position."""
+    text = read_text(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise AnnotationError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"{path}: unreadable ({exc})") from None
+    except RecursionError:
+        raise AnnotationError(f"{path}: JSON nested too deeply to be an annotation file") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's int_max_str_digits)
+        raise AnnotationError(f"{path}: unreadable JSON value ({_short(str(exc))})") from None
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def files_with_suffix(path: Path, suffix: str) -> list[Path]:

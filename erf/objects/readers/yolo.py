@@ -13,7 +13,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from erf.errors import AnnotationError
-from erf.objects.readers.registry import DEFAULT_OPTIONS, Reader, ReadOptions, is_number, load_json, register_reader
+from erf.objects.readers.registry import (
+    DEFAULT_OPTIONS,
+    Reader,
+    ReadOptions,
+    is_number,
+    load_json,
+    read_text,
+    register_reader,
+)
 from erf.objects.records import IMAGE_SUFFIXES, Collector
 
 
@@ -35,7 +43,10 @@ def load_sizes(spec: str | Path | Mapping[str, Sequence[float]] | None) -> dict[
                 raise AnnotationError(f"{p}: expected a JSON object {{image: [width, height]}}")
             items = doc.items()
         else:
-            rows = list(csv.reader(p.read_text(encoding="utf-8").splitlines()))
+            try:
+                rows = list(csv.reader(read_text(p).splitlines()))
+            except csv.Error as exc:
+                raise AnnotationError(f"{p}: unreadable CSV ({exc})") from None
             if rows and rows[0] and not is_number(rows[0][1] if len(rows[0]) > 1 else ""):
                 rows = rows[1:]
             items = []
@@ -47,8 +58,9 @@ def load_sizes(spec: str | Path | Mapping[str, Sequence[float]] | None) -> dict[
     for name, wh in items:
         try:
             w, h = (float(v) for v in wh)
-        except (TypeError, ValueError):
-            raise AnnotationError(f"{where}: {name!r}: size must be (width, height), got {wh!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise AnnotationError(f"{where}: {str(name)[:60]!r}: size must be (width, height), got "
+                                  f"{repr(wh)[:60]}") from None
         out[Path(str(name)).stem] = (w, h)
     return out
 
@@ -67,8 +79,8 @@ def image_size_beside(label_file: Path) -> tuple[float, float] | None:
                     try:
                         with Image.open(cand) as im:
                             return float(im.width), float(im.height)
-                    except OSError:
-                        return None
+                    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+                        return None  # unreadable (or a decompression bomb): its labels count as size unknown
     return None
 
 
@@ -93,13 +105,13 @@ def read_yolo(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS
     names: list[str] = []
     found = [folder / "classes.txt"] if (folder / "classes.txt").is_file() else sorted(folder.rglob("classes.txt"))
     if found:
-        names = [line.strip() for line in found[0].read_text(encoding="utf-8").splitlines() if line.strip()]
+        names = [line.strip() for line in read_text(found[0]).splitlines() if line.strip()]
     for f in files:
         wh = sizes.get(f.stem) or image_size_beside(f)
         try:
-            lines = f.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            col.bad(f"{f}: unreadable ({exc})")
+            lines = read_text(f).splitlines()
+        except AnnotationError as exc:
+            col.bad(str(exc))
             continue
         if wh is None:
             for n, line in enumerate(lines, start=1):
@@ -117,13 +129,13 @@ def read_yolo(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS
                 col.bad(f"{where}: expected 'class cx cy w h', got {len(parts)} field(s)")
                 continue
             try:
-                cls = int(parts[0])
+                cls = int(parts[0]) if len(parts[0]) <= 18 else int("x")  # a class id, not a 5000-digit number
                 cx, cy, bw, bh = (float(v) for v in parts[1:])
             except ValueError:
-                col.bad(f"{where}: non-numeric field in {line.strip()!r}")
+                col.bad(f"{where}: non-numeric field in {line.strip()[:80]!r}")
                 continue
             if not all(0.0 <= v <= 1.0 for v in (cx, cy, bw, bh)):
-                col.bad(f"{where}: normalised values must lie in [0, 1], got {line.strip()!r}")
+                col.bad(f"{where}: normalised values must lie in [0, 1], got {line.strip()[:80]!r}")
                 continue
             label = names[cls] if 0 <= cls < len(names) else str(cls)
             col.add(where, f.stem, label, (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w,
