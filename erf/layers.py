@@ -2,8 +2,10 @@
 
 Every registered model carries a ``named_layers`` dict. torchvision ResNets
 get the same names by convention (``stageN`` -> ``layerN``, ``stageN.blockM``
--> ``layerN.(M-1)``). Any module path (``stage_3.stage_3_bottleneck_2``) is
-accepted as a layer name too. Blocks are numbered from 1.
+-> ``layerN.(M-1)``). Any other model (torchvision, timm, a custom module) gets
+names derived from where its spatial resolution changes (:mod:`erf.stages`).
+Any module path (``stage_3.stage_3_bottleneck_2``) is accepted as a layer name
+too. Blocks are numbered from 1.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from erf.errors import LayerNotFoundError
+from erf.stages import HEADS, derived_layers
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,9 @@ def named_layers(model: nn.Module) -> dict[str, str]:
             out[f"stage{s}"] = f"layer{s}"
             for b, _ in enumerate(stage.children()):
                 out[f"stage{s}.block{b + 1}"] = f"layer{s}.{b}"
-    for head in ("avgpool", "pool", "fc"):
+    else:  # no known convention: stages derived from the resolution changes (one traced forward, cached)
+        out.update(derived_layers(model))
+    for head in HEADS:
         if head in modules and head not in out:
             out[head] = head
     return out
@@ -73,4 +78,4 @@ def default_layers(model: nn.Module) -> list[str]:
     stems = [n for n in stable if n == "stem"]
     if blocks:
         return stems + blocks
-    return [n for n in stable if n not in ("pool", "avgpool", "fc")]
+    return [n for n in stable if n not in HEADS]
