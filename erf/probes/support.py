@@ -43,6 +43,7 @@ def gradient_support(
     samples: int = 3,
     seed: int = 0,
     index: dict[str, tuple[Any, ...]] | None = None,
+    copy_model: bool = True,
 ) -> dict[str, Support]:
     """Support of ``d unit / d input`` for each layer, in float64 on a copy of ``model``.
 
@@ -58,8 +59,12 @@ def gradient_support(
             from the TRF tracer): ``output[(slice(None),) + index]`` is the probed unit of every
             image, e.g. ``(1 + 3 * 7 + 3,)`` for token 3 * 7 + 3 of a ViT with one class token,
             or ``(i, j)`` of a channels-last ``(N, H, W, C)`` map. ``Support.unit`` is then ``(-1, -1)``.
+        copy_model: work on a float64 copy (default); ``False``: ``model`` itself, which must then be float64
+            and in eval mode (its parameters' ``requires_grad`` are switched off and left so).
     """
-    net = copy.deepcopy(model).double().eval()
+    net = copy.deepcopy(model).double().eval() if copy_model else model
+    if not copy_model and any(p.dtype != torch.float64 for p in net.parameters()):
+        raise ValueError("copy_model=False needs a float64 model")
     for p in net.parameters():
         p.requires_grad_(False)
     modules = dict(net.named_modules())
