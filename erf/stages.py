@@ -124,8 +124,12 @@ def _units(model: nn.Module, trace) -> list[_Unit]:  # noqa: ANN001
 
     def spatial(path: str) -> bool:
         t = trace.trf.get(path)
-        return (t is not None and t.feature_size is not None and path not in trace.regridded
-                and not (t.is_global and t.feature_size == (1, 1)))
+        if t is None or t.feature_size is None or path in trace.regridded:
+            return False
+        # a globally pooled 1x1 map (its stride would give a larger one), not a map that is 1x1 at this size
+        pooled = t.is_global and t.feature_size == (1, 1) and all(
+            trace.input_size[a] >= 2 * t.stride[a] for a in (0, 1))
+        return not pooled
 
     def expand(prefix: str, module: nn.Module, root: bool) -> list[tuple[str, nn.Module]]:
         kids = [(f"{prefix}.{n}" if prefix else n, c) for n, c in module.named_children()]

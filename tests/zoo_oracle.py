@@ -83,13 +83,18 @@ class Verdict:
     why: str = ""
 
 
+def _prefix(layout: str, default: int) -> int:
+    """Class tokens of a ``"tokens"`` layout: ``"tokens2"`` says 2, ``"tokens"`` the default."""
+    return int(layout[len("tokens"):]) if layout.startswith("tokens") and layout[len("tokens"):] else default
+
+
 def _index(trf: TRF, unit: tuple[int, int], layout: str, prefix: int) -> tuple | None:
     if layout == "nchw":
         return None
     if layout == "nhwc":
         return (unit[0], unit[1])
     assert trf.feature_size is not None
-    return (prefix + unit[0] * trf.feature_size[1] + unit[1],)
+    return (_prefix(layout, prefix) + unit[0] * trf.feature_size[1] + unit[1],)
 
 
 def uncovered(trace: TRFTrace, size: int) -> list[str]:
@@ -127,9 +132,10 @@ def compare(model: nn.Module, size: int, layers: list[str] | None = None, layout
 
     A float64 ``model`` is probed in place (no copy: faster for the zoo); any other is copied.
 
-    ``layouts``: ``{layer: "nchw" | "nhwc" | "tokens"}`` as the caller expects them (default ``"nchw"``);
-    ``prefix``: class tokens of a token layout. Local layers: the support box equals the TRF box clipped to
-    the input, for both units. Global layers: the support covers the input (box = input, >= 90 % of pixels).
+    ``layouts``: ``{layer: "nchw" | "nhwc" | "tokens" | "tokensK"}`` as the caller expects them (default
+    ``"nchw"``; ``"tokensK"``: a token sequence after K class tokens); ``prefix``: K for ``"tokens"``.
+    Local layers: the support box equals the TRF box clipped to the input, for both units. Global layers:
+    the support covers the input (box = input, >= 90 % of pixels).
     """
     layers = layers or probe_layers(model)
     names = named_layers(model)
@@ -156,9 +162,9 @@ def compare(model: nn.Module, size: int, layers: list[str] | None = None, layout
     for n in layers:
         t, s = trfs[n], sup[n]
         expected_layout = layouts.get(n, "nchw")
-        dims = {"nchw": (2, 3), "nhwc": (1, 2), "tokens": (1,)}[expected_layout]
+        dims = {"nchw": (2, 3), "nhwc": (1, 2)}.get(expected_layout, (1,))
         why = ""
-        if t.dims != dims or (expected_layout == "tokens" and t.prefix != prefix):
+        if t.dims != dims or (expected_layout.startswith("tokens") and t.prefix != _prefix(expected_layout, prefix)):
             why = f"layout {t.dims}/{t.prefix}, expected {expected_layout}"
         if t.is_global:
             ok = not why and s.box == full and s.nonzero_fraction > 0.9

@@ -333,26 +333,40 @@ def _refactor(layout: Layout, in_shape: Sequence[int], out_shape: Sequence[int])
 
 
 def _space_to_depth(layout: Layout, axes: tuple | None) -> tuple[Layout, tuple | None]:
-    """Read an axis split in two digits, whose inner digit was merged into channels and whose outer
-    digit is a dim of its own, as a window of the inner size (timm's Swin patch merging, pixel unshuffle):
-    the outer digit becomes the axis, the jump grows by the inner size and the field by ``inner - 1`` jumps."""
+    """Read an axis whose inner digit was merged into channels as a window of the inner size (timm's Swin
+    patch merging, pixel unshuffle): its outer digit becomes the axis, the jump grows by the inner size and
+    the field by ``inner - 1`` jumps. The axis is split in two digits, the outer one a dim of its own, or
+    (the map is down to one unit: ``view(B, 1, 2, 1, 2, C)`` of a 2 x 2 map) merged whole into channels
+    with free size-1 dims before it, the nearest of which becomes ``x`` and the next ``y``."""
     new = list(layout)
     axes_l = list(axes) if axes is not None else None
-    for a, axis in enumerate(("y", "x")):
+    used: set[int] = set()
+    for a, axis in ((1, "x"), (0, "y")):  # x first: it takes the free dim nearest the merged one (NHWC order)
         found = [(d, k, f) for d, dim in enumerate(new) for k, f in enumerate(dim.factors)
                  if f[0] is not None and f[0][0] == axis]
-        if sorted(f[0][1] for _, _, f in found) != [(0,), (1,)]:
-            continue
-        (do, _, outer), = [t for t in found if t[2][0][1] == (0,)]
-        (di, ki, inner), = [t for t in found if t[2][0][1] == (1,)]
-        if len(new[do].factors) != 1 or new[do].prefix or new[do].suffix or do == di:
+        paths = sorted(f[0][1] for _, _, f in found)
+        if paths == [(0,), (1,)]:
+            (do, _, outer), = [t for t in found if t[2][0][1] == (0,)]
+            (di, ki, inner), = [t for t in found if t[2][0][1] == (1,)]
+            if len(new[do].factors) != 1 or new[do].prefix or new[do].suffix or do == di:
+                continue
+            target, size = do, outer[1]
+        elif paths == [()]:
+            (di, ki, inner), = found
+            free = [d for d, dim in enumerate(new) if d < di and not dim.factors and not dim.prefix
+                    and not dim.suffix and d not in used]
+            if len(new[di].factors) < 2 or not free:
+                continue
+            target, size = free[-1], 1
+        else:
             continue
         if not any(f[0] is None for f in new[di].factors):
             continue
-        new[do] = _Dim((((axis, ()), outer[1]),))
+        used.add(target)
         factors = list(new[di].factors)
         factors[ki] = (None, inner[1])
         new[di] = _canon(_Dim(tuple(factors), new[di].prefix, new[di].suffix))
+        new[target] = _Dim((((axis, ()), size),))
         if axes_l is not None:
             lo, hi, j = axes_l[a]
             axes_l[a] = (lo, hi + (inner[1] - 1) * j, j * inner[1])
