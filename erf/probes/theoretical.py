@@ -580,8 +580,9 @@ class _RFMode(TorchFunctionMode):
             return self._union(infos, self.layout(x))
         if x is None and base not in _CATS:
             if outs:
-                lay, bad = self._broadcast([t for t in flat if isinstance(t, torch.Tensor)], outs[0].shape)
-                return self._global(union, base) if bad else self._union(infos, lay)
+                tens = [t for t in flat if isinstance(t, torch.Tensor)]
+                lay, bad = self._broadcast(tens, outs[0].shape)
+                return self._global(union, base) if bad else self._pointwise(tens, lay)
             return union
         if base in _CATS:
             return self._cat(base, args, kwargs, union, outs)
@@ -617,8 +618,20 @@ class _RFMode(TorchFunctionMode):
             lay, bad = self._broadcast(tens, shape)
             if bad:
                 return self._global(union, base, "operands' spatial axes disagree", lay)
-            return self._union(infos, lay)
+            return self._pointwise(tens, lay)
         return self._global(union, base, "not a known per-position op", self._kept(x, outs))
+
+    def _pointwise(self, tensors: list[torch.Tensor], layout: Layout) -> _Info | None:
+        """Elementwise result: the union of the operands' fields. An operand without a map (a pooled scalar,
+        a gate) makes it global if it is, but its local box does not widen the result's."""
+        infos = [self.get(t) for t in tensors]
+        mapped = [i for t, i in zip(tensors, infos) if i is not None and any(d.spatial for d in self.layout(t))]
+        union = self._union(infos, layout)
+        if union is None or not mapped:
+            return union
+        local = self._union(mapped, layout)
+        assert local is not None
+        return _Info(local.axes, union.is_global, union.reason, layout)
 
     def _kept(self, x: torch.Tensor | None, outs: list[torch.Tensor]) -> Layout | None:
         """For a global op whose output has the input's rank: the input layout, resized (else none)."""
