@@ -334,42 +334,55 @@ def _refactor(layout: Layout, in_shape: Sequence[int], out_shape: Sequence[int])
 
 def _space_to_depth(layout: Layout, axes: tuple | None) -> tuple[Layout, tuple | None]:
     """Read an axis whose inner digit was merged into channels as a window of the inner size (timm's Swin
-    patch merging, pixel unshuffle): its outer digit becomes the axis, the jump grows by the inner size and
-    the field by ``inner - 1`` jumps. The axis is split in two digits, the outer one a dim of its own, or
-    (the map is down to one unit: ``view(B, 1, 2, 1, 2, C)`` of a 2 x 2 map) merged whole into channels
-    with free size-1 dims before it, the nearest of which becomes ``x`` and the next ``y``."""
+    patch merging, pixel unshuffle): the outer digit becomes the axis, the jump grows by the inner size and
+    the field by ``inner - 1`` jumps.
+
+    Either the axis is split in two digits, the outer one a dim of its own; or the map is down to one unit
+    (``view(B, 1, 2, 1, 2, C)`` of a 2 x 2 map: the outer digits have size 1, so the view keeps no trace of
+    them) and both axes are merged whole into the same channel dim with two free size-1 dims between the
+    batch (dim 0, never used) and it: the nearer becomes ``x``, the other ``y``. ``flatten(1)`` of a map has no
+    such dims and stays a flattened (global) vector."""
     new = list(layout)
     axes_l = list(axes) if axes is not None else None
-    used: set[int] = set()
-    for a, axis in ((1, "x"), (0, "y")):  # x first: it takes the free dim nearest the merged one (NHWC order)
+
+    def widen(a: int, inner: int) -> None:
+        if axes_l is not None:
+            lo, hi, j = axes_l[a]
+            axes_l[a] = (lo, hi + (inner - 1) * j, j * inner)
+
+    def fold(d: int, k: int) -> None:
+        factors = list(new[d].factors)
+        factors[k] = (None, factors[k][1])
+        new[d] = _canon(_Dim(tuple(factors), new[d].prefix, new[d].suffix))
+
+    whole: dict[str, tuple[int, int, int]] = {}
+    for a, axis in enumerate(("y", "x")):
         found = [(d, k, f) for d, dim in enumerate(new) for k, f in enumerate(dim.factors)
                  if f[0] is not None and f[0][0] == axis]
         paths = sorted(f[0][1] for _, _, f in found)
-        if paths == [(0,), (1,)]:
-            (do, _, outer), = [t for t in found if t[2][0][1] == (0,)]
-            (di, ki, inner), = [t for t in found if t[2][0][1] == (1,)]
-            if len(new[do].factors) != 1 or new[do].prefix or new[do].suffix or do == di:
-                continue
-            target, size = do, outer[1]
-        elif paths == [()]:
-            (di, ki, inner), = found
-            free = [d for d, dim in enumerate(new) if d < di and not dim.factors and not dim.prefix
-                    and not dim.suffix and d not in used]
-            if len(new[di].factors) < 2 or not free:
-                continue
-            target, size = free[-1], 1
-        else:
+        if paths == [()]:
+            whole[axis] = (found[0][0], found[0][1], found[0][2][1])
             continue
-        if not any(f[0] is None for f in new[di].factors):
+        if paths != [(0,), (1,)]:
             continue
-        used.add(target)
-        factors = list(new[di].factors)
-        factors[ki] = (None, inner[1])
-        new[di] = _canon(_Dim(tuple(factors), new[di].prefix, new[di].suffix))
-        new[target] = _Dim((((axis, ()), size),))
-        if axes_l is not None:
-            lo, hi, j = axes_l[a]
-            axes_l[a] = (lo, hi + (inner[1] - 1) * j, j * inner[1])
+        (do, _, outer), = [t for t in found if t[2][0][1] == (0,)]
+        (di, ki, inner), = [t for t in found if t[2][0][1] == (1,)]
+        if len(new[do].factors) != 1 or new[do].prefix or new[do].suffix or do == di \
+                or not any(f[0] is None for f in new[di].factors):
+            continue
+        fold(di, ki)
+        new[do] = _Dim((((axis, ()), outer[1]),))
+        widen(a, inner[1])
+    if len(whole) == 2 and whole["y"][0] == whole["x"][0]:
+        d = whole["y"][0]
+        free = [k for k in range(1, d) if not new[k].factors and not new[k].prefix and not new[k].suffix]
+        if len(free) >= 2 and any(f[0] is None for f in new[d].factors):
+            for a, axis, target in ((0, "y", free[-2]), (1, "x", free[-1])):
+                k = next(k for k, f in enumerate(new[d].factors) if f[0] == (axis, ()))
+                size = new[d].factors[k][1]
+                fold(d, k)
+                new[target] = _Dim((((axis, ()), 1),))
+                widen(a, size)
     return tuple(new), ((axes_l[0], axes_l[1]) if axes_l is not None else None)
 
 
@@ -571,13 +584,22 @@ class _RFMode(TorchFunctionMode):
             return self._matmul(base, args, kwargs, union, outs)
         if base == "einsum":
             return self._einsum(args, union, outs)
+        if base == "index_select" and x is not None and outs:
+            d = int(args[1] if len(args) > 1 else kwargs["dim"]) % x.ndim
+            if not self.layout(x)[d].spatial:  # a selection of channels: per position
+                return _Info(union.axes, union.is_global, union.reason, _sized(self.layout(x), outs[0].shape))
         if base in _MIXING:
             return self._global(union, base, layout=self._kept(x, outs))
         if base in ("layer_norm", "rms_norm", "group_norm", "instance_norm", "batch_norm",
                     "local_response_norm") and x is not None:
             return self._norm(base, x, union, args, kwargs, outs)
         if base == "setitem" and x is not None:
-            return self._union(infos, self.layout(x))
+            value = args[2] if len(args) > 2 else None
+            if self.get(value) is None and not any(self.get(t) is not None for t in _tensors(args[1])):
+                return self.get(x)  # a constant written in: the field is unchanged
+            # input-dependent values written into a tensor at some positions: not followed (conservative)
+            return self._global(union, "__setitem__", "input-dependent values written into a tensor",
+                                self.layout(x) if self.get(x) is not None else None)
         if x is None and base not in _CATS:
             if outs:
                 tens = [t for t in flat if isinstance(t, torch.Tensor)]
@@ -1272,11 +1294,12 @@ def _fits(layout: Layout | None, shape: Sequence[int]) -> bool:
 def _fit(info: _Info, t: torch.Tensor, op: str) -> _Info:
     """``info`` with a layout valid for ``t``. A layout that does not fit is dropped; a local tensor
     whose spatial dims are then unknown is made global (never a silently local one)."""
-    if info.layout is not None and _fits(info.layout, t.shape):
-        return info
+    fits = info.layout is not None and _fits(info.layout, t.shape)
     if info.is_global:
-        return _Info(info.axes, True, info.reason, None)
-    return _Info(info.axes, True, f"{op} (its spatial axes could not be followed)", None)
+        return info if fits else _Info(info.axes, True, info.reason, None)
+    if fits and any(d.spatial for d in info.layout):  # a local field must say where its map is
+        return info
+    return _Info(info.axes, True, f"{op} (its spatial axes could not be followed)", info.layout if fits else None)
 
 
 _POINTWISE = {
