@@ -29,7 +29,7 @@ inception_v3                      full, aux_logits=False                        
 maxvit_t                          MaxVit, own layers/partition, channels 8..64     224    SE (MBConv) in stage1
 mnasnet0_5/0_75/1_0/1_3           full                                             64     head only
 mobilenet_v2                      width_mult=0.25                                  64     head only
-mobilenet_v3_large/small          width_mult=0.25                                  64     SE from stage2/1
+mobilenet_v3_large/small          width_mult=0.25                                  64     SE: stage3 / stage1
 regnet_x_* (7), regnet_y_* (8)    RegNet, own depths/strides, widths 8..64         64     y: SE from stage1
 resnet18..152, resnext, wide      ResNet, own blocks/groups, planes / 4            64     head only
 shufflenet_v2_x0_5..x2_0          full                                             64     head only

@@ -19,21 +19,27 @@ partition) and the reverse ``view``/``permute`` merges them back. Class tokens
 concatenated in front of a token dim are counted as its ``prefix``. So an op is
 judged by the dims it acts on:
 
-* per position (the TRF is kept): pointwise ops; ``linear``/``matmul`` and
-  ``layer_norm`` over a dim without spatial factors (ConvNeXt's channels-last
-  LayerNorm and MLP, a ViT's per-token MLP, layer scale); reductions and
-  ``softmax`` over channels; reshapes that only move, split or merge spatial
-  digits; slices (strided slices change the jump); concatenation of class tokens.
-* global (``is_global`` with the op and module as ``reason``): a reduction, norm
-  (``group_norm``, ``instance_norm``), ``linear`` or contraction over a dim with a
-  spatial factor; a product of two input-dependent tensors that pairs positions
-  (attention scores ``q k^T``), ``scaled_dot_product_attention``, multi-head
-  attention; global or non-divisible adaptive pooling; ``roll``/``flip``/circular
-  padding of a spatial axis; interpolation, ``fold``/``unfold``, FFTs; anything
-  whose spatial factors cannot be followed (a reshape that is not a
-  re-factorisation). Window attention (Swin, MaxViT) is therefore called global
-  at its first attention: within-window mixing is not a translation-invariant
-  box, so the honest answer in this model is global (conservative).
+* per position (the TRF is kept): pointwise ops; ``linear``/``matmul``/``einsum``
+  and ``layer_norm`` over a dim without spatial factors (ConvNeXt's channels-last
+  LayerNorm and MLP, a ViT's per-token MLP, layer scale); reductions, ``softmax``
+  and ``normalize`` over channels; reshapes that only move, split or merge
+  spatial digits (channel shuffle, a window partition and its reverse); slices
+  (strided slices change the jump); concatenating class tokens; a reshape that
+  folds the inner digit of a split axis into channels is read as a window of
+  that size (space-to-depth: timm's Swin patch merging).
+* global (``is_global``, with the op and module as ``reason``): a reduction or
+  norm over a dim with a spatial factor (``mean`` over H, W, ``group_norm``,
+  ``instance_norm``, a layer norm over the map); ``linear`` or a contraction over
+  such a dim; a product of two input-dependent tensors that pairs positions
+  (attention scores ``q k^T``); ``scaled_dot_product_attention`` and multi-head
+  attention over tokens; global or non-divisible adaptive pooling; ``roll``,
+  ``flip`` and circular padding of a spatial axis; interpolation, ``fold``/
+  ``unfold``, FFTs; input-dependent values written into a tensor; anything whose
+  spatial factors cannot be followed (a local field must always say where its
+  map is, else it is made global: never a silently local one). Window attention
+  (Swin, MaxViT) is therefore called global at its first attention: within-window
+  mixing is not a translation-invariant box, so the answer in this model is
+  global (conservative; exact when the map is a single window).
 
 CBAM's channel gate is therefore global, its spatial gate alone a local 7x7
 widening.
@@ -952,8 +958,8 @@ class _RFMode(TorchFunctionMode):
                 else (_Info(union.axes, union.is_global, union.reason, lay) if union else None)
         if base == "kthvalue":
             dim = args[2] if len(args) > 2 else kwargs.get("dim", -1)
-        if base in ("median", "nanmedian", "mode") and dim is None and "dim" not in kwargs and len(args) < 2:
-            dim = None if base != "mode" else -1
+        if base == "mode" and dim is None:  # torch.mode reduces the last dim by default
+            dim = -1
         if isinstance(dim, torch.Tensor):
             return self._global(union, base)
         dims = self._dims_arg(x, dim)
