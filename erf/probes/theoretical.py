@@ -55,7 +55,6 @@ Coordinates are input pixels, 0-based (pixel ``y`` covers ``[y - 0.5, y + 0.5]``
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +66,20 @@ from torch.utils._pytree import tree_flatten
 
 from erf.errors import LayerDidNotRunError
 from erf.layers import named_layers, resolve_layer
+from erf.probes.layout import (
+    Dim,
+    Layout,
+    fits,
+    input_layout,
+    merge_dims,
+    plain,
+    plain_layout,
+    refactor,
+    resized,
+    sized,
+    space_to_depth,
+    standard,
+)
 
 
 @dataclass(frozen=True)
@@ -186,226 +199,6 @@ class TRF:
         return out
 
 
-# --------------------------------------------------------------------------- layouts
-# A spatial factor is ``(label, size)`` with label ``("y" | "x", digit path)``: path ``()`` is the
-# whole axis; splitting a digit of path ``p`` gives ``p + (0,)`` (outer) and ``p + (1,)`` (inner).
-# A non-spatial factor has label ``None``.
-Label = tuple[str, tuple[int, ...]] | None
-Factor = tuple[Label, int]
-
-
-@dataclass(frozen=True)
-class _Dim:
-    """One tensor dim: the product of ``factors`` (most significant first), after ``prefix``
-    non-spatial entries (class tokens) and before ``suffix`` ones."""
-
-    factors: tuple[Factor, ...] = ()
-    prefix: int = 0
-    suffix: int = 0
-
-    @property
-    def size(self) -> int:
-        return self.prefix + math.prod(s for _, s in self.factors) + self.suffix
-
-    @property
-    def spatial(self) -> bool:
-        return any(label is not None for label, _ in self.factors)
-
-    def pure(self) -> str | None:
-        """``"y"``/``"x"`` when this dim is exactly one whole spatial axis, else ``None``."""
-        if self.prefix == 0 and self.suffix == 0 and len(self.factors) == 1:
-            label = self.factors[0][0]
-            if label is not None and label[1] == ():
-                return label[0]
-        return None
-
-    def tokens(self) -> bool:
-        """Whether this dim is a token sequence: whole ``y`` then whole ``x`` (row-major), maybe with class tokens."""
-        return (len(self.factors) == 2 and self.factors[0][0] == ("y", ()) and self.factors[1][0] == ("x", ()))
-
-
-Layout = tuple[_Dim, ...]
-
-
-def _plain(n: int) -> _Dim:
-    return _Dim(((None, int(n)),)) if int(n) != 1 else _Dim(())
-
-
-def _plain_layout(shape: Sequence[int]) -> Layout:
-    return tuple(_plain(n) for n in shape)
-
-
-def _canon(dim: _Dim) -> _Dim:
-    """Merge adjacent non-spatial factors and adjacent sibling digits; drop size-1 non-spatial factors."""
-    factors = list(dim.factors)
-    while True:
-        out: list[Factor] = []
-        for label, size in factors:
-            if label is None and size == 1:
-                continue
-            if out and label is None and out[-1][0] is None:
-                out[-1] = (None, out[-1][1] * size)
-                continue
-            prev = out[-1][0] if out else None
-            if (prev is not None and label is not None and prev[0] == label[0] and label[1]
-                    and label[1][-1] == 1 and prev[1] == label[1][:-1] + (0,)):
-                out[-1] = ((label[0], label[1][:-1]), out[-1][1] * size)
-                continue
-            out.append((label, size))
-        if out == factors:
-            return _Dim(tuple(out), dim.prefix, dim.suffix)
-        factors = out
-
-
-def _resized(dim: _Dim, n: int) -> _Dim:
-    """The same dim with a new size: kept for a whole axis or a plain dim, else plain."""
-    axis = dim.pure()
-    if axis is not None:
-        return _Dim((((axis, ()), int(n)),))
-    return _plain(n)
-
-
-def _sized(layout: Sequence[_Dim], shape: Sequence[int]) -> Layout:
-    """``layout`` with each non-spatial (or whole-axis) dim resized to ``shape``."""
-    return tuple(d if d.size == int(n) else (_resized(d, n) if not d.spatial or d.pure() else d)
-                 for d, n in zip(layout, shape))
-
-
-def _standard(layout: Layout | None) -> tuple[tuple[int, ...], int, tuple[int, int]] | None:
-    """``(dims, prefix, (H, W))`` when the layout is a readable map (two axis dims or one token dim)."""
-    if not layout:
-        return None
-    ys = [d for d, dim in enumerate(layout) if dim.pure() == "y"]
-    xs = [d for d, dim in enumerate(layout) if dim.pure() == "x"]
-    spatial = [d for d, dim in enumerate(layout) if dim.spatial]
-    if len(ys) == 1 and len(xs) == 1 and len(spatial) == 2 and ys[0] < xs[0]:
-        return ((ys[0], xs[0]), 0, (layout[ys[0]].size, layout[xs[0]].size))
-    toks = [d for d, dim in enumerate(layout) if dim.tokens()]
-    if len(toks) == 1 and len(spatial) == 1:
-        dim = layout[toks[0]]
-        return ((toks[0],), dim.prefix, (dim.factors[0][1], dim.factors[1][1]))
-    return None
-
-
-def _refactor(layout: Layout, in_shape: Sequence[int], out_shape: Sequence[int]) -> Layout | None:
-    """Layout after a reshape from ``in_shape`` to ``out_shape`` (row-major), or ``None`` when the
-    spatial factors cannot be followed (a split that does not divide, a token dim with class
-    tokens merged with other dims)."""
-    queue: list[tuple[Label | tuple[str, _Dim], int]] = []
-    for dim, n in zip(layout, in_shape):
-        if dim.prefix or dim.suffix:
-            queue.append((("atom", dim), int(n)))  # type: ignore[arg-type]
-        elif dim.factors:
-            queue.extend(dim.factors)
-        elif n != 1:
-            queue.append((None, int(n)))
-    out: list[_Dim] = []
-    for target in out_shape:
-        target = int(target)
-        factors: list[Factor] = []
-        prod = 1
-        while prod < target:
-            if not queue:
-                return None
-            label, size = queue.pop(0)
-            if prod * size <= target and target % (prod * size) == 0:
-                if isinstance(label, tuple) and label[0] == "atom":
-                    if prod != 1 or size != target:
-                        return None
-                    out.append(label[1])  # type: ignore[arg-type]
-                    prod = target
-                    factors = None  # type: ignore[assignment]
-                    break
-                factors.append((label, size))
-                prod *= size
-                continue
-            need = target // prod
-            if target % prod or size % need or (isinstance(label, tuple) and label[0] == "atom"):
-                return None
-            if label is None:
-                factors.append((None, need))
-                queue.insert(0, (None, size // need))
-            else:
-                axis, path = label  # type: ignore[misc]
-                factors.append(((axis, path + (0,)), need))
-                queue.insert(0, ((axis, path + (1,)), size // need))
-            prod *= need
-        if factors is None:
-            continue
-        out.append(_canon(_Dim(tuple(factors))))
-    if any(size != 1 for _, size in queue):
-        return None
-    return tuple(out)
-
-
-def _space_to_depth(layout: Layout, axes: tuple | None) -> tuple[Layout, tuple | None]:
-    """Read an axis whose inner digit was merged into channels as a window of the inner size (timm's Swin
-    patch merging, pixel unshuffle): the outer digit becomes the axis, the jump grows by the inner size and
-    the field by ``inner - 1`` jumps.
-
-    Either the axis is split in two digits, the outer one a dim of its own; or the map is down to one unit
-    (``view(B, 1, 2, 1, 2, C)`` of a 2 x 2 map: the outer digits have size 1, so the view keeps no trace of
-    them) and both axes are merged whole into the same channel dim with two free size-1 dims between the
-    batch (dim 0, never used) and it: the nearer becomes ``x``, the other ``y``. ``flatten(1)`` of a map has no
-    such dims and stays a flattened (global) vector."""
-    new = list(layout)
-    axes_l = list(axes) if axes is not None else None
-
-    def widen(a: int, inner: int) -> None:
-        if axes_l is not None:
-            lo, hi, j = axes_l[a]
-            axes_l[a] = (lo, hi + (inner - 1) * j, j * inner)
-
-    def fold(d: int, k: int) -> None:
-        factors = list(new[d].factors)
-        factors[k] = (None, factors[k][1])
-        new[d] = _canon(_Dim(tuple(factors), new[d].prefix, new[d].suffix))
-
-    whole: dict[str, tuple[int, int, int]] = {}
-    for a, axis in enumerate(("y", "x")):
-        found = [(d, k, f) for d, dim in enumerate(new) for k, f in enumerate(dim.factors)
-                 if f[0] is not None and f[0][0] == axis]
-        paths = sorted(f[0][1] for _, _, f in found)
-        if paths == [()]:
-            whole[axis] = (found[0][0], found[0][1], found[0][2][1])
-            continue
-        if paths != [(0,), (1,)]:
-            continue
-        (do, _, outer), = [t for t in found if t[2][0][1] == (0,)]
-        (di, ki, inner), = [t for t in found if t[2][0][1] == (1,)]
-        if len(new[do].factors) != 1 or new[do].prefix or new[do].suffix or do == di \
-                or not any(f[0] is None for f in new[di].factors):
-            continue
-        fold(di, ki)
-        new[do] = _Dim((((axis, ()), outer[1]),))
-        widen(a, inner[1])
-    if len(whole) == 2 and whole["y"][0] == whole["x"][0]:
-        d = whole["y"][0]
-        free = [k for k in range(1, d) if not new[k].factors and not new[k].prefix and not new[k].suffix]
-        if len(free) >= 2 and any(f[0] is None for f in new[d].factors):
-            for a, axis, target in ((0, "y", free[-2]), (1, "x", free[-1])):
-                k = next(k for k, f in enumerate(new[d].factors) if f[0] == (axis, ()))
-                size = new[d].factors[k][1]
-                fold(d, k)
-                new[target] = _Dim((((axis, ()), 1),))
-                widen(a, size)
-    return tuple(new), ((axes_l[0], axes_l[1]) if axes_l is not None else None)
-
-
-def _merge_dims(dims: Iterable[_Dim | None]) -> tuple[_Dim | None, bool]:
-    """One dim from aligned operand dims (broadcast): the spatial one; ``True`` if they disagree."""
-    found: _Dim | None = None
-    conflict = False
-    for d in dims:
-        if d is None or not d.spatial:
-            continue
-        if found is None:
-            found = d
-        elif d != found:
-            conflict = True
-    return found, conflict
-
-
 @dataclass(frozen=True)
 class _Info:
     """Receptive-field state of one tensor: per-axis ``(lo, hi, jump)`` (``None``: the local geometry
@@ -505,9 +298,9 @@ class _RFMode(TorchFunctionMode):
     def layout(self, t: Any) -> Layout:
         """The layout of ``t`` (plain when it carries none, or is not tracked)."""
         info = self.get(t)
-        if info is not None and info.layout is not None and _fits(info.layout, t.shape):
+        if info is not None and info.layout is not None and fits(info.layout, t.shape):
             return info.layout
-        return _plain_layout(t.shape) if isinstance(t, torch.Tensor) else ()
+        return plain_layout(t.shape) if isinstance(t, torch.Tensor) else ()
 
     # -- helpers -----------------------------------------------------------
     def _where(self, op: str, detail: str | None = None) -> str:
@@ -538,7 +331,7 @@ class _RFMode(TorchFunctionMode):
     def _broadcast(self, tensors: list[torch.Tensor], shape: Sequence[int]) -> tuple[Layout, bool]:
         """Layout of a broadcast result of ``shape`` from operand layouts; ``True`` if they disagree."""
         nd = len(shape)
-        dims: list[_Dim] = []
+        dims: list[Dim] = []
         conflict = False
         lays = [(t, self.layout(t)) for t in tensors if self.get(t) is not None]
         for d in range(nd):
@@ -547,9 +340,9 @@ class _RFMode(TorchFunctionMode):
                 k = d - (nd - t.ndim)
                 if 0 <= k < t.ndim and t.shape[k] == shape[d]:
                     cands.append(lay[k])
-            found, bad = _merge_dims(cands)
+            found, bad = merge_dims(cands)
             conflict = conflict or bad
-            dims.append(found if found is not None else _plain(shape[d]))
+            dims.append(found if found is not None else plain(shape[d]))
         return tuple(dims), conflict
 
     # -- rules -------------------------------------------------------------
@@ -593,7 +386,7 @@ class _RFMode(TorchFunctionMode):
         if base == "index_select" and x is not None and outs:
             d = int(args[1] if len(args) > 1 else kwargs["dim"]) % x.ndim
             if not self.layout(x)[d].spatial:  # a selection of channels: per position
-                return _Info(union.axes, union.is_global, union.reason, _sized(self.layout(x), outs[0].shape))
+                return _Info(union.axes, union.is_global, union.reason, sized(self.layout(x), outs[0].shape))
         if base in _MIXING:
             return self._global(union, base, layout=self._kept(x, outs))
         if base in ("layer_norm", "rms_norm", "group_norm", "instance_norm", "batch_norm",
@@ -665,7 +458,7 @@ class _RFMode(TorchFunctionMode):
         """For a global op whose output has the input's rank: the input layout, resized (else none)."""
         if x is None or not outs or outs[0].ndim != x.ndim:
             return None
-        return _sized(self.layout(x), outs[0].shape)
+        return sized(self.layout(x), outs[0].shape)
 
     def _window(self, base: str, x: torch.Tensor, xinfo: _Info | None, union: _Info | None, args: tuple,
                 kwargs: dict, outs: list[torch.Tensor]) -> _Info | None:
@@ -701,7 +494,7 @@ class _RFMode(TorchFunctionMode):
             d = x.ndim - n + w
             dim = lay[d]
             if not dim.spatial:
-                new[d] = _plain(out.shape[d])
+                new[d] = plain(out.shape[d])
                 continue
             axis = dim.pure()
             k_eff = dilation[w] * (kernel[w] - 1) + 1
@@ -709,14 +502,14 @@ class _RFMode(TorchFunctionMode):
                 if k_eff == 1 and stride[w] == 1 and padding[w] == 0:
                     continue
                 return self._global(union, base, "window over a token or partitioned axis", self._kept(x, outs))
-            new[d] = _resized(dim, out.shape[d])
+            new[d] = resized(dim, out.shape[d])
             if axes is not None:
                 a = 0 if axis == "y" else 1
                 lo, hi, j = axes[a]
                 axes[a] = (lo - padding[w] * j, hi + (k_eff - 1 - padding[w]) * j, j * stride[w])
         axes_t = (axes[0], axes[1]) if axes is not None else None
         glob = union if union is not None and union.is_global else xinfo
-        return _Info(axes_t, glob.is_global, glob.reason, _sized(new, out.shape))
+        return _Info(axes_t, glob.is_global, glob.reason, sized(new, out.shape))
 
     def _adaptive(self, base: str, x: torch.Tensor, xinfo: _Info | None, union: _Info | None,
                   outs: list[torch.Tensor]) -> _Info | list | None:
@@ -732,10 +525,10 @@ class _RFMode(TorchFunctionMode):
             d = x.ndim - n + w
             dim, size_in, size_out = lay[d], int(x.shape[d]), int(out.shape[d])
             if not dim.spatial:
-                new[d] = _plain(size_out)
+                new[d] = plain(size_out)
                 continue
             axis = dim.pure()
-            new[d] = _resized(dim, size_out)
+            new[d] = resized(dim, size_out)
             if size_in == size_out:
                 continue
             if axis is None or size_out == 1 or size_in % size_out:
@@ -747,7 +540,7 @@ class _RFMode(TorchFunctionMode):
                 lo, hi, j = axes[a]
                 axes[a] = (lo, hi + (s - 1) * j, j * s)
         axes_t = (axes[0], axes[1]) if axes is not None else None
-        info = _Info(axes_t, xinfo.is_global, xinfo.reason, _sized(new, out.shape))
+        info = _Info(axes_t, xinfo.is_global, xinfo.reason, sized(new, out.shape))
         if glob is not None:
             info = self._global(info, base, glob, tuple(new))
         return [info] * len(outs)
@@ -766,7 +559,7 @@ class _RFMode(TorchFunctionMode):
             before, after = int(pad[2 * p]), int(pad[2 * p + 1])
             dim = lay[d]
             if not dim.spatial:
-                new[d] = _plain(outs[0].shape[d])
+                new[d] = plain(outs[0].shape[d])
                 continue
             if before == 0 and after == 0:
                 continue
@@ -774,13 +567,13 @@ class _RFMode(TorchFunctionMode):
             if axis is None or mode == "circular":
                 return self._global(union, "pad", "circular" if mode == "circular" else "of a token axis",
                                     self._kept(x, outs))
-            new[d] = _resized(dim, outs[0].shape[d])
+            new[d] = resized(dim, outs[0].shape[d])
             if axes is not None:
                 a = 0 if axis == "y" else 1
                 lo, hi, j = axes[a]
                 axes[a] = (lo - before * j, hi - before * j, j)
         axes_t = (axes[0], axes[1]) if axes is not None else None
-        return _Info(axes_t, xinfo.is_global, xinfo.reason, _sized(new, outs[0].shape))
+        return _Info(axes_t, xinfo.is_global, xinfo.reason, sized(new, outs[0].shape))
 
     def _norm(self, base: str, x: torch.Tensor, union: _Info | None, args: tuple, kwargs: dict,
               outs: list[torch.Tensor]) -> _Info | None:
@@ -810,20 +603,20 @@ class _RFMode(TorchFunctionMode):
         if self.get(x) is None or self.get(weight) is not None or self.get(bias) is not None:
             return self._global(union, "linear", "input-dependent weight")
         lay = self.layout(x)
-        new = lay[:-1] + (_plain(outs[0].shape[-1]),) if outs and outs[0].ndim == x.ndim else None
+        new = lay[:-1] + (plain(outs[0].shape[-1]),) if outs and outs[0].ndim == x.ndim else None
         if x.ndim and lay[-1].spatial:
             return self._global(union, "linear", "over a spatial axis", new)
         return _Info(union.axes, union.is_global, union.reason, new) if union else None
 
     def _mm_layout(self, a: torch.Tensor, b: torch.Tensor) -> tuple[Layout | None, str | None]:
         """Layout of ``a @ b`` and, when positions are mixed, why."""
-        la = list(self.layout(a)) if self.get(a) is not None else _plain_layout(a.shape)
-        lb = list(self.layout(b)) if self.get(b) is not None else _plain_layout(b.shape)
+        la = list(self.layout(a)) if self.get(a) is not None else plain_layout(a.shape)
+        lb = list(self.layout(b)) if self.get(b) is not None else plain_layout(b.shape)
         a1, b1 = a.ndim == 1, b.ndim == 1
         if a1:
-            la = [_plain(1)] + la
+            la = [plain(1)] + la
         if b1:
-            lb = lb + [_plain(1)]
+            lb = lb + [plain(1)]
         ka, n_dim = la[-1], la[-2]
         kb, m_dim = lb[-2], lb[-1]
         reason = None
@@ -831,20 +624,20 @@ class _RFMode(TorchFunctionMode):
             reason = "contracts a spatial axis"
         if n_dim.spatial and m_dim.spatial:
             reason = reason or "pairs positions of two input-dependent tensors (attention scores)"
-            m_dim = _plain(m_dim.size)
+            m_dim = plain(m_dim.size)
         batch_a, batch_b = la[:-2], lb[:-2]
         nb = max(len(batch_a), len(batch_b))
-        batch: list[_Dim] = []
+        batch: list[Dim] = []
         for d in range(nb):
             ka_ = d - (nb - len(batch_a))
             kb_ = d - (nb - len(batch_b))
             da = batch_a[ka_] if ka_ >= 0 else None
             db = batch_b[kb_] if kb_ >= 0 else None
-            found, bad = _merge_dims([da, db])
+            found, bad = merge_dims([da, db])
             if bad:
                 reason = reason or "operands' spatial axes disagree"
             size = max(da.size if da else 1, db.size if db else 1)
-            batch.append(found if found is not None else _plain(size))
+            batch.append(found if found is not None else plain(size))
         dims = batch + ([] if a1 else [n_dim]) + ([] if b1 else [m_dim])
         spatial_labels = [f[0] for dim in dims for f in dim.factors if f[0] is not None]
         if len(spatial_labels) != len(set(spatial_labels)):
@@ -877,13 +670,13 @@ class _RFMode(TorchFunctionMode):
             ext_lay, bad = self._broadcast(extra, outs[0].shape)
             merged = []
             for d, e in zip(lay, ext_lay):
-                found, conflict = _merge_dims([d, e])
+                found, conflict = merge_dims([d, e])
                 bad = bad or conflict
                 merged.append(found if found is not None else d)
             lay = tuple(merged)
             if bad:
                 reason = reason or "operands' spatial axes disagree"
-        if lay is not None and not _fits(lay, outs[0].shape):
+        if lay is not None and not fits(lay, outs[0].shape):
             lay = None
         if reason is not None:
             return self._global(union, base, reason, lay)
@@ -901,7 +694,7 @@ class _RFMode(TorchFunctionMode):
         if not rhs and "->" not in equation:
             letters = [c for c in lhs if c.isalpha()]
             rhs = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
-        seen: dict[str, list[tuple[int, _Dim]]] = {}
+        seen: dict[str, list[tuple[int, Dim]]] = {}
         for k, (term, op) in enumerate(zip(terms, operands)):
             if self.get(op) is None:
                 continue
@@ -917,16 +710,16 @@ class _RFMode(TorchFunctionMode):
         if pairs:
             reason = reason or "pairs positions of two input-dependent tensors (attention scores)"
         keep = min(min(o) for o in owners.values()) if owners else None
-        dims: list[_Dim] = []
+        dims: list[Dim] = []
         for letter, size in zip(rhs, outs[0].shape):
             cands = seen.get(letter, [])
             if pairs:  # keep the positions of one operand only (the scores are global anyway)
                 cands = [(k, d) for k, d in cands if k == keep]
-            found, bad = _merge_dims([d for _, d in cands])
+            found, bad = merge_dims([d for _, d in cands])
             if bad:
                 reason = reason or "operands' spatial axes disagree"
-            dims.append(found if found is not None else _plain(size))
-        lay = tuple(dims) if _fits(tuple(dims), outs[0].shape) else None
+            dims.append(found if found is not None else plain(size))
+        lay = tuple(dims) if fits(tuple(dims), outs[0].shape) else None
         if reason is not None:
             return self._global(union, "einsum", reason, lay)
         return _Info(union.axes, union.is_global, union.reason, lay) if union else None
@@ -937,8 +730,8 @@ class _RFMode(TorchFunctionMode):
         lay = None
         if isinstance(q, torch.Tensor) and outs and outs[0].ndim == q.ndim:
             ql = self.layout(q)
-            lay = ql[:-1] + (_plain(outs[0].shape[-1]),)
-            if not _fits(lay, outs[0].shape):
+            lay = ql[:-1] + (plain(outs[0].shape[-1]),)
+            if not fits(lay, outs[0].shape):
                 lay = None
         first = self._global(union, base, "attention over tokens", lay)
         return [first] + [self._global(union, base, "attention over tokens")] * (len(outs) - 1)
@@ -973,7 +766,7 @@ class _RFMode(TorchFunctionMode):
         for d, dim_ in enumerate(lay):
             if d in dims:
                 if keep:
-                    new.append(_resized(dim_, 1) if dim_.pure() else _plain(1))
+                    new.append(resized(dim_, 1) if dim_.pure() else plain(1))
                 continue
             new.append(dim_)
         if any(lay[d].spatial for d in dims):
@@ -1044,17 +837,17 @@ class _RFMode(TorchFunctionMode):
         if union is None or not outs:
             return union
         lay = self.layout(x)
-        new = _refactor(lay, x.shape, outs[0].shape)
+        new = refactor(lay, x.shape, outs[0].shape)
         if new is None:
             if any(d.spatial for d in lay):
                 return self._global(union, base, "reshape that does not keep the spatial axes", None)
             return _Info(union.axes, union.is_global, union.reason, None)
-        new, axes = _space_to_depth(new, union.axes)
+        new, axes = space_to_depth(new, union.axes)
         return self._lost_or(_Info(axes, union.is_global, union.reason), base, lay, new)
 
     def _lost_or(self, union: _Info, op: str, before: Layout, after: Layout) -> _Info:
         """``after`` as the new layout; a local tensor whose map disappears becomes global (no map)."""
-        had = _standard(before) is not None or any(d.spatial for d in before)
+        had = standard(before) is not None or any(d.spatial for d in before)
         has = any(d.spatial for d in after)
         if had and not has and not union.is_global:
             return _Info(None, True, self._where(op, "the spatial map is flattened away"), after)
@@ -1068,7 +861,7 @@ class _RFMode(TorchFunctionMode):
         out = outs[0]
         if base == "unsqueeze":
             d = int(args[1] if len(args) > 1 else kwargs["dim"]) % (x.ndim + 1)
-            new = lay[:d] + [_plain(1)] + lay[d:]
+            new = lay[:d] + [plain(1)] + lay[d:]
         else:
             dim = args[1] if len(args) > 1 else kwargs.get("dim")
             dims = set(self._dims_arg(x, dim)) if dim is not None else set(range(x.ndim))
@@ -1083,10 +876,10 @@ class _RFMode(TorchFunctionMode):
         out = outs[0]
         lay = self.layout(x)
         lead = out.ndim - x.ndim
-        new = [_plain(out.shape[d]) for d in range(lead)]
+        new = [plain(out.shape[d]) for d in range(lead)]
         for d, dim in enumerate(lay):
             size = int(out.shape[lead + d])
-            new.append(dim if x.shape[d] == size else _resized(dim, size))
+            new.append(dim if x.shape[d] == size else resized(dim, size))
         return _Info(union.axes, union.is_global, union.reason, tuple(new))
 
     def _repeat(self, base: str, x: torch.Tensor, union: _Info | None, outs: list[torch.Tensor]) -> _Info | None:
@@ -1095,14 +888,14 @@ class _RFMode(TorchFunctionMode):
         out = outs[0]
         lay = self.layout(x)
         lead = out.ndim - x.ndim
-        new = [_plain(out.shape[d]) for d in range(lead)]
+        new = [plain(out.shape[d]) for d in range(lead)]
         for d, dim in enumerate(lay):
             if x.shape[d] == out.shape[lead + d]:
                 new.append(dim)
             elif dim.spatial:
                 return self._global(union, base, "tiles a spatial axis", None)
             else:
-                new.append(_plain(out.shape[lead + d]))
+                new.append(plain(out.shape[lead + d]))
         if base == "repeat_interleave" and len(new) != out.ndim:
             return self._global(union, base, layout=None)
         return _Info(union.axes, union.is_global, union.reason, tuple(new))
@@ -1121,21 +914,21 @@ class _RFMode(TorchFunctionMode):
         if base == "stack":
             d = int(dim) % (ref.ndim + 1)
             lay, bad = self._broadcast(tensors, ref.shape)
-            new = lay[:d] + (_plain(len(tensors)),) + lay[d:]
+            new = lay[:d] + (plain(len(tensors)),) + lay[d:]
             return self._global(union, base, "operands' spatial axes disagree", new) if bad \
                 else _Info(union.axes, union.is_global, union.reason, new) if union else None
         d = int(dim) % ref.ndim
         lays = [(t, self.layout(t)) for t in tensors]
         # dims other than d: must agree
-        dims: list[_Dim] = []
+        dims: list[Dim] = []
         bad = False
         for k in range(ref.ndim):
             if k == d:
-                dims.append(_plain(out.shape[d]))
+                dims.append(plain(out.shape[d]))
                 continue
-            found, conflict = _merge_dims([lay[k] for t, lay in lays if self.get(t) is not None])
+            found, conflict = merge_dims([lay[k] for t, lay in lays if self.get(t) is not None])
             bad = bad or conflict
-            dims.append(found if found is not None else _plain(out.shape[k]))
+            dims.append(found if found is not None else plain(out.shape[k]))
         spatial_along = [(i, lay[d]) for i, (t, lay) in enumerate(lays) if self.get(t) is not None and lay[d].spatial]
         if len(spatial_along) > 1:
             return self._global(union, base, "along a spatial axis", tuple(dims))
@@ -1143,17 +936,17 @@ class _RFMode(TorchFunctionMode):
             i, sdim = spatial_along[0]
             before = sum(int(t.shape[d]) for t in tensors[:i])
             after = sum(int(t.shape[d]) for t in tensors[i + 1:])
-            dims[d] = _Dim(sdim.factors, sdim.prefix + before, sdim.suffix + after)
+            dims[d] = Dim(sdim.factors, sdim.prefix + before, sdim.suffix + after)
         if bad:
             return self._global(union, base, "operands' spatial axes disagree", tuple(dims))
         return _Info(union.axes, union.is_global, union.reason, tuple(dims)) if union else None
 
-    def _slice_dim(self, dim: _Dim, n: int, sel: slice, axes: list | None) -> tuple[_Dim | None, str | None]:
+    def _slice_dim(self, dim: Dim, n: int, sel: slice, axes: list | None) -> tuple[Dim | None, str | None]:
         """Dim after ``sel``; ``(None, reason)`` when positions cannot be followed."""
         start, stop, step = sel.indices(n)
         length = len(range(start, stop, step))
         if not dim.spatial:
-            return _plain(length), None
+            return plain(length), None
         if (start, stop, step) == (0, n, 1):
             return dim, None
         axis = dim.pure()
@@ -1162,10 +955,10 @@ class _RFMode(TorchFunctionMode):
                 a = 0 if axis == "y" else 1
                 lo, hi, j = axes[a]
                 axes[a] = (lo + start * j, hi + start * j, j * step)
-            return _resized(dim, length), None
+            return resized(dim, length), None
         grid = dim.size - dim.prefix - dim.suffix
         if step == 1 and start <= dim.prefix and stop >= dim.prefix + grid:
-            return _Dim(dim.factors, dim.prefix - start, stop - (dim.prefix + grid)), None
+            return Dim(dim.factors, dim.prefix - start, stop - (dim.prefix + grid)), None
         return None, "slice of a token or partitioned axis"
 
     def _getitem(self, x: torch.Tensor, union: _Info | None, index: Any,
@@ -1186,12 +979,12 @@ class _RFMode(TorchFunctionMode):
             idx = idx[:pos] + [slice(None)] * (x.ndim - used) + idx[pos + 1:]
         idx += [slice(None)] * (x.ndim - sum(1 for i in idx if i is not None))
         axes = list(info.axes) if info.axes is not None else None
-        new: list[_Dim] = []
+        new: list[Dim] = []
         d = 0
         reason = None
         for sel in idx:
             if sel is None:
-                new.append(_plain(1))
+                new.append(plain(1))
                 continue
             dim, n = lay[d], int(x.shape[d])
             d += 1
@@ -1204,7 +997,7 @@ class _RFMode(TorchFunctionMode):
                 if dim.spatial:
                     return self._global(union, "advanced indexing", "on a spatial axis", None)
                 k = sel.ndim if isinstance(sel, torch.Tensor) else 1
-                new.extend(_plain(1) for _ in range(k))  # sizes fixed below
+                new.extend(plain(1) for _ in range(k))  # sizes fixed below
             else:  # an integer
                 if not dim.spatial:
                     continue
@@ -1217,7 +1010,7 @@ class _RFMode(TorchFunctionMode):
                     reason = "integer index on a spatial axis"
         if len(new) != outs[0].ndim:
             return self._global(union, "getitem", layout=None)
-        new = [dim if dim.size == s else _plain(s) for dim, s in zip(new, outs[0].shape)]
+        new = [dim if dim.size == s else plain(s) for dim, s in zip(new, outs[0].shape)]
         axes_t = (axes[0], axes[1]) if axes is not None else None
         result = _Info(axes_t, info.is_global or union.is_global, info.reason if info.is_global else union.reason,
                        tuple(new))
@@ -1293,19 +1086,15 @@ def _inplace(name: str) -> bool:
     return (name.endswith("_") and not name.startswith("__")) or name in _INPLACE_DUNDERS
 
 
-def _fits(layout: Layout | None, shape: Sequence[int]) -> bool:
-    return layout is not None and len(layout) == len(shape) and all(d.size == int(n) for d, n in zip(layout, shape))
-
-
 def _fit(info: _Info, t: torch.Tensor, op: str) -> _Info:
     """``info`` with a layout valid for ``t``. A layout that does not fit is dropped; a local tensor
     whose spatial dims are then unknown is made global (never a silently local one)."""
-    fits = info.layout is not None and _fits(info.layout, t.shape)
+    ok = info.layout is not None and fits(info.layout, t.shape)
     if info.is_global:
-        return info if fits else _Info(info.axes, True, info.reason, None)
-    if fits and any(d.spatial for d in info.layout):  # a local field must say where its map is
+        return info if ok else _Info(info.axes, True, info.reason, None)
+    if ok and any(d.spatial for d in info.layout):  # a local field must say where its map is
         return info
-    return _Info(info.axes, True, f"{op} (its spatial axes could not be followed)", info.layout if fits else None)
+    return _Info(info.axes, True, f"{op} (its spatial axes could not be followed)", info.layout if ok else None)
 
 
 _POINTWISE = {
@@ -1373,10 +1162,6 @@ class TRFTrace:
     regridded: set[str] = field(default_factory=set)
 
 
-def _input_layout(channels: int, h: int, w: int) -> Layout:
-    return (_plain(1), _plain(channels), _Dim(((("y", ()), h),)), _Dim(((("x", ()), w),)))
-
-
 def trace_receptive_fields(
     model: nn.Module, input_size: Sequence[int] = (32, 32), channels: int = 3
 ) -> TRFTrace:
@@ -1396,7 +1181,7 @@ def trace_receptive_fields(
     model.eval()
     try:
         with torch.no_grad(), _module_hooks(model, mode, outputs), mode:
-            mode.set(x, _Info(((0, 0, 1), (0, 0, 1)), layout=_input_layout(channels, h, w)))
+            mode.set(x, _Info(((0, 0, 1), (0, 0, 1)), layout=input_layout(channels, h, w)))
             model(x)
     finally:
         model.train(was_training)
@@ -1405,7 +1190,7 @@ def trace_receptive_fields(
     for name, (tensor, info) in outputs.items():
         if info is None:
             continue
-        std = _standard(info.layout) if info.layout is not None and info.axes is not None else None
+        std = standard(info.layout) if info.layout is not None and info.axes is not None else None
         spatial_any = info.layout is not None and any(d.spatial for d in info.layout)
         axes = info.axes
         dims: tuple[int, ...] = (2, 3)
