@@ -40,7 +40,7 @@ _EXPORTS = {
     "list_models": "erf.models.registry",
     "register_model": "erf.models.registry",
     "TRF": "erf.probes.theoretical",
-    "theoretical_rf": "erf.probes.theoretical",
+    "theoretical_rf": "erf.probes.trf",
     "ERFMetrics": "erf.metrics",
     "LayerERF": "erf.measurement",
     "Measurement": "erf.measurement",

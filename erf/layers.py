@@ -1,10 +1,11 @@
 """Layer selection: stable layer names mapped to module paths, and the policies that choose layers.
 
 Stable names are ``stem``, ``stage1``..``stageN``, ``stageN.blockM`` (blocks numbered from 1) and the
-heads (:data:`HEADS`: ``pool``, ``avgpool``, ``fc``, which have no ERF). Every registered model carries a
-``named_layers`` dict; torchvision ResNets get the same names by convention (``stageN`` -> ``layerN``,
-``stageN.blockM`` -> ``layerN.(M-1)``). Any module path (``stage_3.stage_3_bottleneck_2``) or the module
-object itself is accepted as a layer too.
+heads (:data:`erf.stages.HEADS`: ``pool``, ``avgpool``, ``fc``, ``classifier``..., which have no ERF). Every
+registered model carries a ``named_layers`` dict; torchvision ResNets get the same names by convention
+(``stageN`` -> ``layerN``, ``stageN.blockM`` -> ``layerN.(M-1)``); any other model (torchvision, timm, a custom
+module) gets names derived from where its spatial resolution changes (:mod:`erf.stages`). Any module path
+(``stage_3.stage_3_bottleneck_2``) or the module object itself is accepted as a layer too.
 
 Policies (each returns stable names in forward order):
 
@@ -24,9 +25,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from erf.errors import LayerError, LayerNotFoundError, StudyError
-
-HEADS = ("avgpool", "pool", "fc")
-"""Stable names of the classification head: after global pooling, no spatial map and no ERF."""
+from erf.stages import HEADS, derived_layers
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,8 @@ def named_layers(model: nn.Module) -> dict[str, str]:
             out[f"stage{s}"] = f"layer{s}"
             for b, _ in enumerate(stage.children()):
                 out[f"stage{s}.block{b + 1}"] = f"layer{s}.{b}"
+    else:  # no known convention: stages derived from the resolution changes (one traced forward, cached)
+        out.update(derived_layers(model))
     for head in HEADS:
         if head in modules and head not in out:
             out[head] = head

@@ -216,6 +216,8 @@ def make_targets(
             unit = trf.central_unit()
             even = [s % 2 == 0 for s in trf.feature_size]
             rule = "nearest-centre" + (" (even map: no single centre)" if any(even) else "")
+        if trf.describe_unit():  # a token sequence or channels-last map: say which entry the unit is
+            rule += f"; {trf.describe_unit()}"
         targets.append(Target(key, layer.path, layer.module,
                               (int(unit[0]), int(unit[1])), trf))
         rules[targets[-1].name] = rule

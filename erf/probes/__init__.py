@@ -24,7 +24,7 @@ _EXPORTS = {
     "GradientProbe": "erf.probes.gradient",
     "gradient_support": "erf.probes.support",
     "TRF": "erf.probes.theoretical",
-    "theoretical_rf": "erf.probes.theoretical",
+    "theoretical_rf": "erf.probes.trf",
     "trace_receptive_fields": "erf.probes.theoretical",
 }
 __all__ = sorted(_EXPORTS)

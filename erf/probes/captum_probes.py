@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from erf.probes.base import Target, frozen_parameters
+from erf.probes.theoretical import TRF
 
 CAPTUM_METHODS = {
     "captum-gradient": ("NeuronGradient", {}),
@@ -24,11 +25,13 @@ CAPTUM_METHODS = {
 """Probe name -> (captum class, extra ``attribute`` kwargs)."""
 
 
-def _selector(unit: tuple[int, int]) -> Any:
+def _selector(unit: tuple[int, int], trf: TRF | None = None) -> Any:
     i, j = unit
+    index = trf.unit_index(unit) if trf is not None else (slice(None), slice(None), i, j)
 
     def select(output: torch.Tensor) -> torch.Tensor:
-        return output[:, :, i, j].sum(dim=1)
+        act = output[index]
+        return act.reshape(act.shape[0], -1).sum(dim=1)
 
     return select
 
@@ -54,7 +57,7 @@ class CaptumProbe:
             for t in targets:
                 method = cls(model, t.module)
                 xin = x.detach().clone().requires_grad_(True)
-                attr = method.attribute(xin, neuron_selector=_selector(t.unit), **self.options)
+                attr = method.attribute(xin, neuron_selector=_selector(t.unit, t.trf), **self.options)
                 out[t.name] = attr.detach().abs().sum(dim=1, dtype=torch.float64)
         return out
 

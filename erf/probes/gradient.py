@@ -24,7 +24,15 @@ The engine:
   targets' TRF boxes, with the crop start a multiple of the effective stride
   so that every feature-map grid keeps its phase: the target unit sees exactly
   the same pixels, so the map is the uncropped one up to float rounding, for
-  far less arithmetic. Layers with a global TRF use the full input.
+  far less arithmetic. Layers with a global TRF use the full input, and so do
+  token-sequence outputs (a crop would change the token grid) and any group
+  whose cropped forward the model rejects (a fixed input size).
+
+Layers whose output is not ``(N, C, H, W)`` are probed through their TRF's layout
+(:meth:`~erf.probes.theoretical.TRF.unit_index`): a channels-last ``(N, H, W, C)``
+map at ``[:, i, j, :]``, a ViT's token sequence ``(N, L, D)`` at its patch token
+``prefix + i W + j`` (the class tokens are skipped); the map is the gradient with
+respect to the input pixels, as for a CNN.
 """
 
 from __future__ import annotations
@@ -39,9 +47,10 @@ import torch
 from torch import nn
 
 from erf import hooks
-from erf.errors import LayerDidNotRunError, UndefinedERFError
+from erf.errors import ErfError, LayerDidNotRunError, UndefinedERFError
 from erf.hooks import first_tensor
 from erf.probes.base import Target, frozen_parameters
+from erf.probes.theoretical import TRF
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ def crop_for(targets: list[Target], height: int, width: int) -> tuple[int, int, 
     Returns ``(y0, y1, x0, x1)`` half-open, or ``None`` when a target is global
     or the crop would be the whole input.
     """
-    if any(t.trf.is_global for t in targets):
+    if any(t.trf.is_global or len(t.trf.dims) != 2 for t in targets):
         return None
     boxes = [t.trf.box(t.unit) for t in targets]
     sy = _lcm([t.trf.stride[0] for t in targets])
@@ -224,23 +233,42 @@ def capture_outputs(model: nn.Module, targets: list[Target], x: torch.Tensor) ->
     return captured
 
 
+def _unit_in_output(output: torch.Tensor, unit: tuple[int, int], trf: TRF | None) -> bool:
+    """Whether ``unit`` lies on ``output``'s map (grid dims of ``trf``, or its token grid)."""
+    i, j = unit
+    if trf is None or trf.dims == (2, 3):
+        return 0 <= i < output.shape[2] and 0 <= j < output.shape[3]
+    if trf.is_tokens:
+        h, w = trf.feature_size or (0, 0)
+        return 0 <= i < h and 0 <= j < w and trf.prefix + h * w <= output.shape[trf.dims[0]]
+    return 0 <= i < output.shape[trf.dims[0]] and 0 <= j < output.shape[trf.dims[1]]
+
+
 def unit_gradient_map(output: torch.Tensor, unit: tuple[int, int], x: torch.Tensor, mode: str,
-                      retain_graph: bool, name: str = "") -> torch.Tensor:
-    """Per-image map ``(B, h, w)`` float64 of one unit's input gradient (see module docstring)."""
-    if output.ndim != 4:
+                      retain_graph: bool, name: str = "", trf: TRF | None = None) -> torch.Tensor:
+    """Per-image map ``(B, h, w)`` float64 of one unit's input gradient (see module docstring).
+
+    ``trf`` (the layer's TRF at this input size) says where the map lies in ``output``
+    (:meth:`~erf.probes.theoretical.TRF.unit_index`); without it ``output`` must be ``(N, C, H, W)``.
+    """
+    layout = trf is not None and trf.dims != (2, 3)
+    if layout and output.ndim <= max(trf.dims):
+        raise UndefinedERFError(f"layer {name!r}: output shape {tuple(output.shape)} does not match its traced "
+                                f"layout (dims {trf.dims})")
+    if not layout and output.ndim != 4:
         raise UndefinedERFError(
             f"layer {name!r} has no spatial map (output shape {tuple(output.shape)}): its ERF is undefined "
             "(it comes after global pooling or flattening)"
         )
     i, j = unit
-    if not (0 <= i < output.shape[2] and 0 <= j < output.shape[3]):
-        raise UndefinedERFError(f"layer {name!r}: unit {unit} outside its {tuple(output.shape[2:])} map")
+    if not _unit_in_output(output, unit, trf):
+        raise UndefinedERFError(f"layer {name!r}: unit {unit} outside its map (output {tuple(output.shape)})")
     if not output.requires_grad:
         raise UndefinedERFError(
             f"layer {name!r}: its output does not depend on the input through autograd (detached, or computed "
             "under torch.no_grad), so its gradient ERF cannot be measured (it is not reported as zero)"
         )
-    act = output[:, :, i, j]
+    act = output[trf.unit_index(unit)] if layout else output[:, :, i, j]
     if mode == "relu":
         act = torch.relu(act)
     (grad,) = torch.autograd.grad(act.sum(), x, retain_graph=retain_graph, allow_unused=True)
@@ -315,19 +343,27 @@ class GradientProbe:
         b, _, h, w = x.shape
         y0, y1, x0, x1 = group.crop or (0, h, 0, w)
         xc = x[:, :, y0:y1, x0:x1].detach().clone(memory_format=fmt).requires_grad_(True)
-        outputs = capture_outputs(model, list(group.targets), xc)
+        try:
+            outputs = capture_outputs(model, list(group.targets), xc)
+        except ErfError:
+            raise
+        except Exception:
+            if group.crop is None:
+                raise
+            # The model rejects the cropped size (a ViT's fixed image size): this group runs uncropped.
+            return self._group_maps(model, CropGroup(None, group.targets), x, fmt)
         units = {}
         for t in group.targets:
             unit = (t.unit[0] - y0 // t.trf.stride[0], t.unit[1] - x0 // t.trf.stride[1])
             o = outputs[t.path]
-            if group.crop is not None and o.ndim == 4 and not (0 <= unit[0] < o.shape[2] and 0 <= unit[1] < o.shape[3]):
+            if group.crop is not None and o.ndim == 4 and not _unit_in_output(o, unit, t.trf):
                 # The crop lost the unit (exotic padding); measure this group on the full input instead.
                 return self._group_maps(model, CropGroup(None, group.targets), x, fmt)
             units[t.name] = unit
         maps: dict[str, torch.Tensor] = {}
         for n, t in enumerate(group.targets):
             m = unit_gradient_map(outputs[t.path], units[t.name], xc, self.mode,
-                                  retain_graph=n < len(group.targets) - 1, name=t.name)
+                                  retain_graph=n < len(group.targets) - 1, name=t.name, trf=t.trf)
             if group.crop is not None:
                 full = torch.zeros(b, h, w, dtype=torch.float64, device=x.device)
                 full[:, y0:y1, x0:x1] = m

@@ -35,7 +35,8 @@ from erf.data.sources import normalize
 from erf.errors import StudyError
 from erf.layers import resolve_layer
 from erf.metrics import mass_radius
-from erf.probes import TRF, theoretical_rf
+from erf.probes.theoretical import TRF
+from erf.probes.trf import theoretical_rf
 
 LEVELS = (0.25, 0.5, 0.75, 0.95)
 """Mass fractions ``q`` whose diameters ``2 r_q`` are reported (``0.5`` primary)."""

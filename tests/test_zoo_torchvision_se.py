@@ -1,0 +1,15 @@
+"""torchvision EfficientNet (v1 b0..b7, v2 s/m/l) and RegNet (X and Y): named stages; TRF == gradient support on
+each; the squeeze-and-excitation gate (EfficientNet, RegNet Y) is global with the reason, RegNet X only at the head.
+Builders, coverage table and method: tests/zoo_torchvision.py."""
+
+from __future__ import annotations
+
+import pytest
+from zoo_torchvision import NAMES, check, family, one_thread  # noqa: F401 (one_thread: fixture)
+
+_CHECKED: dict[tuple, str] = {}
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if family(n) == "se"])
+def test_stages_and_trf_equal_gradient_support(name: str, one_thread) -> None:  # noqa: F811
+    check(name, _CHECKED)
