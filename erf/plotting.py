@@ -54,7 +54,7 @@ def erf_heatmap(layer: Any, log: bool | str = True, subtitle: str | None = None)
     im = draw_erf(ax, layer, log=log)
     if subtitle:
         fig.suptitle(subtitle, fontsize=7)
-    box = (f"dashed: the {layer.trf.size[0]} px local part of a global TRF" if layer.trf.is_global
+    box = (f"dashed: the {layer.trf.local_size[0]} px local part of a global TRF" if layer.trf.is_global
            else f"dashed: the unit's {layer.trf.size[0]} px TRF")
     fig.text(0.5, 0.01, f"{box}; +: the probed unit's centre {tuple(round(c, 1) for c in layer.center)}",
              ha="center", fontsize=6)

@@ -104,3 +104,40 @@ def test_timm_spec_native_size() -> None:
     pytest.importorskip("timm")
     loaded = load_checkpoint("timm:resnet18")
     assert loaded.input_size == (224, 224) and loaded.name == "timm:resnet18" and loaded.trained is False
+
+
+VIT = '''
+from torchvision.models.vision_transformer import VisionTransformer
+
+
+def tiny_vit():
+    model = VisionTransformer(image_size=32, patch_size=4, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32)
+    model.input_size = 32
+    return model
+'''
+
+
+def test_a_vit_measures_from_the_cli_next_to_a_cnn(tmp_path: Path, run_cli) -> None:
+    """A ViT from a file spec: its stages are found, its token layers are probed at the centre patch (class token
+    skipped), and its ERF sits in the same JSON schema as a CNN's on the same images."""
+    path = tmp_path / "vit.py"
+    path.write_text(VIT)
+    code, stdout, stderr = run_cli("measure", f"{path}:tiny_vit", "--layer", "stem", "--layer", "stage1", "--images",
+                                   "4", "--bootstrap", "0", "--json")
+    assert code == 0, stderr
+    doc = json.loads(stdout)
+    by_name = {layer["name"]: layer for layer in doc["layers"]}
+    assert "stage1" in by_name and by_name["stage1"]["trf"]["global"]
+    assert "token" in by_name["stage1"]["unit_rule"] and "class token" in by_name["stage1"]["unit_rule"]
+    assert by_name["stage1"]["erf"]["radius"]["50"] > 0 and by_name["stem"]["trf"]["size"] == [4, 4]
+    code, stdout, stderr = run_cli("measure", "resnet20", "--layer", "stage3", "--images", "4", "--bootstrap", "0",
+                                   "--json")
+    assert code == 0 and json.loads(stdout)["layers"][0]["erf"]["radius"]["50"] > 0
+
+
+def test_a_model_that_rejects_the_input_size_is_told_plainly(tmp_path: Path, run_cli) -> None:
+    path = tmp_path / "vit.py"
+    path.write_text(VIT)
+    code, _, stderr = run_cli("layers", f"{path}:tiny_vit", "--input-size", "48")
+    assert code == 2 and "does not run on a 3x48x48 input" in stderr and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("erf layers: error: --input-size 48x48")

@@ -264,8 +264,13 @@ def cmd_layers(args: argparse.Namespace) -> int:
     trace = trace_receptive_fields(loaded.model, size)
     names = named_layers(loaded.model)
     modules = dict(loaded.model.named_modules())
+    stable = [n for n in names if "." not in n]  # stem and stages first, then their blocks
+    order = stable + [n for n in names if "." in n]
+    if args.stages:
+        order = stable
     rows = []
-    for name, path in names.items():
+    for name in order:
+        path = names[name]
         trf = trace.trf.get(path)
         rows.append({"name": name, "module": path, "ran": trf is not None,
                      "erf": trf is not None and erf_defined(modules[path], trf),
@@ -290,7 +295,13 @@ def cmd_layers(args: argparse.Namespace) -> int:
             continue
         fs = "x".join(map(str, r["feature_size"])) if r["feature_size"] else "-"
         size_txt = "global" if t["global"] else str(t["size"][0])
-        table.append([r["name"], r["module"], fs, size_txt, t["stride"][0], "" if r["erf"] else "no ERF"])
+        layout = t.get("layout")
+        remark = [] if r["erf"] else ["no ERF"]
+        if layout:
+            remark.append("tokens" if "token" in str(layout) else "channels-last")
+        if t["global"] and t.get("reason") and r["erf"]:
+            remark.append(f"global: {t['reason']}")
+        table.append([r["name"], r["module"], fs, size_txt, t["stride"][0], "; ".join(remark)])
     print_aligned(["name", "module", "map", "TRF", "stride", ""], table, "llrrrl")
     if trace.assumed_pointwise:
         print_notes([f"ops treated as pointwise: {', '.join(sorted(trace.assumed_pointwise))}"])
@@ -301,6 +312,7 @@ def _args_layers(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="model spec (see below)")
     p.add_argument("--input-size", default=None, help="input size for feature-map sizes (default 32)")
     p.add_argument("--modules", action="store_true", help="also list every other module path")
+    p.add_argument("--stages", action="store_true", help="only the stem and the stages (no blocks)")
     p.add_argument("--json", action="store_true")
     add_model_options(p)
 

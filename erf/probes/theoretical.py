@@ -64,6 +64,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from erf.errors import InputError
 from erf.probes.layout import (
     Dim,
     Layout,
@@ -111,14 +112,20 @@ class TRF:
     prefix: int = 0
 
     @property
-    def size(self) -> tuple[int, int]:
-        """``(y, x)`` receptive-field side in input pixels (of the local path when global)."""
+    def size(self) -> tuple[int, int] | None:
+        """``(y, x)`` receptive-field side in input pixels; ``None`` when global (every input pixel), as in the JSON.
+        The local path of a global field is :attr:`local_size`."""
+        return None if self.is_global else self.local_size
+
+    @property
+    def local_size(self) -> tuple[int, int]:
+        """``(y, x)`` side in input pixels of the field's local path (the whole field when it is not global)."""
         return (self.hi[0] - self.lo[0] + 1, self.hi[1] - self.lo[1] + 1)
 
     @property
     def side(self) -> int | None:
         """Side in input px of a local field (the larger of its height and width); ``None`` when global."""
-        return None if self.is_global else max(self.size)
+        return None if self.is_global else max(self.local_size)
 
     @property
     def padding(self) -> tuple[int, int]:
@@ -188,8 +195,8 @@ class TRF:
         """JSON form: ``global``, ``size`` (null when global), ``stride``, ``padding``, ``center``."""
         out: dict[str, Any] = {
             "global": self.is_global,
-            "size": None if self.is_global else list(self.size),
-            "local_size": list(self.size),
+            "size": None if self.is_global else list(self.local_size),
+            "local_size": list(self.local_size),
             "stride": list(self.stride),
             "padding": list(self.padding),
             "reason": self.reason,
@@ -1185,7 +1192,13 @@ def trace_receptive_fields(
     try:
         with torch.no_grad(), _module_hooks(model, mode, outputs), mode:
             mode.set(x, _Info(((0, 0, 1), (0, 0, 1)), layout=input_layout(channels, h, w)))
-            model(x)
+            try:
+                model(x)
+            except (RuntimeError, AssertionError, ValueError, TypeError, IndexError) as exc:
+                first = (str(exc).strip().splitlines() or ["no message"])[0][:200]
+                raise InputError(f"{h}x{w}: the model does not run on a {channels}x{h}x{w} input "
+                                 f"({type(exc).__name__}: {first}); give the size it was made for",
+                                 param="input_size") from None
     finally:
         model.train(was_training)
     result: dict[str, TRF] = {}

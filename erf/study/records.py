@@ -102,7 +102,7 @@ def measure_model(model: torch.nn.Module, data: Any, label: str, name: str, atte
     for layer in res.layers:
         m = layer.metrics
         row: dict[str, Any] = {"name": layer.name, "trf_side": layer.trf.side,
-                               "trf_local_side": max(layer.trf.size)}
+                               "trf_local_side": max(layer.trf.local_size)}
         for q in LEVELS:
             k = f"r{level_key(q)}"
             row[k] = float(m.radius[q])
