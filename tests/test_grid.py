@@ -161,6 +161,9 @@ def test_study_controlled_tiny_end_to_end_and_resume(tmp_path, run_cli, cifar10_
     assert code == 0, stderr
     rep = json.loads((out / "study.json").read_text())
     cells = json.loads((out / "cells.json").read_text())
+    from erf.schemas import validate
+
+    assert validate(rep, "study_controlled") or pytest.importorskip("jsonschema")
     from erf.study.budgets import BUDGETS
     from erf.study.grid import plan
 

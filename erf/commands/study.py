@@ -151,7 +151,16 @@ def _controlled(args: argparse.Namespace, device: str, progress: bool) -> tuple[
         doc = run_grid(args.budget, data, device=device, seeds=args.seeds, sizes=args.sizes, epochs=args.epochs,
                        previous=previous, on_cell=on_cell, time_limit=args.time_limit, progress=progress)
         write_json(cells_path, doc)
-        report = grid_report(doc, command="erf " + shlex.join(sys.argv[1:]))
+        this = "erf " + shlex.join(sys.argv[1:])
+        command, report_command = this, None
+        earlier = Path(args.out) / "study.json"  # the published set (the staging folder holds only cells.json)
+        if args.time_limit == 0 and earlier.is_file():
+            try:  # only the report is regenerated: the cells were made by the earlier report's command
+                command = json.loads(earlier.read_text()).get("command") or this
+                report_command = this if command != this else None
+            except (OSError, json.JSONDecodeError):
+                pass
+        report = grid_report(doc, command=command, report_command=report_command)
         table = cell_table(report)
         write_json(stage.path / "study.json", report)
         write_text(stage.path / "verdict.txt", report["verdict"]["text"] + "\n\nPre-registered rule: "

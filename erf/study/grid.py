@@ -284,8 +284,14 @@ def _d(rec: dict[str, Any], q: str = "d50", variant: str = "object_centred") -> 
     return float(v.get(q, float("nan")))
 
 
-def grid_report(doc: dict[str, Any], command: str = "") -> dict[str, Any]:
+def grid_report(doc: dict[str, Any], command: str = "", report_command: str | None = None) -> dict[str, Any]:
     """The report of a cells document: the pre-registered verdict and a row per cell.
+
+    Args:
+        doc: the cells document (``cells.json``).
+        command: the command that ran the cells (recorded as ``command``).
+        report_command: the command that only regenerated this report from finished cells, when it differs
+            (recorded as ``report_command``).
 
     Raises:
         StudyError: no finished main cell.
@@ -336,7 +342,8 @@ def grid_report(doc: dict[str, Any], command: str = "") -> dict[str, Any]:
     if missing > 0:
         notes.append(f"{missing} of {doc.get('planned')} planned cells are not finished; the verdict covers the "
                      f"{len(cells)} finished ones (rerun the same command to resume)")
-    return clean({"schema": "erf.study.controlled/2", "command": command, "data": doc["data"], "budget": b,
+    return clean({"schema": "erf.study.controlled/2", "command": command,
+                  **({"report_command": report_command} if report_command else {}), "data": doc["data"], "budget": b,
             "settings": doc["settings"], "rule": RULE, "verdict": {"label": verdict["label"],
                                                                     "text": verdict["text"]},
             "analysis": verdict, "cells": rows, "controls": controls, "positive_control": pc,
