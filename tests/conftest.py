@@ -35,3 +35,14 @@ def run_cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine many tiny float64 ops are faster so (restored after)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

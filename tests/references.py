@@ -60,3 +60,15 @@ def tiny_model(name: str) -> nn.Module:
     torch.manual_seed(0)
     model = entry.build(**TINY_RESNEXT) if entry.family == "resnext29" else entry.build()
     return model.eval()
+
+
+def assert_cli_error(run_cli, argv: list[str], command: str, fragments: list[str]) -> str:
+    """Run ``erf argv``; expect exit 2, one ``erf COMMAND: error:`` line naming every fragment, no traceback."""
+    code, _, err = run_cli(*argv)
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith(f"erf {command}: error: ")]
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]

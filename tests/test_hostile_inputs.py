@@ -21,22 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from references import assert_cli_error
 
 from erf.checkpoints import load_checkpoint, save_checkpoint
 from erf.errors import AnnotationError, CheckpointError, ErfError, InputError, LayerError
 from erf.models import create_model
-
-
-def _one_error_line(run_cli, argv: list[str], command: str, fragments: list[str]) -> str:
-    code, _, err = run_cli(*argv)
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.startswith(f"erf {command}: error: ")]
-    assert len(lines) == 1, err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
-
 
 # ============================================================================ annotation files
 COCO = {"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
@@ -146,7 +135,7 @@ def test_bad_annotation_library(case: BadAnnotation, tmp_path: Path) -> None:
 def test_bad_annotation_cli(case: BadAnnotation, tmp_path: Path, run_cli) -> None:
     path = case.build(tmp_path)
     out = tmp_path / "o"
-    _one_error_line(run_cli, ["objects", str(path), "--out", str(out)], "objects", [str(path), case.fragment])
+    assert_cli_error(run_cli, ["objects", str(path), "--out", str(out)], "objects", [str(path), case.fragment])
     assert not out.exists(), "nothing is written for a refused input"
     code, _, err = run_cli("objects", str(path), "--skip-bad")  # skipping bad records: still one line or a result
     assert code in (0, 2) and "Traceback" not in err
@@ -307,7 +296,7 @@ def test_bad_arguments_cli(case: BadArgs, tmp_path: Path, run_cli, monkeypatch) 
     before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
     argv = [a.replace("TMP", str(tmp_path)) for a in case.argv]
     t0 = time.perf_counter()
-    _one_error_line(run_cli, argv, case.command, [*case.fragments, *extra])
+    assert_cli_error(run_cli, argv, case.command, [*case.fragments, *extra])
     assert time.perf_counter() - t0 < 30, "within seconds"
     after = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
     assert after == before, "a refused run writes nothing and leaves no lock or staging folder"

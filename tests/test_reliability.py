@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from references import assert_cli_error
 
 from erf import atomic
 from erf.checkpoints import NonFiniteWeightsWarning, TrustedCodeWarning, load_checkpoint, save_checkpoint
@@ -42,18 +43,6 @@ from erf.models import create_model
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "erf" / "schemas" / "measure.schema.json"
 FAST = ["--images", "4", "--bootstrap", "0", "--no-plots"]
-
-
-def _assert_cli_error(run_cli, argv: list[str], command: str, fragments: list[str]) -> str:
-    """Run ``erf argv``; expect exit 2, one ``erf COMMAND: error:`` line naming every fragment, no traceback."""
-    code, _, err = run_cli(*argv)
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.startswith(f"erf {command}: error: ")]
-    assert len(lines) == 1, err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 # ============================================================================ checkpoints
@@ -305,8 +294,8 @@ def test_bad_checkpoint_library(case: BadCheckpoint, tmp_path: Path) -> None:
 @pytest.mark.parametrize("case", BAD_CHECKPOINTS, ids=[c.id for c in BAD_CHECKPOINTS])
 def test_bad_checkpoint_cli(case: BadCheckpoint, tmp_path: Path, run_cli) -> None:
     path = case.build(tmp_path)
-    _assert_cli_error(run_cli, ["layers", str(path)], "layers", [str(path), case.fragment])
-    _assert_cli_error(run_cli, ["measure", str(path), *FAST], "measure", [str(path)])
+    assert_cli_error(run_cli, ["layers", str(path)], "layers", [str(path), case.fragment])
+    assert_cli_error(run_cli, ["measure", str(path), *FAST], "measure", [str(path)])
     assert not (tmp_path / "MARKER").exists(), "the checkpoint ran code without --trust"
 
 
@@ -355,7 +344,7 @@ def test_unknown_registry_name(run_cli) -> None:
     with pytest.raises(UnknownModelError) as info:
         load_checkpoint("resnet2O")
     assert "resnet2O" in str(info.value)
-    _assert_cli_error(run_cli, ["layers", "resnet2O"], "layers", ["resnet2O"])
+    assert_cli_error(run_cli, ["layers", "resnet2O"], "layers", ["resnet2O"])
 
 
 # ---------------------------------------------------------------- checkpoints that load, with a note
@@ -428,7 +417,7 @@ def test_non_finite_weights_warn_and_are_reported(tmp_path: Path, run_cli) -> No
     assert any("NaN/Inf" in n and str(path) in n for n in loaded.notes)
     with pytest.raises(UndefinedERFError, match="'stem'.*NaN/Inf.*undefined"):
         measure(loaded.model, ["stem"], load_source("bundled", count=2), bootstrap=0)
-    line = _assert_cli_error(run_cli, ["measure", str(path), "--json", *FAST], "measure", ["NaN/Inf", "undefined"])
+    line = assert_cli_error(run_cli, ["measure", str(path), "--json", *FAST], "measure", ["NaN/Inf", "undefined"])
     assert "layer 'stem'" in line
 
 
@@ -453,7 +442,7 @@ def test_library_specs_with_bad_weights(tmp_path: Path, run_cli) -> None:
         with pytest.raises(ErfError) as info:
             load_checkpoint(spec)
         assert type(info.value) is error and named in str(info.value)
-        _assert_cli_error(run_cli, ["layers", spec], "layers", [named])
+        assert_cli_error(run_cli, ["layers", spec], "layers", [named])
 
 
 def test_zip_checkpoints_are_memory_mapped(tmp_path: Path, monkeypatch) -> None:
@@ -679,7 +668,7 @@ LIBRARY_PARAMETERS = {"--images": "count", "--unit": "units"}
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=[c.id for c in BAD_INPUTS])
 def test_bad_input_cli(case: BadInput, tmp_path: Path, run_cli) -> None:
     argv, named = case.build(tmp_path)
-    line = _assert_cli_error(run_cli, ["measure", "twoconv", *FAST, *argv], "measure", [named, case.fragment])
+    line = assert_cli_error(run_cli, ["measure", "twoconv", *FAST, *argv], "measure", [named, case.fragment])
     assert case.error.__name__  # the class is checked through the library below
     assert line
 
@@ -785,7 +774,7 @@ def test_existing_out_is_not_overwritten_without_force(tmp_path: Path, run_cli) 
     with pytest.raises(OutputExistsError, match="--force") as info:
         atomic.prepare_output_dir(out)
     assert str(out) in str(info.value)
-    _assert_cli_error(run_cli, ["measure", "twoconv", *FAST, "--out", str(out)], "measure", [str(out), "--force"])
+    assert_cli_error(run_cli, ["measure", "twoconv", *FAST, "--out", str(out)], "measure", [str(out), "--force"])
     assert _snapshot(out) == before
     code, _, err = run_cli("measure", "twoconv", *FAST, "--out", str(out), "--force")
     assert code == 0, err
@@ -812,14 +801,14 @@ def test_every_command_keeps_a_non_empty_out(command: str, argv: list[str], tmp_
     out = tmp_path / "results"
     out.mkdir()
     (out / "keep.json").write_text('{"precious": 1}')
-    _assert_cli_error(run_cli, [*argv, "--out", str(out)], command, [str(out), "--force"])
+    assert_cli_error(run_cli, [*argv, "--out", str(out)], command, [str(out), "--force"])
     assert _snapshot(out) == {"keep.json": b'{"precious": 1}'}
 
 
 def test_bench_keeps_an_existing_out_file(tmp_path: Path, run_cli) -> None:
     target = tmp_path / "bench.json"
     target.write_text("old")
-    _assert_cli_error(run_cli, ["bench", "--model", "twoconv", "--images", "2", "--out", str(target)], "bench",
+    assert_cli_error(run_cli, ["bench", "--model", "twoconv", "--images", "2", "--out", str(target)], "bench",
                       [str(target), "--force"])
     assert target.read_text() == "old"
 
@@ -827,7 +816,7 @@ def test_bench_keeps_an_existing_out_file(tmp_path: Path, run_cli) -> None:
 def test_out_that_is_a_file_is_refused(tmp_path: Path, run_cli) -> None:
     target = tmp_path / "results.txt"
     target.write_text("keep me")
-    _assert_cli_error(run_cli, ["measure", "twoconv", *FAST, "--out", str(target), "--force"], "measure",
+    assert_cli_error(run_cli, ["measure", "twoconv", *FAST, "--out", str(target), "--force"], "measure",
                       [str(target), "not a folder"])
     assert target.read_text() == "keep me"
 

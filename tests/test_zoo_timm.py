@@ -60,14 +60,6 @@ MODELS: dict[str, tuple[Any, int, dict[str, str]]] = {
 }
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", list(MODELS))
 def test_timm_stages_and_trf_equal_gradient_support(name: str, one_thread) -> None:
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from zoo_oracle import randomise_norms
-from zoo_torchvision import BUILT, NAMES, check, family, one_thread  # noqa: F401 (one_thread: fixture)
+from zoo_torchvision import BUILT, NAMES, check, family
 
 _CHECKED: dict[tuple, str] = {}
 

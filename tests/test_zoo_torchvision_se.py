@@ -5,7 +5,7 @@ Builders, coverage table and method: tests/zoo_torchvision.py."""
 from __future__ import annotations
 
 import pytest
-from zoo_torchvision import NAMES, check, family, one_thread  # noqa: F401 (one_thread: fixture)
+from zoo_torchvision import NAMES, check, family
 
 _CHECKED: dict[tuple, str] = {}
 

@@ -241,10 +241,3 @@ def check(name: str, checked: dict[tuple, str]) -> None:
     checked[signature] = name
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine many tiny float64 ops are faster so (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

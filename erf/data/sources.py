@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from erf.errors import DataError, InputError
+from erf.images import ImageRefused, open_bounded
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 """Per-channel mean of the article's normalisation (RGB, images in [0, 1])."""
@@ -290,9 +291,8 @@ def _load_folder(root: Path, image_size: int) -> ImageSet:
     Symlinks are followed to regular files only; anything else with an image suffix (a device, a FIFO, a broken
     link) is refused, and so is an image over :data:`MAX_IMAGE_PIXELS` before it is decoded.
     """
-    import warnings
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
@@ -309,23 +309,17 @@ def _load_folder(root: Path, image_size: int) -> ImageSet:
     arrays, labels = [], []
     for p in files:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(p) as im:
-                    if im.width * im.height > MAX_IMAGE_PIXELS:
-                        raise DataError(f"{p}: {im.width} x {im.height} pixels (at most {MAX_IMAGE_PIXELS:,}); "
-                                        "refused before decoding (a decompression bomb?)")
-                    im = im.convert("RGB")
-                    scale = image_size / min(im.size)
-                    im = im.resize((max(image_size, round(im.width * scale)),
-                                    max(image_size, round(im.height * scale))), Image.BILINEAR)
-                    left, top = (im.width - image_size) // 2, (im.height - image_size) // 2
-                    im = im.crop((left, top, left + image_size, top + image_size))
-                    arrays.append(np.asarray(im, dtype=np.uint8))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise DataError(f"{p}: refused: too many pixels (a decompression bomb?): {exc}") from None
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, ZeroDivisionError) as exc:
-            raise DataError(f"{p}: corrupt or unreadable image ({exc})") from None
+            with open_bounded(p, MAX_IMAGE_PIXELS) as im:
+                im = im.convert("RGB")
+                scale = image_size / min(im.size)
+                im = im.resize((max(image_size, round(im.width * scale)),
+                                max(image_size, round(im.height * scale))), Image.BILINEAR)
+                left, top = (im.width - image_size) // 2, (im.height - image_size) // 2
+                im = im.crop((left, top, left + image_size, top + image_size))
+                arrays.append(np.asarray(im, dtype=np.uint8))
+        except ImageRefused as exc:
+            detail = str(exc) if exc.kind == "too_large" else f"corrupt or unreadable image ({exc})"
+            raise DataError(f"{p}: {detail}") from None
         labels.append(class_names.index(p.parent.name) if p.parent != root else -1)
     return _to_set(np.stack(arrays), np.asarray(labels), f"{len(files)} images from {root}", tuple(class_names))
 

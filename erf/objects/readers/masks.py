@@ -6,11 +6,11 @@ is one object (label = the value; 255 is VOC's "void" border and is ignored). Bo
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 
+from erf.images import ImageRefused, open_bounded
 from erf.objects.readers.registry import DEFAULT_OPTIONS, Reader, ReadOptions, files_with_suffix, register_reader
 from erf.objects.records import Collector
 
@@ -60,24 +60,14 @@ def mask_boxes(mask: np.ndarray) -> list[tuple[str | None, float, float, float, 
 
 def read_masks(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS) -> None:
     """Feed every object of the mask PNG(s) at ``path`` into ``col``."""
-    from PIL import Image
 
     files = files_with_suffix(path, ".png")
     for f in files:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(f) as im:
-                    if im.width * im.height > MAX_MASK_PIXELS:
-                        col.bad(f"{f}: {im.width} x {im.height} pixels (at most {MAX_MASK_PIXELS:,}); refused before "
-                                "decoding (a decompression bomb?)")
-                        continue
-                    mask = np.array(im)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            col.bad(f"{f}: refused: too many pixels (a decompression bomb?): {exc}")
-            continue
-        except (OSError, ValueError, SyntaxError) as exc:
-            col.bad(f"{f}: not a readable PNG ({exc})")
+            with open_bounded(f, MAX_MASK_PIXELS) as im:
+                mask = np.array(im)
+        except ImageRefused as exc:
+            col.bad(f"{f}: {exc}" if exc.kind == "too_large" else f"{f}: not a readable PNG ({exc})")
             continue
         if mask.ndim not in (2, 3) or mask.size == 0:
             col.bad(f"{f}: mask of shape {mask.shape} is not an image")
