@@ -177,3 +177,17 @@ def test_display_scales(run_cli, tmp_path) -> None:
                                   "--display", display, "--out", out)
         assert code == 0, stderr
         assert (out / "heatmaps" / "stage2.png").stat().st_size > 1000
+
+
+def test_tables_never_cut_names_and_p_values_never_read_zero() -> None:
+    from erf.commands.compare import format_p
+    from erf.commands.tables import format_table
+
+    long = "features.denseblock2.denselayer12"
+    lines = format_table(["name", "module", "TRF"], [[long, "features.denseblock2.denselayer12.conv2", 7],
+                                                     ["stem", "conv0", 3]])
+    assert long in lines[1] and "features.denseblock2.denselayer12.conv2" in lines[1]
+    assert len({len(line.rstrip()) for line in lines}) == 1  # the last column ends in one place
+    assert lines[1].split()[1] == "features.denseblock2.denselayer12.conv2"  # columns never run into each other
+    assert format_p(0.0) == "<1e-4" and format_p(3e-5) == "<1e-4" and format_p(0.0312) == "0.0312"
+    assert format_p(None) == "n/a" and format_p(1.0) == "1"
