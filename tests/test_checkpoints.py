@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from erf.checkpoints import (
+    TrustedCodeWarning,
     bundled_weights,
     infer_architecture,
     load_checkpoint,
@@ -199,7 +200,8 @@ def test_unsafe_pickle_refused_without_running_code(tmp_path):
     assert str(path) in str(exc.value)
     assert not marker.exists(), "the refused pickle ran code"
     # trusting the author: it loads (and, as promised, unpickling ran the payload)
-    loaded = load_checkpoint(path, trust=True)
+    with pytest.warns(TrustedCodeWarning, match="may run code"):
+        loaded = load_checkpoint(path, trust=True)
     assert loaded.name == "twoconv"
     assert marker.exists()
 
@@ -210,7 +212,8 @@ def test_pickled_whole_module_needs_trust(tmp_path):
     torch.save(model, path)
     with pytest.raises(UnsafeCheckpointError):
         load_checkpoint(path)
-    loaded = load_checkpoint(path, trust=True)
+    with pytest.warns(TrustedCodeWarning, match="may run code"):
+        loaded = load_checkpoint(path, trust=True)
     assert loaded.name == "custom"
     assert torch.equal(_out(loaded.model), _out(model))
 
