@@ -132,6 +132,14 @@ def is_model(name: str) -> bool:
     return name in _ENTRIES or name in _ALIASES
 
 
+def variant_name(base: str, attention: str | None) -> str:
+    """The registered name of ``base`` with ``attention`` (``("twoconv", "cbam")`` -> ``"twoconv_cbam"``),
+    or ``base`` itself when there is no attention or no such variant is registered (a family's
+    state-dict matcher then builds ``base`` with ``attention`` passed as an argument)."""
+    name = base if attention is None else f"{base}_{attention}"
+    return name if is_model(name) else base
+
+
 def get_entry(name: str) -> ModelEntry:
     """The :class:`ModelEntry` of ``name`` (canonical or alias)."""
     return _ENTRIES[canonical_name(name)]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from erf.models.attention import detect_attention, make_attention, register_twins
-from erf.models.registry import is_model, register_family
+from erf.models.registry import register_family, variant_name
 
 
 class PadShortcut(nn.Module):
@@ -128,10 +128,7 @@ def match_state(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]
         widths = tuple(state[f"layer{s}.0.conv1.weight"].shape[0] for s in range(1, stages + 1))
         kwargs = dict(depth=6 * n + 2, num_classes=state["fc.weight"].shape[0], attention=attention,
                       widths=widths + (16, 32, 64)[len(widths):], stages=stages)
-        name = "resnet20" + ({None: ""}.get(attention, f"_{attention}"))
-        if not is_model(name):
-            name = "resnet20"
-        return name, kwargs
+        return variant_name("resnet20", attention), kwargs
     return None
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from erf.models.attention import detect_attention, make_attention, register_twins
-from erf.models.registry import is_model, register_family
+from erf.models.registry import register_family, variant_name
 
 
 class TwoConv(nn.Module):
@@ -64,10 +64,7 @@ def match_state(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]
     if {"conv1.weight", "conv2.weight", "fc.weight"} <= keys and not any("layer1" in k for k in keys):
         widths = (state["conv1.weight"].shape[0], state["conv2.weight"].shape[0])
         kwargs = dict(num_classes=state["fc.weight"].shape[0], attention=attention, widths=widths)
-        name = "twoconv" + ({None: ""}.get(attention, f"_{attention}"))
-        if not is_model(name):
-            name = "twoconv"
-        return name, kwargs
+        return variant_name("twoconv", attention), kwargs
     return None
 
 
