@@ -388,3 +388,16 @@ def test_subcommand_help_shows_only_defaults_that_say_something():
         assert "(default: None)" not in text and "(default: False)" not in text, name
     bench = " ".join(sub.choices["bench"].format_help().split())
     assert "(default: 64)" in bench  # --images: a default worth showing is still shown
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    """No option in any ``erf COMMAND --help`` is a bare flag name: each has a help text."""
+    import argparse
+
+    from erf.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    bare = [f"{name} {action.option_strings[0]}" for name in COMMANDS for action in sub.choices[name]._actions
+            if action.option_strings and not action.help]
+    assert not bare, f"options without help: {bare}"

@@ -158,7 +158,7 @@ def _args_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe", default="gradient", choices=list(PROBES),
                    help="; ".join(f"{spec.name}: {spec.description}" for spec in PROBES.values()))
     p.add_argument("--mode", default="abs", choices=["abs", "relu"], help="gradient probe: |grad| or RepLKNet's ReLU")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward/backward pass")
     p.add_argument("--bootstrap", type=int, default=200, help="paired bootstrap resamples for CIs (0: none)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the bootstrap (and of the random init of registry names without weights)")

@@ -54,9 +54,11 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
                    help="gradient probe: |grad| (Luo) or ReLU on centre activation and gradient (RepLKNet)")
     p.add_argument("--replknet", action="store_true",
                    help="RepLKNet's exact variant: --mode relu and their area-ratio loop")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward/backward pass")
     p.add_argument("--tol", type=float, default=None,
-                   help="stop adding images once every metric's 95%% CI half-width < TOL x its value")
+                   help="stop adding images once the mass radii (r50, r95) and Gaussian widths (sigma) of "
+                        "every layer have 95%% CI half-widths within TOL x their values (radii: or within half "
+                        "a pixel); a note names the metric that blocks when TOL is not reached")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for CIs (0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (and of noise data)")
     p.add_argument("--no-crop", action="store_true", help="disable the exact TRF cropping of the engine")
@@ -313,7 +315,7 @@ def _args_layers(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", default=None, help="input size for feature-map sizes (default 32)")
     p.add_argument("--modules", action="store_true", help="also list every other module path")
     p.add_argument("--stages", action="store_true", help="only the stem and the stages (no blocks)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the erf.layers/1 document")
     add_model_options(p)
 
 

@@ -46,7 +46,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", default=None,
                    help="real study: embed the images in an S or HxW canvas so ERFs larger than the image are not "
                         "clipped by its border (radii stay in image px)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="real study: seed of the bootstrap")
     p.add_argument("--controlled", action="store_true", help="run the controlled experiment instead")
     p.add_argument("--budget", default="cpu", choices=list(BUDGETS),
                    help="controlled grid size: " + "; ".join(f"{k}: {b.help}" for k, b in BUDGETS.items()))

@@ -142,14 +142,15 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subset", default=None,
                    help="the article's rule: the FIRST samples; a fraction of the official split (0.1 = "
                         "5000 train / 1000 test) or a count")
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
+    p.add_argument("--epochs", type=int, default=200, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=128, help="images per SGD step")
+    p.add_argument("--lr", type=float, default=0.1, help="initial SGD learning rate")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay (L2)")
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"],
+                   help="learning-rate schedule: cosine decay to 0 over --epochs, or constant")
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and augmentation")
     p.add_argument("--out", required=True, help="run folder: log.csv, best.pt, last.pt")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--force", action="store_true", help="write into a non-empty OUT")
@@ -163,10 +164,10 @@ def _args_train(p: argparse.ArgumentParser) -> None:
 
 def _args_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="model spec (see below)")
-    p.add_argument("--data", default="bundled")
+    p.add_argument("--data", default="bundled", help="test images with labels (see below)")
     p.add_argument("--subset", default=None, help="the article's first-N subset rule (fraction or count)")
     p.add_argument("--images", type=int, default=None, help="evaluate on the first N images only")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print accuracy and loss as JSON")
     add_model_options(p)
 
 
