@@ -273,12 +273,21 @@ def _run_isolated(method: str, kwargs: dict[str, Any], threads: int) -> dict[str
         cmd = [sys.executable, "-m", "erf.bench", json.dumps({"method": method, "threads": threads,
                                                                "out": str(out), **kwargs})]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        last = (proc.stdout.strip().splitlines() or ["{}"])[-1]
         if proc.returncode != 0:
-            from erf.errors import InputError
+            from erf import errors
 
+            try:
+                failure = json.loads(last)
+            except json.JSONDecodeError:
+                failure = {}
+            if "error" in failure:  # the worker's own typed error, raised here as it was raised there
+                cls = getattr(errors, str(failure["error"]), errors.ErfError)
+                cls = cls if isinstance(cls, type) and issubclass(cls, errors.ErfError) else errors.ErfError
+                raise cls(str(failure["detail"]), param=failure.get("param"))
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-            raise InputError(f"bench method {method!r} failed in its subprocess: {tail[0]}")
-        meta = json.loads(proc.stdout.strip().splitlines()[-1])
+            raise errors.InputError(f"bench method {method!r} failed in its subprocess: {tail[0]}")
+        meta = json.loads(last)
         with np.load(out) as z:
             meta["maps"] = {k: z[k] for k in z.files}
     return meta
@@ -391,7 +400,13 @@ def _worker(spec: dict[str, Any]) -> None:
     torch.set_num_threads(threads)
     out = spec.pop("out")
     method = spec.pop("method")
-    res = time_method(method, **spec)
+    from erf.errors import ErfError
+
+    try:
+        res = time_method(method, **spec)
+    except ErfError as exc:  # handed to the parent, which raises it again as the same error
+        print(json.dumps({"error": type(exc).__name__, "detail": exc.detail, "param": exc.param}))
+        sys.exit(exc.exit_code)
     np.savez(out, **res.pop("maps"))
     print(json.dumps(res))
 

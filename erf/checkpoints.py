@@ -344,12 +344,13 @@ def _torch_load(path: Path, weights_only: bool, mmap: bool | None) -> Any:
             f"{path}: a pickled model whose class cannot be found ({_first_line(str(exc))}): put the folder of the "
             "module that defines it on PYTHONPATH, or load its state dict with file.py:Class@FILE") from None
     except (EOFError, RuntimeError, ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
-        raise CheckpointError(
-            f"{path}: truncated or not a PyTorch checkpoint ({_first_line(str(exc))})"
-        ) from None
+        raise CheckpointError(f"{path}: {_not_a_checkpoint(path)} ({type(exc).__name__}: {_first_line(str(exc))})"
+                              ) from None
     except Exception as exc:  # anything a hostile file can make the unpickler raise
+        what = _not_a_checkpoint(path)
+        what = what if what.startswith("not a") else "corrupt or not a PyTorch checkpoint"
         raise CheckpointError(
-            f"{path}: corrupt or not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(str(exc))})"
+            f"{path}: {what} ({type(exc).__name__}: {_first_line(str(exc))})"
         ) from None
 
 
@@ -357,9 +358,26 @@ _CODE_MARKERS = ("GLOBAL ", "unrecognized function", "Can only create new object
 """Phrases of torch's weights-only unpickler that mean the file asks to import or call code."""
 
 
+def _not_a_checkpoint(path: Path) -> str:
+    """What a file that ``torch.load`` could not read looks like, from its first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return "unreadable"
+    if not head:
+        return "empty file, not a PyTorch checkpoint"
+    if head.startswith(b"PK"):
+        return "truncated or damaged PyTorch checkpoint (a broken zip archive)"
+    if head[:1] == b"\x80":
+        return "truncated or damaged pickle, not a readable PyTorch checkpoint"
+    return f"not a PyTorch checkpoint (it starts with {head!r}: neither a zip archive nor a pickle)"
+
+
 def _first_line(text: str) -> str:
+    """The first sentence of the first line of an exception's text, at most 200 characters."""
     line = text.strip().splitlines()[0] if text.strip() else "no detail"
-    return line[:200]
+    return line.split(". ", 1)[0][:200]
 
 
 INTEGER_BUFFERS = ("num_batches_tracked",)

@@ -246,7 +246,7 @@ class BadCheckpoint:
 
 BAD_CHECKPOINTS = [
     BadCheckpoint("truncated zip", _truncated, CheckpointError, "truncated"),
-    BadCheckpoint("first 200 bytes of a zip", _truncated_head, CheckpointError, "not a PyTorch checkpoint"),
+    BadCheckpoint("first 200 bytes of a zip", _truncated_head, CheckpointError, "damaged PyTorch checkpoint"),
     BadCheckpoint("empty file", _empty, CheckpointError, "empty"),
     BadCheckpoint("text file", _text, CheckpointError, "not a PyTorch checkpoint"),
     BadCheckpoint("random bytes", _random, CheckpointError, "not a PyTorch checkpoint"),
@@ -811,6 +811,15 @@ def test_bench_keeps_an_existing_out_file(tmp_path: Path, run_cli) -> None:
     assert_cli_error(run_cli, ["bench", "--model", "twoconv", "--images", "2", "--out", str(target)], "bench",
                       [str(target), "--force"])
     assert target.read_text() == "old"
+
+
+def test_bench_reports_the_workers_own_error(run_cli) -> None:
+    """An error inside a bench subprocess reaches the user as that error's message, not as a subprocess failure."""
+    line = assert_cli_error(run_cli, ["bench", "--model", "nosuch", "--images", "2", "--quiet"], "bench",
+                            ["unknown model 'nosuch'", "erf models"])
+    assert "subprocess" not in line and "UnknownModelError" not in line
+    assert_cli_error(run_cli, ["bench", "--model", "twoconv", "--layers", "nosuch", "--images", "2", "--quiet"],
+                     "bench", ["no layer 'nosuch'"])
 
 
 def test_out_that_is_a_file_is_refused(tmp_path: Path, run_cli) -> None:
