@@ -246,7 +246,7 @@ BAD_ARGS = [
     BadArgs("train --lr nan", "train", [*TRAIN, "--lr", "nan", "--out", "TMP/r"], ["--lr nan"]),
     BadArgs("train --out ''", "train", [*TRAIN, "--out", ""], ["--out '': empty path"]),
     BadArgs("train --resume from a corrupt last.pt", "train", [*TRAIN, "--out", "TMP/run", "--resume"],
-            ["truncated or not a PyTorch checkpoint"], _corrupt_last),
+            ["damaged PyTorch checkpoint", "not a ZIP archive"], _corrupt_last),
     BadArgs("train --resume from a raw state dict", "train", [*TRAIN, "--out", "TMP/run", "--resume"], [],
             _foreign_last),
     BadArgs("train --resume from another model's run", "train", [*TRAIN, "--out", "TMP/run", "--resume"], [],
