@@ -87,13 +87,6 @@ def resolve_layer(model: nn.Module, name: str | nn.Module) -> Layer:
     raise LayerNotFoundError(f"no layer {name!r}; nearest valid names: {hint} (see `erf layers`)")
 
 
-def layer_key(model: nn.Module, layer: str | nn.Module) -> str:
-    """The name a requested layer is reported under: the name as given, or a module's stable name / path."""
-    if isinstance(layer, str):
-        return layer
-    return resolve_layer(model, layer).name
-
-
 def spatial_layers(model: nn.Module) -> list[str]:
     """Stable layer names of ``model`` that can carry an ERF (the :data:`HEADS` excluded), in order."""
     return [n for n in named_layers(model) if n not in HEADS]
@@ -106,7 +99,7 @@ def default_layers(model: nn.Module) -> list[str]:
     stems = [n for n in stable if n == "stem"]
     if blocks:
         return stems + blocks
-    return [n for n in stable if n not in HEADS]
+    return spatial_layers(model)
 
 
 def bench_layers(model: nn.Module) -> list[str]:

@@ -215,7 +215,6 @@ class OutputSet:
         self.inside = False
         self.lock: Lock | None = None
         self.path = self.real  # the staging folder once entered
-        self.published = False
 
     # ------------------------------------------------------------------ entering
     def __enter__(self) -> OutputSet:
@@ -259,7 +258,7 @@ class OutputSet:
                 probe.unlink()
             self.path = self._staging_path()
             self.path.mkdir()
-            self._seed(self.seed, self._files_matching(self.seed))
+            self._seed(self._files_matching(self.seed))
         except OSError as exc:
             raise _cannot(display, exc) from None
 
@@ -305,7 +304,7 @@ class OutputSet:
             return []
         return [f for f in _files(self.real) if not _internal(f) and any(fnmatch.fnmatch(f, p) for p in patterns)]
 
-    def _seed(self, patterns: Sequence[str], files: list[str]) -> None:
+    def _seed(self, files: list[str]) -> None:
         """Hard-link ``files`` of ``OUT`` into the staging folder (copy where links are impossible)."""
         for rel in files:
             src, dst = self.real / rel, self.path / rel
@@ -329,11 +328,10 @@ class OutputSet:
             except OSError as exc:
                 raise _cannot(self.display, exc, "cannot publish the new output set") from None
             _fsync_dir(self.real.parent)
-            self.published = True
             if not final:
                 try:
                     self.path.mkdir()
-                    self._seed((), new)
+                    self._seed(new)
                 except OSError as exc:
                     raise _cannot(self.display, exc) from None
 

@@ -41,7 +41,6 @@ size (``image_size``, ``img_size``, timm's ``pretrained_cfg``) and
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import nn
@@ -290,10 +289,4 @@ def derived_layers(model: nn.Module) -> dict[str, str]:
     return dict(names)
 
 
-def heads(model: nn.Module, exclude: Sequence[str] = ()) -> dict[str, str]:
-    """``{name: name}`` for the top-level head modules of :data:`HEADS` present in ``model``."""
-    children = dict(model.named_children())
-    return {h: h for h in HEADS if h in children and h not in exclude}
-
-
-__all__ = ["CANDIDATE_SIZES", "HEADS", "derive_stages", "derived_layers", "heads", "stage_trace"]
+__all__ = ["CANDIDATE_SIZES", "HEADS", "derive_stages", "derived_layers", "stage_trace"]

@@ -195,7 +195,7 @@ def detect_attention(keys: Iterable[str]) -> str | None:
     def has(fragment: str) -> bool:
         return any(fragment in k for k in keys)
 
-    if not (has("cbam_module") or has(".attention.") or has("attention.")):
+    if not (has("cbam_module") or has("attention.")):
         return None
     if has("ChannelGate") and has("SpatialGate"):
         return "cbam"
