@@ -84,17 +84,23 @@ def mass_radius(map_: np.ndarray, q: float, center: Sequence[float] | None = Non
     Pixels are points at their centres; ``r`` is the distance of the pixel at
     which the cumulative mass (sorted by distance) first reaches ``q``.
     """
+    return mass_radii(map_, (q,), center)[q]
+
+
+def mass_radii(map_: np.ndarray, levels: Sequence[float], center: Sequence[float] | None = None) -> dict[float, float]:
+    """:func:`mass_radius` at every level ``q`` of ``levels`` (``{q: r}``, pixels), sorting the pixels by distance
+    once for all levels."""
     m = _check(map_)
     total = m.sum()
     if total <= 0:
-        return 0.0
+        return {q: 0.0 for q in levels}
     c = center if center is not None else ((m.shape[0] - 1) / 2, (m.shape[1] - 1) / 2)
     yy, xx = np.indices(m.shape)
     d = np.hypot(yy - c[0], xx - c[1]).ravel()
     order = np.argsort(d, kind="stable")
     cum = np.cumsum(m.ravel()[order])
-    k = int(np.argmax(cum >= q * total * (1 - 1e-12)))
-    return float(d[order][k])
+    dist = d[order]
+    return {q: float(dist[int(np.argmax(cum >= q * total * (1 - 1e-12)))]) for q in levels}
 
 
 def gaussian_sigma(map_: np.ndarray) -> tuple[float, float]:
@@ -234,7 +240,7 @@ def erf_metrics(
         area_ratio=ratios,
         area_ratio_flagged=flagged,
         square_side=sides,
-        radius={q: mass_radius(m, q, center) for q in RADIUS_LEVELS},
+        radius=mass_radii(m, RADIUS_LEVELS, center),
         sigma=gaussian_sigma(m),
         clipped_fraction=clipped_fraction(m, outside),
         erf_over_trf=(sides[0.95] / trf_side) if trf_side else None,

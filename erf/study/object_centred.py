@@ -33,8 +33,9 @@ from torch import nn
 
 from erf.data.sources import normalize
 from erf.errors import StudyError
+from erf.hooks import capture_outputs
 from erf.layers import resolve_layer
-from erf.metrics import mass_radius
+from erf.metrics import level_key, mass_radii
 from erf.probes.theoretical import TRF
 from erf.probes.trf import theoretical_rf
 
@@ -69,20 +70,12 @@ def grid_units(trf: TRF, grid: int = GRID) -> np.ndarray:
     return np.array([(i, j) for i in axes[0] for j in axes[1]], dtype=np.int64)
 
 
-def _unit_maps(model: nn.Module, path: str, x: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
-    """``(B, H, W)`` float64 maps of unit ``units[b]`` ``(B, 2)`` of module ``path`` for image ``b`` of ``x``."""
-    module = dict(model.named_modules())[path]
-    store: dict[str, torch.Tensor] = {}
-    handle = module.register_forward_hook(lambda m, i, o: store.__setitem__("out", o))
-    try:
-        x = x.detach().requires_grad_(True)
-        model(x)
-    finally:
-        handle.remove()
-    out = store["out"]
+def _unit_maps(out: torch.Tensor, x: torch.Tensor, units: torch.Tensor, retain_graph: bool) -> torch.Tensor:
+    """``(B, H, W)`` float64 maps of unit ``units[b]`` ``(B, 2)`` of the layer output ``out`` ``(B, C, h, w)``
+    for image ``b`` of ``x`` (the input ``out`` was computed from, with ``requires_grad``)."""
     b = torch.arange(x.shape[0], device=out.device)
     act = out[b, :, units[:, 0].to(out.device), units[:, 1].to(out.device)]  # (B, C)
-    (grad,) = torch.autograd.grad(act.sum(), x)
+    (grad,) = torch.autograd.grad(act.sum(), x, retain_graph=retain_graph)
     return grad.abs().sum(dim=1, dtype=torch.float64)
 
 
@@ -96,7 +89,7 @@ def _shift_add(acc: torch.Tensor, maps: torch.Tensor, centres: np.ndarray, size:
 
 
 def _diameters(mean_map: np.ndarray, centre: tuple[float, float], levels: Sequence[float]) -> dict[str, float]:
-    return {f"d{int(round(100 * q))}": 2.0 * mass_radius(mean_map, q, centre) for q in levels}
+    return {f"d{level_key(q)}": 2.0 * r for q, r in mass_radii(mean_map, levels, centre).items()}
 
 
 def object_centred_erf(model: nn.Module, layer: str, images: torch.Tensor, centres: torch.Tensor | np.ndarray,
@@ -125,7 +118,7 @@ def object_centred_erf(model: nn.Module, layer: str, images: torch.Tensor, centr
     was_training = model.training
     model = model.to(device).eval()
     n, _, h, w = images.shape
-    path = resolve_layer(model, layer).path
+    target = resolve_layer(model, layer)
     trf = theoretical_rf(model, [layer], input_size=(h, w))[layer]
     units = object_units(trf, centres)
     unit_centres = np.array([trf.center(u) for u in units], dtype=np.float64).reshape(-1, 2)
@@ -142,12 +135,14 @@ def object_centred_erf(model: nn.Module, layer: str, images: torch.Tensor, centr
     acc_pos = torch.zeros_like(acc_obj)
     try:
         for start in range(0, n, batch_size):
-            x = normalize(images[start: start + batch_size].to(device))
+            x = normalize(images[start: start + batch_size].to(device)).detach().requires_grad_(True)
+            out = capture_outputs(model, {target.path: target.module}, x, stop_early=True)[target.path]
             u = torch.as_tensor(units[start: start + batch_size])
-            _shift_add(acc_obj, _unit_maps(model, path, x, u), unit_centres[start: start + batch_size], (h, w))
+            maps = _unit_maps(out, x, u, retain_graph=len(gunits) > 0)  # one forward serves every unit
+            _shift_add(acc_obj, maps, unit_centres[start: start + batch_size], (h, w))
             for k in range(len(gunits)):
                 uk = torch.as_tensor(gunits[k]).expand(x.shape[0], 2)
-                maps = _unit_maps(model, path, x, uk).sum(0, keepdim=True)
+                maps = _unit_maps(out, x, uk, retain_graph=k < len(gunits) - 1).sum(0, keepdim=True)
                 _shift_add(acc_pos, maps, gcentres[k: k + 1], (h, w))
     finally:
         model.train(was_training)
