@@ -41,7 +41,8 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,21 @@ def matmul_peak(device: str = "cpu", size: int = 2048, repeat: int = 5) -> float
         _sync(dev)
         best = min(best, time.perf_counter() - t0)
     return 2 * size**3 / best / 1e9
+
+
+_PEAKS: dict[tuple[str, int], float] = {}
+""":func:`matmul_peak` by ``(device, threads)``, measured on first use in this process."""
+
+
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(threads)``, restoring the previous count after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _status_kb(field: str) -> int | None:
@@ -347,20 +363,14 @@ def bench(model: str, images: int = DEFAULT_IMAGES, layers: Sequence[str] | None
         if isolate:
             results[m] = _run_isolated(m, kwargs, threads)
         else:
-            previous = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            try:
+            with _torch_threads(threads):
                 results[m] = time_method(m, **kwargs)
-            finally:
-                torch.set_num_threads(previous)
     seconds = {m: (results[m]["seconds"] if m in results else None) for m in METHODS}
     flops = {m: (results[m]["flops"] if m in results else None) for m in METHODS}
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        peak = matmul_peak(str(device))
-    finally:
-        torch.set_num_threads(previous)
+    if (str(device), threads) not in _PEAKS:  # a machine constant: measured once per process, not per model
+        with _torch_threads(threads):
+            _PEAKS[str(device), threads] = matmul_peak(str(device))
+    peak = _PEAKS[str(device), threads]
     first = results[order[0]]
     ref = results["engine"]["maps"] if "engine" in results else None
     diff = {m: (_max_rel_diff(results[m]["maps"], ref) if ref is not None and m in results else None)
