@@ -7,12 +7,14 @@ is one object (label = the value; 255 is VOC's "void" border and is ignored). Bo
 from __future__ import annotations
 
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from erf.images import ImageRefused, open_bounded
 from erf.objects.readers.registry import DEFAULT_OPTIONS, Reader, ReadOptions, files_with_suffix, register_reader
 from erf.objects.records import Collector
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_MASK_PIXELS = 64 * 2**20
 """Pixels of one mask PNG at most (64 Mpx); larger ones are refused before they are decoded."""
@@ -24,6 +26,7 @@ def mask_boxes(mask: np.ndarray) -> list[tuple[str | None, float, float, float, 
     Returns:
         ``[(label, x0, y0, x1, y1, pixel_area), ...]`` in continuous px.
     """
+    import numpy as np
     from scipy import ndimage
 
     mask = np.asarray(mask)
@@ -60,6 +63,7 @@ def mask_boxes(mask: np.ndarray) -> list[tuple[str | None, float, float, float, 
 
 def read_masks(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS) -> None:
     """Feed every object of the mask PNG(s) at ``path`` into ``col``."""
+    import numpy as np  # here, not at import: listing the formats (``erf objects --help``) needs no numpy
 
     files = files_with_suffix(path, ".png")
     for f in files:
