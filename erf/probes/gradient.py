@@ -304,6 +304,7 @@ class GradientProbe:
         self.memory_format = _checked_memory_format(memory_format)
         self.cpu_chunk_mb = cpu_chunk_mb
         self._map_bytes: tuple[tuple, int] | None = None  # (model, input, targets) key -> largest map bytes
+        self._uncropped: set[tuple] = set()  # groups whose crop the model rejected: run uncropped from then on
         self.mode = mode
         self.crop = crop
         self.merge_ratio = merge_ratio
@@ -341,16 +342,21 @@ class GradientProbe:
     def _group_maps(self, model: nn.Module, group: CropGroup, x: torch.Tensor,
                     fmt: torch.memory_format = torch.contiguous_format) -> dict[str, torch.Tensor]:
         b, _, h, w = x.shape
+        key = (id(model), tuple(x.shape[1:]), group.crop, tuple((t.path, t.unit) for t in group.targets))
+        if group.crop is not None and key in self._uncropped:
+            group = CropGroup(None, group.targets)
         y0, y1, x0, x1 = group.crop or (0, h, 0, w)
         xc = x[:, :, y0:y1, x0:x1].detach().clone(memory_format=fmt).requires_grad_(True)
         try:
             outputs = capture_outputs(model, list(group.targets), xc)
-        except ErfError:
+        except (ErfError, torch.OutOfMemoryError):
             raise
         except Exception:
             if group.crop is None:
                 raise
-            # The model rejects the cropped size (a ViT's fixed image size): this group runs uncropped.
+            # The model rejects the cropped size (a ViT's fixed image size): this group runs uncropped, now
+            # and in every later batch (remembered, so the failing cropped forward is not tried again).
+            self._uncropped.add(key)
             return self._group_maps(model, CropGroup(None, group.targets), x, fmt)
         units = {}
         for t in group.targets:
@@ -358,6 +364,7 @@ class GradientProbe:
             o = outputs[t.path]
             if group.crop is not None and o.ndim == 4 and not _unit_in_output(o, unit, t.trf):
                 # The crop lost the unit (exotic padding); measure this group on the full input instead.
+                self._uncropped.add(key)
                 return self._group_maps(model, CropGroup(None, group.targets), x, fmt)
             units[t.name] = unit
         maps: dict[str, torch.Tensor] = {}
