@@ -1,5 +1,6 @@
 """The statistics every analysis of erf uses: percentile intervals, paired bootstraps,
-the Wilcoxon signed-rank test, t intervals of a mean and least-squares fits.
+the Wilcoxon signed-rank test, t intervals and one-sided t tests of a mean, the two one-sided tests of
+equivalence (TOST) and least-squares fits (with one intercept per group: :func:`fixed_effects_fit`).
 
 Pure numpy/scipy on plain arrays; nothing here knows about ERF maps or models.
 Levels are coverages in (0, 1) (``0.95``: a 95 % interval).
@@ -142,3 +143,103 @@ def linear_fit(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
     return {"slope": float(res.slope), "slope_ci": [float(res.slope) - half, float(res.slope) + half],
             "intercept": float(res.intercept), "p_value": float(res.pvalue), "r": float(res.rvalue),
             "n": int(len(xa))}
+
+
+def mean_test(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
+    """Mean of ``values`` with a two-sided ``level`` t interval and one-sided p values (``> 0``, ``< 0``).
+
+    Fewer than 2 values: the interval and p values are ``None``; zero spread: p values 0 or 1.
+    """
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    out: dict[str, Any] = {"n": int(v.size), "mean": float(v.mean()) if v.size else float("nan"),
+                           "sd": float(v.std(ddof=1)) if v.size > 1 else None, "ci": None,
+                           "p_greater": None, "p_less": None}
+    if v.size < 2:
+        return out
+    se = float(v.std(ddof=1) / math.sqrt(v.size))
+    df = v.size - 1
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    out["ci"] = [out["mean"] - half, out["mean"] + half]
+    out["se"] = se
+    if se == 0:
+        out["p_greater"] = 0.0 if out["mean"] > 0 else 1.0
+        out["p_less"] = 0.0 if out["mean"] < 0 else 1.0
+    else:
+        t = out["mean"] / se
+        out["p_greater"] = float(stats.t.sf(t, df))
+        out["p_less"] = float(stats.t.cdf(t, df))
+    return out
+
+
+def tost(values: Sequence[float], margin: float, alpha: float = 0.05) -> dict[str, Any]:
+    """Two one-sided t tests of ``|mean| < margin``: equivalent iff both p < ``alpha``.
+
+    Returns ``{"n", "mean", "margin", "ci90" ((1 - 2 alpha) interval), "p_lower", "p_upper", "equivalent"}``.
+    """
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    out: dict[str, Any] = {"n": int(v.size), "mean": float(v.mean()) if v.size else float("nan"),
+                           "margin": margin, "ci90": None, "p_lower": None, "p_upper": None, "equivalent": False}
+    if v.size < 2:
+        return out
+    se = float(v.std(ddof=1) / math.sqrt(v.size))
+    df = v.size - 1
+    m = out["mean"]
+    if se == 0:
+        out.update(p_lower=0.0 if m > -margin else 1.0, p_upper=0.0 if m < margin else 1.0, ci90=[m, m])
+    else:
+        out["p_lower"] = float(stats.t.sf((m + margin) / se, df))
+        out["p_upper"] = float(stats.t.cdf((m - margin) / se, df))
+        half = float(stats.t.ppf(1 - alpha, df)) * se
+        out["ci90"] = [m - half, m + half]
+    out["equivalent"] = bool(out["p_lower"] < alpha and out["p_upper"] < alpha)
+    return out
+
+
+def fixed_effects_fit(y: Sequence[float], x: Sequence[float], groups: Sequence[Any]) -> dict[str, Any] | None:
+    """OLS ``y = a_g + b x`` (one intercept per group) with the slope's SE and one-sided p values.
+
+    The slope is identified by the within-group variation of ``x`` only. Returns ``None`` when it is
+    not identifiable (no group with two distinct ``x``) or no residual degree of freedom is left.
+
+    Returns:
+        ``{"slope", "se", "df", "ci" (95 %), "p_less", "p_greater", "n", "groups", "intercepts"}``.
+    """
+    from scipy import stats
+
+    yv = np.asarray(y, dtype=np.float64)
+    xv = np.asarray(x, dtype=np.float64)
+    ok = np.isfinite(yv) & np.isfinite(xv)
+    yv, xv = yv[ok], xv[ok]
+    gl = [g for g, keep in zip(groups, ok) if keep]
+    keys = sorted(set(gl), key=str)
+    if not keys:
+        return None
+    within = sum(float(np.sum((xv[[g == k for g in gl]] - xv[[g == k for g in gl]].mean()) ** 2)) for k in keys)
+    if within <= 1e-12:
+        return None
+    design = np.zeros((len(yv), len(keys) + 1))
+    for i, g in enumerate(gl):
+        design[i, keys.index(g)] = 1.0
+    design[:, -1] = xv
+    df = len(yv) - design.shape[1]
+    if df < 1:
+        return None
+    coef, *_ = np.linalg.lstsq(design, yv, rcond=None)
+    resid = yv - design @ coef
+    sigma2 = float(resid @ resid) / df
+    cov = sigma2 * np.linalg.pinv(design.T @ design)
+    b, se = float(coef[-1]), float(math.sqrt(max(cov[-1, -1], 0.0)))
+    half = float(stats.t.ppf(0.975, df)) * se
+    if se == 0:
+        p_less, p_greater = (0.0 if b < 0 else 1.0), (0.0 if b > 0 else 1.0)
+    else:
+        p_less, p_greater = float(stats.t.cdf(b / se, df)), float(stats.t.sf(b / se, df))
+    return {"slope": b, "se": se, "df": int(df), "ci": [b - half, b + half], "p_less": p_less,
+            "p_greater": p_greater, "n": int(len(yv)), "groups": [str(k) for k in keys],
+            "intercepts": {str(k): float(coef[i]) for i, k in enumerate(keys)}}

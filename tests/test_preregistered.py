@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from erf.statistics import fixed_effects_fit, mean_test, tost
 from erf.study.preregistered import (
     CHANCE_MARGIN,
     EQUIVALENCE_MARGIN,
     analyse,
     capacity_guard,
-    fixed_effects_fit,
-    mean_test,
     positive_control_result,
-    tost,
 )
 
 ERF = {1: 14.0, 2: 24.0, 4: 38.0}  # plain 2 r50 per dilation (px), as measured at initialisation

@@ -53,6 +53,8 @@ from typing import Any
 
 import numpy as np
 
+from erf.statistics import fixed_effects_fit, mean_test, tost
+
 CHANCE_MARGIN = 0.10
 """Inclusion: the plain twin must reach chance (1 / classes) plus this accuracy."""
 MIN_INCLUDED = 2 / 3
@@ -80,106 +82,6 @@ RULE = (
 
 
 # ----------------------------------------------------------------------------- small statistics
-def mean_test(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
-    """Mean of ``values`` with a two-sided ``level`` t interval and one-sided p values (``> 0``, ``< 0``).
-
-    Fewer than 2 values: the interval and p values are ``None``; zero spread: p values 0 or 1.
-    """
-    from scipy import stats
-
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    out: dict[str, Any] = {"n": int(v.size), "mean": float(v.mean()) if v.size else float("nan"),
-                           "sd": float(v.std(ddof=1)) if v.size > 1 else None, "ci": None,
-                           "p_greater": None, "p_less": None}
-    if v.size < 2:
-        return out
-    se = float(v.std(ddof=1) / math.sqrt(v.size))
-    df = v.size - 1
-    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
-    out["ci"] = [out["mean"] - half, out["mean"] + half]
-    out["se"] = se
-    if se == 0:
-        out["p_greater"] = 0.0 if out["mean"] > 0 else 1.0
-        out["p_less"] = 0.0 if out["mean"] < 0 else 1.0
-    else:
-        t = out["mean"] / se
-        out["p_greater"] = float(stats.t.sf(t, df))
-        out["p_less"] = float(stats.t.cdf(t, df))
-    return out
-
-
-def tost(values: Sequence[float], margin: float = EQUIVALENCE_MARGIN, alpha: float = ALPHA) -> dict[str, Any]:
-    """Two one-sided t tests of ``|mean| < margin``: equivalent iff both p < ``alpha``.
-
-    Returns ``{"n", "mean", "margin", "ci90" ((1 - 2 alpha) interval), "p_lower", "p_upper", "equivalent"}``.
-    """
-    from scipy import stats
-
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    out: dict[str, Any] = {"n": int(v.size), "mean": float(v.mean()) if v.size else float("nan"),
-                           "margin": margin, "ci90": None, "p_lower": None, "p_upper": None, "equivalent": False}
-    if v.size < 2:
-        return out
-    se = float(v.std(ddof=1) / math.sqrt(v.size))
-    df = v.size - 1
-    m = out["mean"]
-    if se == 0:
-        out.update(p_lower=0.0 if m > -margin else 1.0, p_upper=0.0 if m < margin else 1.0, ci90=[m, m])
-    else:
-        out["p_lower"] = float(stats.t.sf((m + margin) / se, df))
-        out["p_upper"] = float(stats.t.cdf((m - margin) / se, df))
-        half = float(stats.t.ppf(1 - alpha, df)) * se
-        out["ci90"] = [m - half, m + half]
-    out["equivalent"] = bool(out["p_lower"] < alpha and out["p_upper"] < alpha)
-    return out
-
-
-def fixed_effects_fit(y: Sequence[float], x: Sequence[float], groups: Sequence[Any]) -> dict[str, Any] | None:
-    """OLS ``y = a_g + b x`` (one intercept per group) with the slope's SE and one-sided p values.
-
-    The slope is identified by the within-group variation of ``x`` only. Returns ``None`` when it is
-    not identifiable (no group with two distinct ``x``) or no residual degree of freedom is left.
-
-    Returns:
-        ``{"slope", "se", "df", "ci" (95 %), "p_less", "p_greater", "n", "groups", "intercepts"}``.
-    """
-    from scipy import stats
-
-    yv = np.asarray(y, dtype=np.float64)
-    xv = np.asarray(x, dtype=np.float64)
-    ok = np.isfinite(yv) & np.isfinite(xv)
-    yv, xv = yv[ok], xv[ok]
-    gl = [g for g, keep in zip(groups, ok) if keep]
-    keys = sorted(set(gl), key=str)
-    if not keys:
-        return None
-    within = sum(float(np.sum((xv[[g == k for g in gl]] - xv[[g == k for g in gl]].mean()) ** 2)) for k in keys)
-    if within <= 1e-12:
-        return None
-    design = np.zeros((len(yv), len(keys) + 1))
-    for i, g in enumerate(gl):
-        design[i, keys.index(g)] = 1.0
-    design[:, -1] = xv
-    df = len(yv) - design.shape[1]
-    if df < 1:
-        return None
-    coef, *_ = np.linalg.lstsq(design, yv, rcond=None)
-    resid = yv - design @ coef
-    sigma2 = float(resid @ resid) / df
-    cov = sigma2 * np.linalg.pinv(design.T @ design)
-    b, se = float(coef[-1]), float(math.sqrt(max(cov[-1, -1], 0.0)))
-    half = float(stats.t.ppf(0.975, df)) * se
-    if se == 0:
-        p_less, p_greater = (0.0 if b < 0 else 1.0), (0.0 if b > 0 else 1.0)
-    else:
-        p_less, p_greater = float(stats.t.cdf(b / se, df)), float(stats.t.sf(b / se, df))
-    return {"slope": b, "se": se, "df": int(df), "ci": [b - half, b + half], "p_less": p_less,
-            "p_greater": p_greater, "n": int(len(yv)), "groups": [str(k) for k in keys],
-            "intercepts": {str(k): float(coef[i]) for i, k in enumerate(keys)}}
-
-
 # ----------------------------------------------------------------------------- capacity guard
 def capacity_guard(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Can a trend of the gain over the ERF/object ratio be told apart from capacity?
@@ -295,7 +197,7 @@ def analyse(cells: Sequence[dict[str, Any]], positive_control: dict[str, Any] | 
     guard = capacity_guard([{"ratio": c["ratio"], "capacity": c.get("capacity"), "size": c["size"]} for c in inc])
     small = mean_test([c["gain"] for c in inc if c["ratio"] < 1])
     large = [c["gain"] for c in inc if c["ratio"] >= 1]
-    equivalence = tost(large)
+    equivalence = tost(large, EQUIVALENCE_MARGIN, ALPHA)
     threshold = fixed_effects_fit(y, [1.0 if c["ratio"] < 1 else 0.0 for c in inc], groups) if inc else None
     points: dict[str, Any] = {}
     for key, ratio in sorted(ratios.items(), key=lambda kv: (str(kv[0][0]), kv[0][1], kv[0][2])):
@@ -401,5 +303,4 @@ def summarise_controls(controls: Sequence[dict[str, Any]]) -> list[dict[str, Any
 
 
 __all__ = ["ALPHA", "CHANCE_MARGIN", "EQUIVALENCE_MARGIN", "MIN_INCLUDED", "PC_MIN_GAIN", "RULE", "analyse",
-           "capacity_guard", "design_ratios", "fixed_effects_fit", "included", "mean_test",
-           "positive_control_result", "summarise_controls", "tost"]
+           "capacity_guard", "design_ratios", "included", "positive_control_result", "summarise_controls"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from erf.statistics import linear_fit, mean_interval
+from erf.statistics import fixed_effects_fit, linear_fit, mean_interval
 from erf.study.records import CHANCE_MARGIN
 
 
@@ -37,7 +37,7 @@ def verdict(points: Sequence[dict[str, Any]], fit: dict[str, Any] | None,
     plain twin's parameter count) support or contradict the hypothesis only through ratios that differ
     *within* one capacity; when every ratio difference is also a difference of architecture, a
     ``supports`` / ``contradicts`` label becomes ``inconclusive``, and otherwise it stands only if the fit
-    with one intercept per capacity (:func:`~erf.study.preregistered.fixed_effects_fit`) has a slope of the
+    with one intercept per capacity (:func:`~erf.statistics.fixed_effects_fit`) has a slope of the
     same sign with a 95 % CI excluding 0.
     """
     lines: list[str] = []
@@ -97,7 +97,7 @@ def verdict(points: Sequence[dict[str, Any]], fit: dict[str, Any] | None,
                          f"({100 * p['gain']:+.1f} pp [{100 * lo:+.1f}, {100 * hi:+.1f}]): contrary to the "
                          "hypothesis.")
     if label in ("supports", "contradicts") and all(p.get("capacity") is not None for p in pts):
-        from erf.study.preregistered import capacity_guard, fixed_effects_fit
+        from erf.study.preregistered import capacity_guard
 
         guard = capacity_guard(pts)
         if not guard["ok"]:
