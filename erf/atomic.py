@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import tempfile
 import time
@@ -73,6 +74,22 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented, key-sorted JSON (byte-identical for equal input)."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def json_ready(obj: Any) -> Any:
+    """``obj`` made strict-JSON-ready: non-finite floats become ``None``, tuples lists, numpy scalars numbers,
+    mapping keys strings (JSON has no NaN, and :func:`write_json` refuses it)."""
+    import numpy as np
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return json_ready(obj.item())
+    return obj
 
 
 def write_npy(path: str | os.PathLike, array: Any) -> None:

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from erf.atomic import json_ready
 from erf.checkpoints import LoadedModel
 from erf.data.sources import ImageSet
 from erf.errors import InputError
@@ -234,18 +235,7 @@ def _layer_json(layer: LayerERF) -> dict[str, Any]:
     doc = layer.to_json(None)
     doc.pop("map", None)
     doc.pop("name", None)
-    return _clean(doc)
-
-
-def _clean(obj: Any) -> Any:
-    """Replace non-finite floats by ``None`` (JSON has no NaN)."""
-    if isinstance(obj, float):
-        return _finite(obj)
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
+    return json_ready(doc)
 
 
 def _finite(x: float | None) -> float | None:

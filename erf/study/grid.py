@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from erf.atomic import json_ready
 from erf.errors import InputError, StudyError
 from erf.study.budgets import BUDGETS, Budget
 from erf.study.object_centred import LEVELS, object_centred_erf
@@ -338,26 +339,13 @@ def grid_report(doc: dict[str, Any], command: str = "", report_command: str | No
     if missing > 0:
         notes.append(f"{missing} of {doc.get('planned')} planned cells are not finished; the verdict covers the "
                      f"{len(cells)} finished ones (rerun the same command to resume)")
-    return clean({"schema": "erf.study.controlled/2", "command": command,
+    return json_ready({"schema": "erf.study.controlled/2", "command": command,
                   **({"report_command": report_command} if report_command else {}), "data": doc["data"], "budget": b,
             "settings": doc["settings"], "rule": RULE, "verdict": {"label": verdict["label"],
                                                                     "text": verdict["text"]},
             "analysis": verdict, "cells": rows, "controls": controls, "positive_control": pc,
             "models": _model_table(cells), "notes": notes,
             "seconds": float(sum(c["seconds"] for c in cells))})
-
-
-def clean(obj: Any) -> Any:
-    """``obj`` with non-finite floats replaced by ``None`` and tuples by lists (strict-JSON-ready)."""
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return clean(obj.item())
-    return obj
 
 
 def _model_table(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -377,5 +365,5 @@ def _model_table(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["BUDGETS", "LAYER", "SCHEMA", "Budget", "cell_key", "clean", "grid_report", "model_facts", "plan",
+__all__ = ["BUDGETS", "LAYER", "SCHEMA", "Budget", "cell_key", "grid_report", "model_facts", "plan",
            "resolve_budget", "run_cell", "run_grid"]
