@@ -227,7 +227,6 @@ def test_cli_table_fits_80_columns_and_layer_error(tiny_ckpt: Path) -> None:
 
 
 def test_accuracy_evaluated_with_evaluate_data(tiny_ckpt: Path, data) -> None:
-    from erf.checkpoints import load_checkpoint
     from erf.training import evaluate
 
     result = compare(_load(tiny_ckpt, "twoconv"), data, layers=["stem"], count=2, bootstrap=0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from references import n_params
 
 from erf.models import DILATIONS, DILNET_GATES, create_model, get_entry
 from erf.models.attention import make_attention
@@ -14,10 +15,6 @@ from erf.study.object_centred import object_centred_erf
 SMALL = {"widths": (4, 8), "blocks": (1, 2)}
 
 
-def _params(m: torch.nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
 @pytest.mark.parametrize("suffix", list(DILNET_GATES.values()))
 def test_dilation_twins_have_equal_parameters_and_flops(suffix):
     facts = [model_facts(create_model(f"dilnet_d{d}{suffix}"), 64) for d in DILATIONS]
@@ -26,10 +23,10 @@ def test_dilation_twins_have_equal_parameters_and_flops(suffix):
 
 
 def test_twins_and_gate_parameters():
-    plain = _params(create_model("dilnet_d1"))
+    plain = n_params(create_model("dilnet_d1"))
     cbam = create_model("dilnet_d1_cbam")
     local = create_model("dilnet_d1_localgate")
-    assert _params(cbam) > plain and get_entry("dilnet_d2_cbam").twin == "dilnet_d2"
+    assert n_params(cbam) > plain and get_entry("dilnet_d2_cbam").twin == "dilnet_d2"
     # the local gate has exactly CBAM's parameters (same names and shapes), only its pooling differs
     assert {k: v.shape for k, v in cbam.state_dict().items()} == {k: v.shape for k, v in local.state_dict().items()}
 

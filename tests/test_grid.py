@@ -163,7 +163,7 @@ def test_study_controlled_tiny_end_to_end_and_resume(tmp_path, run_cli, cifar10_
     cells = json.loads((out / "cells.json").read_text())
     from erf.schemas import validate
 
-    assert validate(rep, "study_controlled") or pytest.importorskip("jsonschema")
+    assert validate(rep, "study_controlled")
     from erf.study.budgets import BUDGETS
     from erf.study.grid import plan
 
@@ -188,7 +188,7 @@ def test_study_controlled_tiny_end_to_end_and_resume(tmp_path, run_cli, cifar10_
     assert code == 2 and "--pairs" in stderr
 
 
-def test_budget_choices_come_from_the_registry(run_cli, capsys):
+def test_budget_choices_come_from_the_registry(run_cli):
     from erf.study.budgets import BUDGETS
 
     code, out, _ = run_cli("study", "--help")

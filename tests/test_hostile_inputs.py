@@ -21,11 +21,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from references import assert_cli_error
+from references import assert_cli_error, folder_link, kwargs_checkpoint, legacy_none_bomb, none_bomb, png_header
 
 from erf.checkpoints import load_checkpoint, save_checkpoint
+from erf.comparison import compare
+from erf.data import load_source
+from erf.data.sources import subset_count
 from erf.errors import AnnotationError, CheckpointError, ErfError, InputError, LayerError
 from erf.models import create_model
+from erf.training import Recipe, check_recipe
 
 # ============================================================================ annotation files
 COCO = {"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
@@ -77,9 +81,7 @@ def _csv(data: bytes) -> Callable[[Path], Path]:
 
 
 def _mask_bomb(tmp: Path) -> Path:
-    from test_reliability import _png_header
-
-    _png_header(tmp / "mask.png", 30000, 30000)
+    png_header(tmp / "mask.png", 30000, 30000)
     return tmp / "mask.png"
 
 
@@ -303,15 +305,11 @@ def test_bad_arguments_cli(case: BadArgs, tmp_path: Path, run_cli, monkeypatch) 
 
 
 LIBRARY_ARGS = [  # (id, call, error class, parameter named)
-    ("subset nan", lambda: __import__("erf.data.sources", fromlist=["x"]).subset_count("nan", "train", 10),
-     InputError, "subset"),
-    ("subset inf", lambda: __import__("erf.data.sources", fromlist=["x"]).subset_count(float("inf"), "train", 10),
-     InputError, "subset"),
-    ("batch_size 0", lambda: __import__("erf.training", fromlist=["x"]).check_recipe(
-        __import__("erf.training", fromlist=["x"]).Recipe(batch_size=0)), InputError, "batch_size"),
-    ("noise count 10^9", lambda: __import__("erf.data", fromlist=["x"]).load_source("noise:0", count=10**9),
-     InputError, "count"),
-    ("bootstrap 10^7 in compare", lambda: __import__("erf.comparison", fromlist=["x"]).compare(
+    ("subset nan", lambda: subset_count("nan", "train", 10), InputError, "subset"),
+    ("subset inf", lambda: subset_count(float("inf"), "train", 10), InputError, "subset"),
+    ("batch_size 0", lambda: check_recipe(Recipe(batch_size=0)), InputError, "batch_size"),
+    ("noise count 10^9", lambda: load_source("noise:0", count=10**9), InputError, "count"),
+    ("bootstrap 10^7 in compare", lambda: compare(
         [create_model("twoconv"), create_model("twoconv")], torch.zeros(2, 3, 8, 8), bootstrap=10**7),
      InputError, "bootstrap"),
 ]
@@ -338,8 +336,6 @@ def test_distributed_environment_is_checked_by_the_library(monkeypatch) -> None:
 
 
 def test_compare_layer_mismatch_is_a_layer_error() -> None:
-    from erf.comparison import compare
-
     with pytest.raises(LayerError, match="shared by all models"):
         compare([create_model("twoconv"), create_model("resnet20")], torch.zeros(2, 3, 8, 8), layers=["stage3"],
                 bootstrap=0)
@@ -347,15 +343,13 @@ def test_compare_layer_mismatch_is_a_layer_error() -> None:
 
 # ============================================================================ bounded loading
 def test_the_none_bomb_is_refused_in_well_under_a_second_without_torch_load(tmp_path: Path, monkeypatch) -> None:
-    from test_reliability import _legacy_none_bomb, _none_bomb
-
     import erf.checkpoints as ck
 
     def no_load(*args, **kwargs):
         raise AssertionError("torch.load must not see this file")
 
     monkeypatch.setattr(ck.torch, "load", no_load)
-    for build in (_none_bomb, _legacy_none_bomb):
+    for build in (none_bomb, legacy_none_bomb):
         path = build(tmp_path)
         assert path.stat().st_size < 11 * 2**20
         t0 = time.perf_counter()
@@ -385,9 +379,7 @@ def test_the_bound_admits_real_checkpoints(tmp_path: Path) -> None:
 
 def test_model_kwargs_are_estimated_on_the_meta_device(monkeypatch, tmp_path: Path) -> None:
     """A checkpoint asking for widths 10^6 is refused before any real allocation (no tensor is ever made)."""
-    from test_reliability import _kwargs
-
-    path = _kwargs((10**6, 10**6))(tmp_path)
+    path = kwargs_checkpoint((10**6, 10**6))(tmp_path)
     import erf.checkpoints as ck
 
     def no_build(*args, **kwargs):
@@ -453,11 +445,9 @@ def test_train_writes_best_safetensors_beside_best_pt(tmp_path: Path, run_cli) -
 
 
 def test_symlink_to_a_system_file_does_not_leak_its_content(tmp_path: Path, run_cli) -> None:
-    from test_reliability import _folder_link
-
     if not os.path.exists("/etc/passwd"):
         pytest.skip("no /etc/passwd on this system")
-    argv, named = _folder_link("/etc/passwd")(tmp_path)
+    argv, named = folder_link("/etc/passwd")(tmp_path)
     code, out, err = run_cli("measure", "twoconv", "--images", "2", "--bootstrap", "0", *argv)
     assert code == 2 and named in err
     first = open("/etc/passwd").readline().strip()

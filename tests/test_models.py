@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from references import n_params
 from torch import nn
 
 from erf.errors import UnknownModelError
@@ -25,10 +26,6 @@ def meta_model(name: str, **kw) -> nn.Module:
     """Build on the meta device: shapes and parameter counts without memory or init cost."""
     with torch.device("meta"):
         return create_model(name, **kw)
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 # ----------------------------------------------------------------------------- oracles

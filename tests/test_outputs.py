@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from references import assert_no_temporaries, snapshot
 
 from erf import outputs
 from erf.atomic import write_text
@@ -66,10 +67,6 @@ def _erf(*argv: str, pause: str | None = None, cwd: Path | None = None) -> subpr
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def _expected(tag: str, n: int = 4) -> dict[str, bytes]:
     return {**{f"part{k}.txt": f"{tag} {k}\n".encode() for k in range(n)}, "sub/last.txt": tag.encode()}
 
@@ -91,15 +88,10 @@ def _mid_write(out: Path) -> bool:
     return any(any(p.is_file() and not p.name.endswith(".tmp") for p in s.rglob("*")) for s in _stagings(out))
 
 
-def _no_temporaries(out: Path) -> None:
-    left = [p.name for p in out.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".erf-")]
-    assert not left, left
-
-
 def _old_set(out: Path) -> dict[str, bytes]:
     proc = _writer(out, "old")
     assert proc.wait(60) == 0, proc.stderr.read()
-    return _snapshot(out)
+    return snapshot(out)
 
 
 # ============================================================================ real processes, real signals
@@ -113,7 +105,7 @@ def test_two_writers_into_one_out_the_second_is_refused(tmp_path: Path) -> None:
     err = second.stderr.read()
     assert f"another erf run is writing it (pid {first.pid})" in err and str(out) in err, err
     assert first.wait(60) == 0, first.stderr.read()
-    assert _snapshot(out) == _expected("first")
+    assert snapshot(out) == _expected("first")
     assert not _stagings(out) and not (tmp_path / ".o.erf-lock").exists()
 
 
@@ -125,12 +117,12 @@ def test_sigkill_mid_write_leaves_the_old_set_and_no_stuck_lock(tmp_path: Path) 
     _wait_for(lambda: _mid_write(out))
     proc.send_signal(signal.SIGKILL)
     proc.wait(60)
-    assert _snapshot(out) == before  # every file of the old set, byte-identical
-    _no_temporaries(out)
+    assert snapshot(out) == before  # every file of the old set, byte-identical
+    assert_no_temporaries(out, erf_internal=True)
     assert _stagings(out), "the killed run's staging folder lies beside --out (not in it)"
     again = _writer(out, "again")  # the lock died with its process; the leftover is cleaned
     assert again.wait(60) == 0, again.stderr.read()
-    assert _snapshot(out) == _expected("again") and not _stagings(out)
+    assert snapshot(out) == _expected("again") and not _stagings(out)
 
 
 @pytest.mark.slow
@@ -141,8 +133,8 @@ def test_sigkill_after_the_swap_leaves_the_new_set_whole(tmp_path: Path) -> None
     _wait_for(lambda: (out / "part0.txt").exists() and (out / "part0.txt").read_text().startswith("new"))
     proc.send_signal(signal.SIGKILL)
     proc.wait(60)
-    assert _snapshot(out) == _expected("new", 2)  # the old set's part2/part3 went with it: replaced whole
-    _no_temporaries(out)
+    assert snapshot(out) == _expected("new", 2)  # the old set's part2/part3 went with it: replaced whole
+    assert_no_temporaries(out, erf_internal=True)
     again = _writer(out, "again", n=1)
     assert again.wait(60) == 0 and not _stagings(out)
 
@@ -162,10 +154,10 @@ def test_sigkill_during_the_journaled_fallback_is_rolled_forward(tmp_path: Path)
     assert len(journals) == 1 and json.loads(journals[0].read_text())["files"]
     stage = OutputSet(out, force=True, patterns=PATTERNS).__enter__()  # entering recovers
     try:
-        assert _snapshot(out) == _expected("new")
+        assert snapshot(out) == _expected("new")
     finally:
         stage.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)  # leave without publishing
-    assert _snapshot(out) == _expected("new") and not _stagings(out)
+    assert snapshot(out) == _expected("new") and not _stagings(out)
 
 
 @pytest.mark.slow
@@ -183,7 +175,7 @@ def test_cli_two_runs_into_one_out(tmp_path: Path) -> None:
                                         f"{first.pid}); wait for it to finish or choose another --out"], err
     assert first.wait(120) == 0, first.stderr.read()
     assert f"wrote {out}/objects.json" in first.stdout.read()
-    assert sorted(_snapshot(out)) == ["cdf.png", "histogram.png", "objects.json"]
+    assert sorted(snapshot(out)) == ["cdf.png", "histogram.png", "objects.json"]
     assert "a.csv" in json.loads((out / "objects.json").read_text())["source"]
 
 
@@ -193,15 +185,15 @@ def test_cli_ctrl_c_mid_write_keeps_the_old_set(tmp_path: Path) -> None:
     (tmp_path / "b.csv").write_text("image,x0,y0,x1,y1,image_w,image_h\nb.jpg,2,2,30,30,32,32\n")
     out = tmp_path / "o"
     assert _erf("objects", str(tmp_path / "a.csv"), "--out", str(out)).wait(120) == 0
-    before = _snapshot(out)
+    before = snapshot(out)
     proc = _erf("objects", str(tmp_path / "b.csv"), "--out", str(out), "--force", pause="write:1.5")
     _wait_for(lambda: _mid_write(out))
     proc.send_signal(signal.SIGINT)
     assert proc.wait(120) == 130
     err = proc.stderr.read()
     assert "erf objects: interrupted" in err and "Traceback" not in err
-    assert _snapshot(out) == before
-    _no_temporaries(out)
+    assert snapshot(out) == before
+    assert_no_temporaries(out, erf_internal=True)
     assert not _stagings(out) and not (tmp_path / ".o.erf-lock").exists()
 
 
@@ -220,7 +212,7 @@ def test_force_replaces_the_old_set_whole_and_keeps_foreign_files(tmp_path: Path
         OutputSet(out, patterns=PATTERNS).__enter__()
     with OutputSet(out, force=True, patterns=PATTERNS) as s:
         write_text(s.path / "part0.txt", "new")
-    assert _snapshot(out) == {"link": b"mine", "notes.md": b"mine", "part0.txt": b"new",
+    assert snapshot(out) == {"link": b"mine", "notes.md": b"mine", "part0.txt": b"new",
                               "sub/mine.txt.bak": b"mine too"}
     assert (out / "empty").is_dir() and os.readlink(out / "link") == "notes.md"
     assert out.stat().st_mode & 0o777 == 0o750
@@ -239,7 +231,7 @@ def test_without_exchange_the_journaled_fallback_gives_the_same_set(tmp_path: Pa
     write_text(out / "notes.md", "mine")
     with OutputSet(out, force=True, patterns=PATTERNS) as s:
         write_text(s.path / "part0.txt", "new")
-    assert _snapshot(out) == {"notes.md": b"mine", "part0.txt": b"new"}
+    assert snapshot(out) == {"notes.md": b"mine", "part0.txt": b"new"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
 
 
@@ -250,15 +242,15 @@ def test_an_error_inside_leaves_the_old_set_and_publish_mid_run_is_whole(tmp_pat
     with pytest.raises(RuntimeError), OutputSet(out, force=True, patterns=PATTERNS) as s:
         write_text(s.path / "part0.txt", "new")
         raise RuntimeError("the run failed")
-    assert _snapshot(out) == {"part0.txt": b"old"}
+    assert snapshot(out) == {"part0.txt": b"old"}
     with pytest.raises(KeyboardInterrupt), OutputSet(out, force=True, patterns=PATTERNS, seed=("part0.txt",)) as s:
         assert (s.path / "part0.txt").read_text() == "old"  # seeded for a run that continues (--resume)
         write_text(s.path / "part1.txt", "epoch 1")
         s.publish()
-        assert _snapshot(out) == {"part0.txt": b"old", "part1.txt": b"epoch 1"}
+        assert snapshot(out) == {"part0.txt": b"old", "part1.txt": b"epoch 1"}
         write_text(s.path / "part1.txt", "epoch 2 (never finished)")
         raise KeyboardInterrupt
-    assert _snapshot(out) == {"part0.txt": b"old", "part1.txt": b"epoch 1"}
+    assert snapshot(out) == {"part0.txt": b"old", "part1.txt": b"epoch 1"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
 
 
@@ -371,7 +363,7 @@ def test_a_crashed_training_keeps_its_last_finished_epoch(tmp_path: Path, run_cl
             "--out", str(out)]
     code, _, err = run_cli(*argv)
     assert code == 130 and "interrupted" in err
-    assert sorted(_snapshot(out)) == ["best.pt", "last.pt", "log.csv"]
+    assert sorted(snapshot(out)) == ["best.pt", "last.pt", "log.csv"]
     assert len(list(csv.DictReader(open(out / "log.csv")))) == 1
     monkeypatch.setattr(erf.training, "train", real)
     code, _, err = run_cli(*argv, "--resume")

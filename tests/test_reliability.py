@@ -21,7 +21,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from references import assert_cli_error
+from references import (
+    assert_cli_error,
+    assert_no_temporaries,
+    folder_link,
+    kwargs_checkpoint,
+    legacy_none_bomb,
+    none_bomb,
+    png_header,
+    snapshot,
+)
 
 from erf import atomic
 from erf.checkpoints import NonFiniteWeightsWarning, TrustedCodeWarning, load_checkpoint, save_checkpoint
@@ -156,22 +165,6 @@ class _Eval:
         return (eval, (f"__import__('os').makedirs({self.marker!r})",))
 
 
-def _none_bomb(tmp: Path) -> Path:
-    """A 10 KB zip whose data.pkl is 10^7 NONE opcodes (deflated): 52 s and 600 MB in torch.load before."""
-    import zipfile
-
-    with zipfile.ZipFile(tmp / "bomb.pt", "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.writestr("bomb/data.pkl", b"\x80\x02" + b"N" * 10**7 + b".")
-        z.writestr("bomb/byteorder", "little")
-        z.writestr("bomb/version", "3\n")
-    return tmp / "bomb.pt"
-
-
-def _legacy_none_bomb(tmp: Path) -> Path:
-    (tmp / "bomb_legacy.pt").write_bytes(b"\x80\x02" + b"N" * 10**7 + b".")
-    return tmp / "bomb_legacy.pt"
-
-
 def _eval_protocol4(tmp: Path) -> Path:
     torch.save({"state_dict": _state(), "x": _Eval(tmp / "MARKER")}, tmp / "eval4.pt", pickle_protocol=4)
     return tmp / "eval4.pt"
@@ -189,15 +182,6 @@ def _scalar_weight(tmp: Path) -> Path:
     state["conv1.weight"] = torch.tensor(1.0)
     torch.save(state, tmp / "scalar.pth")
     return tmp / "scalar.pth"
-
-
-def _kwargs(widths) -> Callable[[Path], Path]:
-    def build(tmp: Path) -> Path:
-        torch.manual_seed(0)
-        save_checkpoint(tmp / "kwargs.pt", create_model("twoconv"), "twoconv", {"widths": widths})
-        return tmp / "kwargs.pt"
-
-    return build
 
 
 def _kwargs_not_a_mapping(tmp: Path) -> Path:
@@ -260,14 +244,14 @@ BAD_CHECKPOINTS = [
     BadCheckpoint("a folder", _folder, CheckpointError, "folder"),
     BadCheckpoint("missing file", _missing, CheckpointError, "no such file"),
     # round two (issue 17)
-    BadCheckpoint("10^7 NONE opcodes in a 10 KB zip", _none_bomb, CheckpointError, "opcodes for 0 tensor records"),
-    BadCheckpoint("10^7 NONE opcodes, legacy pickle", _legacy_none_bomb, CheckpointError, "refused"),
+    BadCheckpoint("10^7 NONE opcodes in a 10 KB zip", none_bomb, CheckpointError, "opcodes for 0 tensor records"),
+    BadCheckpoint("10^7 NONE opcodes, legacy pickle", legacy_none_bomb, CheckpointError, "refused"),
     BadCheckpoint("protocol-4 pickle calling eval", _eval_protocol4, UnsafeCheckpointError, "builtins.eval"),
     BadCheckpoint("state_dict without fc.weight", _without_fc, ArchitectureError, "missing key 'fc.weight'"),
     BadCheckpoint("0-d weight", _scalar_weight, ArchitectureError, "conv1.weight is a 0-d tensor"),
-    BadCheckpoint("model_kwargs widths 10^6 (36 TB)", _kwargs((10**6, 10**6)), ArchitectureError,
+    BadCheckpoint("model_kwargs widths 10^6 (36 TB)", kwargs_checkpoint((10**6, 10**6)), ArchitectureError,
                   "ask for 9,000,045,000,012 parameters"),
-    BadCheckpoint("model_kwargs widths -1", _kwargs((-1, 8)), ArchitectureError, "negative dimension"),
+    BadCheckpoint("model_kwargs widths -1", kwargs_checkpoint((-1, 8)), ArchitectureError, "negative dimension"),
     BadCheckpoint("model_kwargs not a mapping", _kwargs_not_a_mapping, CheckpointError, "model_kwargs is a list"),
     BadCheckpoint("int64 weights", _dtype(torch.int64), ArchitectureError, "int64 values where the model has float32"),
     BadCheckpoint("bool weights", _dtype(torch.bool), ArchitectureError, "bool values"),
@@ -333,7 +317,7 @@ def test_trust_warns_before_the_payload_runs(tmp_path: Path, run_cli) -> None:
     assert code == 0 and "warning:" not in err
 
 
-def test_usage_errors_are_one_line(run_cli, capsys) -> None:
+def test_usage_errors_are_one_line(run_cli) -> None:
     """Malformed option values are refused by argparse in the same ``erf CMD: error:`` form (exit 2)."""
     code, _, err = run_cli("measure", "twoconv", "--images", "many")  # argparse's SystemExit(2), as exit code 2
     assert code == 2
@@ -513,37 +497,12 @@ def _args(*argv: str):
 
 
 # ---------------------------------------------------------------- round two (issue 17)
-def _png_header(path: Path, width: int, height: int) -> None:
-    """A tiny PNG file that claims ``width x height`` 1-bit pixels (a decompression bomb's header)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
-
-
 def _bomb_folder(width: int) -> Callable[[Path], tuple[list[str], str]]:
     def build(tmp: Path):
         folder = tmp / "imgs"
         folder.mkdir()
-        _png_header(folder / "bomb.png", width, width)
+        png_header(folder / "bomb.png", width, width)
         return ["--data", f"folder:{folder}"], str(folder / "bomb.png")
-
-    return build
-
-
-def _folder_link(target: str) -> Callable[[Path], tuple[list[str], str]]:
-    def build(tmp: Path):
-        from PIL import Image
-
-        folder = tmp / "imgs"
-        folder.mkdir()
-        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(folder / "good.png")
-        os.symlink(target, folder / "system.png")
-        return ["--data", f"folder:{folder}"], str(folder / "system.png")
 
     return build
 
@@ -638,8 +597,8 @@ BAD_INPUTS = [
     BadInput("--device cuda:7 without CUDA", _cuda("cuda:7"), InputError, "--device"),
     BadInput("folder: decompression-bomb PNG (900 Mpx)", _bomb_folder(30000), DataError, "decompression bomb"),
     BadInput("folder: PNG over 64 Mpx", _bomb_folder(9000), DataError, "refused before decoding"),
-    BadInput("folder: symlink to a system file", _folder_link("/etc/passwd"), DataError, "corrupt or unreadable"),
-    BadInput("folder: symlink to a device", _folder_link("/dev/zero"), DataError, "not a regular image file"),
+    BadInput("folder: symlink to a system file", folder_link("/etc/passwd"), DataError, "corrupt or unreadable"),
+    BadInput("folder: symlink to a device", folder_link("/dev/zero"), DataError, "not a regular image file"),
     BadInput("cifar10 .npz: float pixels", _npz(x_test=np.zeros((2, 32, 32, 3)), y_test=np.zeros(2, int)), DataError,
              "uint8"),
     BadInput("cifar10 .npz: label 10", _npz(x_test=np.zeros((2, 32, 32, 3), np.uint8), y_test=np.array([0, 10])),
@@ -747,15 +706,6 @@ def test_train_mode_is_switched_to_eval_with_a_note() -> None:
 
 
 # ============================================================================ outputs
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _no_temp_files(folder: Path) -> None:
-    left = [p.name for p in folder.rglob("*") if p.name.endswith(".tmp")]
-    assert not left, left
-
-
 def _validate(doc: dict) -> None:
     if not SCHEMA_FILE.is_file():
         pytest.skip(f"{SCHEMA_FILE} not written yet")
@@ -770,18 +720,18 @@ def test_existing_out_is_not_overwritten_without_force(tmp_path: Path, run_cli) 
     (out / "measure.json").write_text('{"old": true}\n')
     (out / "maps").mkdir()
     (out / "maps" / "stem.npy").write_bytes(b"precious")
-    before = _snapshot(out)
+    before = snapshot(out)
     with pytest.raises(OutputExistsError, match="--force") as info:
         atomic.prepare_output_dir(out)
     assert str(out) in str(info.value)
     assert_cli_error(run_cli, ["measure", "twoconv", *FAST, "--out", str(out)], "measure", [str(out), "--force"])
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
     code, _, err = run_cli("measure", "twoconv", *FAST, "--out", str(out), "--force")
     assert code == 0, err
     doc = json.loads((out / "measure.json").read_text())
     assert doc["schema"] == "erf.measure/1" and "old" not in doc
     assert np.load(out / "maps" / "stem.npy").ndim == 2
-    _no_temp_files(out)
+    assert_no_temporaries(out)
     _validate(doc)
 
 
@@ -802,7 +752,7 @@ def test_every_command_keeps_a_non_empty_out(command: str, argv: list[str], tmp_
     out.mkdir()
     (out / "keep.json").write_text('{"precious": 1}')
     assert_cli_error(run_cli, [*argv, "--out", str(out)], command, [str(out), "--force"])
-    assert _snapshot(out) == {"keep.json": b'{"precious": 1}'}
+    assert snapshot(out) == {"keep.json": b'{"precious": 1}'}
 
 
 def test_bench_keeps_an_existing_out_file(tmp_path: Path, run_cli) -> None:
@@ -880,7 +830,7 @@ def test_ctrl_c_while_writing_keeps_old_results(tmp_path: Path, run_cli, monkeyp
     out = tmp_path / "run"
     code, _, err = run_cli("measure", "twoconv", *FAST, "--seed", "1", "--out", str(out))
     assert code == 0, err
-    before = _snapshot(out)
+    before = snapshot(out)
     real = atomic.write_bytes
 
     def write_bytes(path, data):
@@ -894,13 +844,13 @@ def test_ctrl_c_while_writing_keeps_old_results(tmp_path: Path, run_cli, monkeyp
     code, _, err = run_cli("measure", "twoconv", *FAST, "--images", "3", "--seed", "1", "--out", str(out),
                            "--force")
     assert code == 130 and "Traceback" not in err
-    _no_temp_files(out)
+    assert_no_temporaries(out)
     assert (out / "measure.json").read_bytes() == before["measure.json"]
     json.loads((out / "measure.json").read_text())
     for p in out.rglob("*.npy"):
         assert np.load(p).shape == (32, 32)
     # issue 17: the maps written before the interrupt must not replace the old ones either (no mixed set)
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder, no lock left
 
 
@@ -954,7 +904,7 @@ def test_same_command_same_bytes(tmp_path: Path, run_cli) -> None:
         code, out, err = run_cli(*argv)
         assert code == 0, err
         outputs.append(out)
-    a, b = _snapshot(tmp_path / "a"), _snapshot(tmp_path / "b")
+    a, b = snapshot(tmp_path / "a"), snapshot(tmp_path / "b")
     assert sorted(a) == ["maps/stage2.npy", "maps/stem.npy", "measure.json"]
     assert a == b
     assert outputs[0] == outputs[1]
@@ -998,7 +948,7 @@ def test_same_command_same_bytes_other_commands(case, tmp_path: Path, run_cli) -
     for name in ("a", "b"):
         code, out, err = run_cli(*argv, "--json", "--out", str(tmp_path / name))
         assert code == 0, err
-        runs.append((out, _snapshot(tmp_path / name)))
+        runs.append((out, snapshot(tmp_path / name)))
     assert any(k.endswith(".json") for k in runs[0][1])
     assert runs[0][1] == runs[1][1]
     assert runs[0][0] == runs[1][0]

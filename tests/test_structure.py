@@ -171,7 +171,7 @@ def test_a_new_probe_is_one_class_and_its_registration() -> None:
         del PROBES["gradient-relu"]
 
 
-def test_a_new_model_family_is_one_module_and_its_registration() -> None:
+def test_a_new_model_family_is_one_module_and_its_registration(tmp_path: Path) -> None:
     """A family registers entries and a state-dict matcher; raw state dicts of it then load by inference."""
     from erf.checkpoints import load_checkpoint
     from erf.models.registry import _ENTRIES, _FAMILIES, ModelEntry, register_family, register_model
@@ -191,7 +191,7 @@ def test_a_new_model_family_is_one_module_and_its_registration() -> None:
     try:
         assert erf.list_models("tiny*") == ["tinynet"]
         state = Tiny(width=6).state_dict()
-        path = Path(__import__("tempfile").mkdtemp()) / "tiny.pt"
+        path = tmp_path / "tiny.pt"
         torch.save(state, path)
         loaded = load_checkpoint(path)
         assert loaded.name == "tinynet" and loaded.model.tiny_conv.out_channels == 6

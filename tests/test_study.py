@@ -28,13 +28,6 @@ from erf.study import (
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "erf" / "schemas" / "study.schema.json"
 
 
-def make_controlled(x, y, size: int, canvas: int = 64, seed: int = 0):
-    """The controlled study's canvases (the ``study`` background of :func:`erf.canvas.paste_objects`)."""
-    made = paste_objects(x, size, canvas, "study", seed, labels=y)
-    made.boxes = made.boxes.numpy()
-    return made
-
-
 def _objects(n: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 10
@@ -48,10 +41,10 @@ def _validate(doc: dict) -> None:
 # ----------------------------------------------------------------------------- controlled data set
 def test_controlled_is_deterministic_and_seeded():
     x, y = _objects()
-    a = make_controlled(x, y, size=12, canvas=40, seed=3)
-    b = make_controlled(x, y, size=12, canvas=40, seed=3)
-    c = make_controlled(x, y, size=12, canvas=40, seed=4)
-    assert torch.equal(a.data.images, b.data.images) and np.array_equal(a.boxes, b.boxes)
+    a = paste_objects(x, 12, canvas=40, background="study", seed=3, labels=y)
+    b = paste_objects(x, 12, canvas=40, background="study", seed=3, labels=y)
+    c = paste_objects(x, 12, canvas=40, background="study", seed=4, labels=y)
+    assert torch.equal(a.data.images, b.data.images) and np.array_equal(a.boxes.numpy(), b.boxes.numpy())
     assert not torch.equal(a.data.images, c.data.images)
     assert a.data.images.shape == (6, 3, 40, 40) and a.data.raw
     assert float(a.data.images.min()) >= 0 and float(a.data.images.max()) <= 1
@@ -60,18 +53,18 @@ def test_controlled_is_deterministic_and_seeded():
 
 def test_controlled_boxes_hold_the_pasted_object():
     x, y = _objects()
-    s = make_controlled(x, y, size=16, canvas=48, seed=1)
+    s = paste_objects(x, 16, canvas=48, background="study", seed=1, labels=y)
     expected = F.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255, size=(16, 16),
                              mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-    assert s.boxes.shape == (6, 4)
-    for i, (x0, y0, x1, y1) in enumerate(s.boxes.astype(int)):
+    assert s.boxes.numpy().shape == (6, 4)
+    for i, (x0, y0, x1, y1) in enumerate(s.boxes.numpy().astype(int)):
         assert x1 - x0 == 16 and y1 - y0 == 16 and 0 <= x0 and x1 <= 48 and 0 <= y0 and y1 <= 48
         assert torch.allclose(s.data.images[i, :, y0:y1, x0:x1], expected[i], atol=1e-6)
     # the canvas outside the box does not depend on the object nor on the label
-    other = make_controlled(np.zeros_like(x), (y + 3) % 10, size=16, canvas=48, seed=1)
-    assert np.array_equal(other.boxes, s.boxes)
+    other = paste_objects(np.zeros_like(x), 16, canvas=48, background="study", seed=1, labels=(y + 3) % 10)
+    assert np.array_equal(other.boxes.numpy(), s.boxes.numpy())
     outside = torch.ones(6, 1, 48, 48, dtype=torch.bool)
-    for i, (x0, y0, x1, y1) in enumerate(s.boxes.astype(int)):
+    for i, (x0, y0, x1, y1) in enumerate(s.boxes.numpy().astype(int)):
         outside[i, :, y0:y1, x0:x1] = False
     outside = outside.expand_as(s.data.images)
     assert torch.equal(s.data.images[outside], other.data.images[outside])
@@ -84,7 +77,7 @@ def test_controlled_rejects_bad_sizes():
 
     x, y = _objects(2)
     with pytest.raises(InputError, match="between 1 and the 32 px canvas"):
-        make_controlled(x, y, size=40, canvas=32)
+        paste_objects(x, 40, canvas=32, background="study", seed=0, labels=y)
 
 
 # ----------------------------------------------------------------------------- fractions and sizes

@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from references import reference_map
 from torch import nn
 from torchvision.models import VisionTransformer
+from zoo_oracle import randomise_norms
 
 from erf.data import ImageSet
 from erf.layers import named_layers, resolve_layer
@@ -22,40 +24,14 @@ from erf.models import create_model
 def _vit(image: int = 32, patch: int = 4, layers: int = 2) -> nn.Module:
     torch.manual_seed(0)
     model = VisionTransformer(image_size=image, patch_size=patch, num_layers=layers, num_heads=2, hidden_dim=16,
-                              mlp_dim=32).eval()
-    with torch.no_grad():  # non-trivial LayerNorm gains (unit gains would make the summed final norm constant)
-        for m in model.modules():
-            if isinstance(m, nn.LayerNorm):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return model
+                              mlp_dim=32)
+    # non-trivial LayerNorm gains (unit gains would make the summed final norm constant)
+    return randomise_norms(model)
 
 
 def _images(count: int, size: int = 32, seed: int = 0) -> ImageSet:
     gen = torch.Generator().manual_seed(seed)
     return ImageSet(torch.randn(count, 3, size, size, generator=gen), torch.full((count,), -1), f"{count} noise")
-
-
-def _reference(model: nn.Module, path: str, index: tuple, x: torch.Tensor) -> np.ndarray:
-    """``(N, H, W)``: per image, ``sum_c |d sum_k out[index][k] / d x[c]|`` (``index`` without the batch dim)."""
-    module = dict(model.named_modules())[path]
-    maps = []
-    for n in range(x.shape[0]):
-        xi = x[n: n + 1].clone().requires_grad_(True)
-        store: dict = {}
-
-        def keep(m: nn.Module, i: object, o: object, store: dict = store) -> None:  # None: output unchanged
-            store.setdefault("out", o)
-
-        handle = module.register_forward_hook(keep)
-        try:
-            model(xi)
-        finally:
-            handle.remove()
-        out = store["out"][0] if isinstance(store["out"], tuple) else store["out"]
-        (g,) = torch.autograd.grad(out[(0,) + index].sum(), xi)
-        maps.append(g[0].abs().double().sum(0).numpy())
-    return np.stack(maps)
 
 
 def test_vit_layers_measured_at_the_centre_patch_token() -> None:
@@ -74,7 +50,7 @@ def test_vit_layers_measured_at_the_centre_patch_token() -> None:
     for layer in result.layers:
         i, j = layer.unit
         index = (slice(None), i, j) if layer.name == "stem" else (1 + i * grid + j, slice(None))
-        ref = _reference(model, layer.path, index, data.images)
+        ref = reference_map(model, layer.path, None, data.images, index=index)
         scale = ref.max()
         assert scale > 0
         np.testing.assert_allclose(layer.group_maps, ref, rtol=0, atol=1e-5 * scale, err_msg=layer.name)
@@ -107,10 +83,10 @@ def test_timm_vit_measures_with_derived_names() -> None:
     assert block.trf.is_tokens and block.trf.prefix == 1 and block.trf.is_global
     assert "scaled_dot_product_attention" in block.trf.reason or "matmul" in block.trf.reason
     i, j = block.unit
-    ref = _reference(model, "blocks.0", (1 + 4 * i + j, slice(None)), data.images)
+    ref = reference_map(model, "blocks.0", None, data.images, index=(1 + 4 * i + j, slice(None)))
     np.testing.assert_allclose(block.group_maps, ref, rtol=0, atol=1e-5 * ref.max())
     i, j = stem.unit
-    ref = _reference(model, "patch_embed", (4 * i + j, slice(None)), data.images)
+    ref = reference_map(model, "patch_embed", None, data.images, index=(4 * i + j, slice(None)))
     np.testing.assert_allclose(stem.group_maps, ref, rtol=0, atol=1e-5 * ref.max())
 
 
@@ -125,7 +101,7 @@ def test_swin_channels_last_stage_measured() -> None:
     for layer in result.layers:
         assert layer.trf.dims == (1, 2)
         i, j = layer.unit
-        ref = _reference(model, layer.path, (i, j, slice(None)), data.images)
+        ref = reference_map(model, layer.path, None, data.images, index=(i, j, slice(None)))
         np.testing.assert_allclose(layer.group_maps, ref, rtol=0, atol=1e-5 * ref.max(), err_msg=layer.name)
     assert result.layer("stage1").trf.is_global and not result.layer("stem").trf.is_global
 
