@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from erf.errors import OutputExistsError
-
 
 def _default_mode() -> int:
     """``0o666`` minus the process umask: the mode ``open(path, "w")`` gives a new file."""
@@ -112,18 +110,3 @@ def save_figure(fig: Any, path: str | os.PathLike, close: bool = True, **kwargs:
         import matplotlib.pyplot as plt
 
         plt.close(fig)
-
-
-def prepare_output_dir(path: str | os.PathLike, force: bool = False) -> Path:
-    """Create an output folder; refuse one that exists and is not empty unless ``force``.
-
-    Raises:
-        OutputExistsError: ``path`` exists, is not empty, and ``force`` is false.
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputExistsError(f"{path}: exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise OutputExistsError(f"{path}: exists and is not empty (pass --force to overwrite)")
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -49,6 +49,7 @@ from erf.errors import (
 )
 from erf.measurement import measure
 from erf.models import create_model
+from erf.outputs import OutputSet
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "erf" / "schemas" / "measure.schema.json"
 FAST = ["--images", "4", "--bootstrap", "0", "--no-plots"]
@@ -722,7 +723,8 @@ def test_existing_out_is_not_overwritten_without_force(tmp_path: Path, run_cli) 
     (out / "maps" / "stem.npy").write_bytes(b"precious")
     before = snapshot(out)
     with pytest.raises(OutputExistsError, match="--force") as info:
-        atomic.prepare_output_dir(out)
+        with OutputSet(out):
+            pass
     assert str(out) in str(info.value)
     assert_cli_error(run_cli, ["measure", "twoconv", *FAST, "--out", str(out)], "measure", [str(out), "--force"])
     assert snapshot(out) == before
