@@ -344,11 +344,11 @@ def _torch_load(path: Path, weights_only: bool, mmap: bool | None) -> Any:
             f"{path}: a pickled model whose class cannot be found ({_first_line(str(exc))}): put the folder of the "
             "module that defines it on PYTHONPATH, or load its state dict with file.py:Class@FILE") from None
     except (EOFError, RuntimeError, ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
-        raise CheckpointError(f"{path}: {_not_a_checkpoint(path)} ({type(exc).__name__}: {_first_line(str(exc))})"
-                              ) from None
+        what, _ = _unreadable(path)
+        raise CheckpointError(f"{path}: {what} ({type(exc).__name__}: {_first_line(str(exc))})") from None
     except Exception as exc:  # anything a hostile file can make the unpickler raise
-        what = _not_a_checkpoint(path)
-        what = what if what.startswith("not a") else "corrupt or not a PyTorch checkpoint"
+        what, container = _unreadable(path)
+        what = "corrupt or not a PyTorch checkpoint" if container else what
         raise CheckpointError(
             f"{path}: {what} ({type(exc).__name__}: {_first_line(str(exc))})"
         ) from None
@@ -358,20 +358,19 @@ _CODE_MARKERS = ("GLOBAL ", "unrecognized function", "Can only create new object
 """Phrases of torch's weights-only unpickler that mean the file asks to import or call code."""
 
 
-def _not_a_checkpoint(path: Path) -> str:
-    """What a file that ``torch.load`` could not read looks like, from its first bytes."""
+def _unreadable(path: Path) -> tuple[str, bool]:
+    """What a (non-empty) file that ``torch.load`` could not read looks like from its first bytes, and whether
+    it is a checkpoint's container at all (a zip archive or a pickle)."""
     try:
         with open(path, "rb") as f:
             head = f.read(4)
     except OSError:
-        return "unreadable"
-    if not head:
-        return "empty file, not a PyTorch checkpoint"
+        return "unreadable", False
     if head.startswith(b"PK"):
-        return "truncated or damaged PyTorch checkpoint (a broken zip archive)"
+        return "truncated or damaged PyTorch checkpoint (a broken zip archive)", True
     if head[:1] == b"\x80":
-        return "truncated or damaged pickle, not a readable PyTorch checkpoint"
-    return f"not a PyTorch checkpoint (it starts with {head!r}: neither a zip archive nor a pickle)"
+        return "truncated or damaged pickle, not a readable PyTorch checkpoint", True
+    return f"not a PyTorch checkpoint (it starts with {head!r}: neither a zip archive nor a pickle)", False
 
 
 def _first_line(text: str) -> str:

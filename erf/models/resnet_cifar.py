@@ -121,8 +121,8 @@ def match_state(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]
     """CIFAR ResNet layout (``conv1`` with 16 outputs and ``layer1.0.conv1``): blocks per stage give the depth,
     the stages' first convolutions the widths, key names the attention."""
     keys = set(state)
-    attention = detect_attention(keys)
     if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys and state["conv1.weight"].shape[0] == 16:
+        attention = detect_attention(keys)
         n = len({k.split(".")[1] for k in keys if k.startswith("layer1.")})
         stages = len({k.split(".")[0] for k in keys if re.match(r"layer\d\.", k)})
         widths = tuple(state[f"layer{s}.0.conv1.weight"].shape[0] for s in range(1, stages + 1))

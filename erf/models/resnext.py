@@ -140,8 +140,8 @@ def match_state(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]
     bottleneck's ``conv_reduce``, the cardinality from the grouped conv's shape, CBAM from key names, the depth from
     the bottlenecks per stage."""
     keys = set(state)
-    attention = detect_attention(keys)
     if "conv_1_3x3.weight" in keys:
+        attention = detect_attention(keys)
         reduce = state.get("stage_1.stage_1_bottleneck_0.conv_reduce.weight")
         grouped = state.get("stage_1.stage_1_bottleneck_0.conv_conv.weight")
         if reduce is None or grouped is None:

@@ -60,8 +60,8 @@ class TwoConv(nn.Module):
 def match_state(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]] | None:
     """The two-convolution toy (``conv1``, ``conv2``, ``fc`` and no ``layer1``): widths from the convolutions."""
     keys = set(state)
-    attention = detect_attention(keys)
     if {"conv1.weight", "conv2.weight", "fc.weight"} <= keys and not any("layer1" in k for k in keys):
+        attention = detect_attention(keys)
         widths = (state["conv1.weight"].shape[0], state["conv2.weight"].shape[0])
         kwargs = dict(num_classes=state["fc.weight"].shape[0], attention=attention, widths=widths)
         return variant_name("twoconv", attention), kwargs
