@@ -84,6 +84,7 @@ def train(
     kwargs: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
     resume: bool = False,
+    resume_state: dict[str, Any] | None = None,
     device: str | None = None,
     progress: bool = True,
     half_checkpoints: bool = False,
@@ -106,6 +107,8 @@ def train(
         kwargs: constructor overrides saved with the checkpoints.
         metadata: facts added to the checkpoints' metadata (data set, subset rule).
         resume: continue from ``out_dir/last.pt``.
+        resume_state: the contents of ``out_dir/last.pt`` when the caller has read (and checked) them already;
+            the file is then not read again.
         device: ``cpu``, ``cuda`` or ``None`` (auto).
         progress: show a progress bar.
         half_checkpoints: store ``best.pt`` weights as float16 (``last.pt`` stays float32 for exact resume).
@@ -151,8 +154,8 @@ def train(
     generator = torch.Generator().manual_seed(recipe.seed)
     rows: list[dict[str, Any]] = []
     start_epoch, best_acc, elapsed = 0, -1.0, 0.0
-    if resume and checkpoints != "none" and (out / "last.pt").exists():
-        state = read_checkpoint_file(out / "last.pt")
+    if resume and checkpoints != "none" and (resume_state is not None or (out / "last.pt").exists()):
+        state = resume_state if resume_state is not None else read_checkpoint_file(out / "last.pt")
         try:
             model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                    for k, v in state["state_dict"].items()})

@@ -37,9 +37,9 @@ TRAIN_FILES = ("log.csv", "best.pt", "last.pt", "best.safetensors")
 """The files of an ``erf train`` run folder (an older run's files matching these are replaced with ``--force``)."""
 
 
-def _check_resumable(path: Path, name: str) -> None:
-    """Refuse a ``last.pt`` that ``erf train --resume`` cannot continue: unreadable, or not a training run of
-    ``name`` (typed errors naming the file)."""
+def _resumable_state(path: Path, name: str) -> dict:
+    """The contents of a ``last.pt`` that ``erf train --resume`` can continue; refuse one that is unreadable or
+    not a training run of ``name`` (typed errors naming the file)."""
     from erf.checkpoints import FORMAT, read_checkpoint_file
 
     state = read_checkpoint_file(path)
@@ -50,6 +50,7 @@ def _check_resumable(path: Path, name: str) -> None:
         raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(missing)}); nothing to resume")
     if state.get("model") != name:
         raise CheckpointError(f"{path}: a run of {state.get('model')!r}, not of {name!r}; cannot resume it")
+    return state
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -67,10 +68,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     # the run folder is published whole after every epoch: a crash keeps the last finished epoch's files
     with OutputSet(args.out, force=args.force, patterns=TRAIN_FILES, resume=args.resume,
                    seed=TRAIN_FILES if args.resume else ()) as stage:
+        resume_state = None
         if args.resume:
             if not (stage.path / "last.pt").is_file():
                 raise CheckpointError(f"{Path(args.out) / 'last.pt'}: nothing to resume")
-            _check_resumable(Path(args.out) / "last.pt", name)
+            resume_state = _resumable_state(Path(args.out) / "last.pt", name)  # read once, handed to train
         train_data = load_source(args.data, "train", subset=args.subset)
         test_data = load_source(args.data, "test", subset=args.subset)
         print_notes(train_data.notes + test_data.notes)
@@ -88,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                         metadata={"data": args.data, "subset": args.subset,
                                   "train_description": train_data.description,
                                   "test_description": test_data.description},
-                        resume=args.resume, device=args.device, progress=not args.quiet,
+                        resume=args.resume, resume_state=resume_state, device=args.device, progress=not args.quiet,
                         half_checkpoints=args.half, on_epoch=on_epoch)
     summary["out"] = str(args.out)
     if args.json:
