@@ -170,8 +170,7 @@ def draw_canvases(objects: torch.Tensor, labels: torch.Tensor, canvas: int, gene
         InputError: an object larger than the canvas.
     """
     n, _, s, _ = objects.shape
-    if not 1 <= s <= canvas:
-        raise InputError(f"object size {s} px must be between 1 and the {canvas} px canvas")
+    check_object_size(s, canvas)
     dev = objects.device
     out = backgrounds(n, canvas, generator, dev)
     y0 = torch.randint(0, canvas - s + 1, (n,), generator=generator, device=dev)
@@ -225,6 +224,16 @@ def _paste_pil(images: np.ndarray, sizes: Sequence[int], canvas: int, background
     return out, boxes
 
 
+def fixed_canvases(objects: torch.Tensor, labels: torch.Tensor, size: int, canvas: int, seed: int,
+                  device: torch.device | str = "cpu", description: str = "",
+                  classes: tuple[str, ...] = ()) -> CanvasSet:
+    """The fixed test canvases of one object size (no flip): generator ``(seed, size, -1)``."""
+    g = seeded_generator(device, seed, size, -1)
+    return draw_canvases(resize_objects(objects.to(device), int(size)), labels, canvas, g, flip=False,
+                         description=f"{description or str(len(labels)) + ' objects'} at {size} px on {canvas} px "
+                                     f"canvases (fixed, seed {seed})", classes=classes)
+
+
 def paste_objects(
     images: np.ndarray | torch.Tensor,
     sizes: int | Sequence[int],
@@ -264,9 +273,8 @@ def paste_objects(
         for k, s in enumerate(size_list):
             check_object_size(s, canvas)
             idx = torch.arange(k, n, len(size_list))
-            if len(idx):
-                made = draw_canvases(resize_objects(x[idx], s), labels_t[idx], canvas,
-                                     seeded_generator("cpu", seed, s, -1))
+            if len(idx):  # the controlled study's fixed test canvases of size s
+                made = fixed_canvases(x[idx], labels_t[idx], s, canvas, seed)
                 out[idx], boxes[idx] = made.data.images, made.boxes
         desc = f"{n} {description} objects of sizes {size_list} px on {canvas} px smooth-noise canvases (seed {seed})"
         return CanvasSet(ImageSet(out, labels_t, desc, tuple(classes), raw=True), boxes, size_list[0], canvas)

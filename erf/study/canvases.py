@@ -1,5 +1,6 @@
 """The controlled study's data: object canvases redrawn every epoch (:class:`EpochCanvases`) and the fixed test
-canvases of each object size (:func:`fixed_canvases`), built by :func:`erf.canvas.draw_canvases`.
+canvases of each object size (:func:`erf.canvas.fixed_canvases`, re-exported here), built by
+:func:`erf.canvas.draw_canvases`.
 
 * **Training** canvases are redrawn every epoch: new positions, new backgrounds and a random horizontal flip of
   each object, from a generator seeded by ``(seed, size, epoch)``, so two models trained with the same seed see
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from erf.canvas import CanvasSet, draw_canvases, resize_objects, seeded_generator
+from erf.canvas import CanvasSet, draw_canvases, fixed_canvases, resize_objects, seeded_generator
 from erf.data.sources import ImageSet
 
 
@@ -49,16 +50,6 @@ class EpochCanvases:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
-
-
-def fixed_canvases(objects: torch.Tensor, labels: torch.Tensor, size: int, canvas: int, seed: int,
-                  device: torch.device | str = "cpu", description: str = "",
-                  classes: tuple[str, ...] = ()) -> CanvasSet:
-    """The fixed test canvases of one object size (no flip): generator ``(seed, size, -1)``."""
-    g = seeded_generator(device, seed, size, -1)
-    return draw_canvases(resize_objects(objects.to(device), int(size)), labels, canvas, g, flip=False,
-                         description=f"{description or str(len(labels)) + ' objects'} at {size} px on {canvas} px "
-                                     f"canvases (fixed, seed {seed})", classes=classes)
 
 
 __all__ = ["EpochCanvases", "fixed_canvases"]

@@ -1,7 +1,7 @@
 """Positive control: a task whose label needs evidence from two places ``D`` px apart.
 
 Each canvas (``canvas x canvas`` px, 64 in the study) is grey smooth noise (per-image grey levels
-on a :data:`~erf.study.canvases.BACKGROUND_GRID` grid, equal in the three channels, plus N(0, 0.03)
+on a :data:`~erf.canvas.BACKGROUND_GRID` grid, equal in the three channels, plus N(0, 0.03)
 pixel noise) with two ``MARK x MARK`` px marks whose centres are exactly ``D`` px apart along a
 uniformly random direction, at a uniformly random place (both marks inside the canvas). Each mark
 is saturated red ``(1, 0, 0)`` or blue ``(0, 0, 1)``. **Label 1: same colour, 0: different**
@@ -25,7 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from erf.canvas import BACKGROUND_GRID, PIXEL_NOISE, seeded_generator
+from erf.canvas import BACKGROUND_GRID, PIXEL_NOISE, paste, seeded_generator
 from erf.data.sources import ImageSet
 from erf.errors import InputError
 
@@ -77,13 +77,8 @@ def draw_marks(n: int, distance: int, canvas: int, generator: torch.Generator,
     label = (torch.rand(n, generator=generator, device=device) < 0.5).long()
     colour_b = torch.where(label.bool(), colour_a, ~colour_a)
     palette = torch.tensor(COLOURS, device=device)  # (2, 3)
-    ar = torch.arange(MARK, device=device)
     for corner, colour in ((a, colour_a), (b, colour_b)):
-        rows = corner[:, 0:1] + ar
-        cols = corner[:, 1:2] + ar
-        index = (rows[:, :, None] * canvas + cols[:, None, :]).reshape(n, 1, -1).expand(n, 3, MARK * MARK)
-        values = palette[colour.long()][:, :, None].expand(n, 3, MARK * MARK)
-        out.reshape(n, 3, canvas * canvas).scatter_(2, index, values.contiguous())
+        paste(out, palette[colour.long()][:, :, None, None].expand(n, 3, MARK, MARK), corner[:, 0], corner[:, 1])
     desc = f"{n} two-mark canvases ({MARK} px marks {distance} px apart on {canvas} px grey noise)"
     return ImageSet(out.contiguous(), label, desc, CLASSES, raw=True), torch.stack([a, b], dim=1)
 
@@ -91,7 +86,7 @@ def draw_marks(n: int, distance: int, canvas: int, generator: torch.Generator,
 class EpochMarks:
     """Two-mark training canvases redrawn every epoch: ``marks(epoch)`` -> raw ImageSet.
 
-    Epoch ``e`` uses :func:`~erf.study.canvases.seeded_generator` ``(seed, distance, e, 7)``.
+    Epoch ``e`` uses :func:`~erf.canvas.seeded_generator` ``(seed, distance, e, 7)``.
     """
 
     def __init__(self, n: int, distance: int, canvas: int, seed: int, device: torch.device | str = "cpu") -> None:
