@@ -142,7 +142,7 @@ class _Sources:
         self.train = load_source(data, "train", count=budget.train_images)
         self.test = load_source(data, "test", count=budget.test_images)
         if self.train.notes and any("test images only" in n for n in self.train.notes):
-            raise StudyError(f"--data {data}: has no training split (use cifar10:PATH)")
+            raise StudyError(f"{data}: has no training split (use cifar10:PATH)", param="data")
         self.budget, self.device = budget, device
         self._tests: dict[int, Any] = {}
         self._pc_tests: dict[int, Any] = {}
@@ -263,13 +263,13 @@ def resolve_budget(budget: Budget | str, sizes: Sequence[int] | None = None) -> 
     """The :class:`Budget` of a registry key (``sizes`` override; control points outside them are dropped)."""
     if isinstance(budget, str):
         if budget not in BUDGETS:
-            raise InputError(f"--budget {budget!r}: use {', '.join(BUDGETS)}")
+            raise InputError(f"{budget!r}: use {', '.join(BUDGETS)}", param="budget")
         budget = BUDGETS[budget]
     if sizes:
         sizes = tuple(int(s) for s in sizes)
         for s in sizes:
             if not 1 <= s <= budget.canvas:
-                raise InputError(f"--sizes {s}: must be between 1 and the {budget.canvas} px canvas")
+                raise InputError(f"{s}: must be between 1 and the {budget.canvas} px canvas", param="sizes")
         budget = replace(budget, sizes=sizes, control_points=tuple(p for p in budget.control_points if p[1] in sizes))
     return budget
 
