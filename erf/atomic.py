@@ -110,3 +110,9 @@ def save_figure(fig: Any, path: str | os.PathLike, close: bool = True, **kwargs:
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+
+
+def save_figures(figures: dict[str, Any], folder: str | os.PathLike, **kwargs: Any) -> None:
+    """:func:`save_figure` each of ``figures`` (``{file name: figure}``) into ``folder``."""
+    for name, fig in figures.items():
+        save_figure(fig, Path(folder) / name, **kwargs)

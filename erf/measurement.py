@@ -299,8 +299,7 @@ def measure(
         raise InputError("images: give an ImageSet or a tensor (N, C, H, W) to measure on")
     data = as_image_set(images)
     notes = list(notes)
-    for option, value, low in (("batch_size", batch_size, 1), ("bootstrap", bootstrap, 0), ("seed", seed, 0),
-                               ("groups", groups, 1)):
+    for option, value, low in (("batch_size", batch_size, 1), ("seed", seed, 0), ("groups", groups, 1)):
         if not isinstance(value, (int, np.integer)) or value < low:
             raise InputError(f"{value}: must be an integer >= {low}", param=option)
     check_resamples(bootstrap)

@@ -145,11 +145,10 @@ def cmd_objects(args: argparse.Namespace) -> int:
         if doc["is_estimate"]:
             title += f"\nmethod: {doc['method']}"
         if stage is not None:
-            from erf.atomic import save_figure
+            from erf.atomic import save_figures
             from erf.plotting import object_size_figures
 
-            for name, fig in object_size_figures(sizes, title, args.bins).items():
-                save_figure(fig, stage.path / name)
+            save_figures(object_size_figures(sizes, title, args.bins), stage.path)
             write_json(stage.path / "objects.json", doc)
     if args.json:
         print_json(doc)

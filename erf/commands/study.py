@@ -64,13 +64,6 @@ def _args(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
 
 
-def _write_figures(figures: dict, out: Path, **save: object) -> None:
-    from erf.atomic import save_figure
-
-    for name, fig in figures.items():
-        save_figure(fig, out / name, **save)
-
-
 STUDY_FILES = ("study.json", "verdict.txt", "cells.json", "cells.md", "gain_vs_ratio.png", "erf_vs_objects_cdf.png",
                "erf_by_dilation.png", "positive_control.png", "gating_controls.png")
 """The files ``erf study --out`` writes (an older set's files matching these are replaced with ``--force``)."""
@@ -78,7 +71,7 @@ STUDY_FILES = ("study.json", "verdict.txt", "cells.json", "cells.md", "gain_vs_r
 
 def cmd_study(args: argparse.Namespace) -> int:
     """``erf study``: hypothesis-2 study on real checkpoints or the controlled grid; exit code."""
-    from erf.atomic import write_json, write_text
+    from erf.atomic import save_figures, write_json, write_text
     from erf.devices import pick_device
     from erf.outputs import output_set
 
@@ -112,7 +105,7 @@ def cmd_study(args: argparse.Namespace) -> int:
                                        bootstrap=args.bootstrap, seed=args.seed, device=device, trust=args.trust,
                                        progress=progress, input_size=parse_size(args.input_size))
             if stage is not None:
-                _write_figures(real_study_figures(doc, models, objects), stage.path)
+                save_figures(real_study_figures(doc, models, objects), stage.path)
                 write_text(stage.path / "verdict.txt", doc["verdict"]["text"] + "\n")
                 write_json(stage.path / "study.json", doc)
     if args.json:
@@ -128,7 +121,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 def _controlled(args: argparse.Namespace, device: str, progress: bool) -> tuple[dict, str]:
     """Run or resume the dilation grid of :mod:`erf.study.grid` into an output set (published after every cell,
     so a killed run keeps its finished cells); write the report; return it and its cell table."""
-    from erf.atomic import write_json, write_text
+    from erf.atomic import save_figures, write_json, write_text
     from erf.outputs import OutputSet
     from erf.study.budgets import default_controlled_source
     from erf.study.grid import grid_report, run_grid
@@ -166,7 +159,7 @@ def _controlled(args: argparse.Namespace, device: str, progress: bool) -> tuple[
         write_text(stage.path / "verdict.txt", report["verdict"]["text"] + "\n\nPre-registered rule: "
                    + report["rule"] + "\n")
         write_text(stage.path / "cells.md", table)
-        _write_figures(figures(report), stage.path, dpi=120)
+        save_figures(figures(report), stage.path, dpi=120)
     return report, table
 
 
