@@ -22,7 +22,7 @@ after the first (the *reference*):
 
 >>> import erf
 >>> models = [erf.load_checkpoint(name) for name in ("resnet20", "resnet20_cbam")]   # or nn.Modules
->>> result = erf.compare(models, erf.load_source("bundled"), layers=["stage3"], images=16)
+>>> result = erf.compare(models, erf.load_source("bundled"), layers=["stage3"], count=16)
 >>> result.difference("stage3", "radius.95").estimate    # px, resnet20_cbam minus resnet20
 """
 
@@ -325,7 +325,7 @@ def as_loaded(model: LoadedModel | nn.Module) -> LoadedModel:
         return model
     if isinstance(model, nn.Module):
         return LoadedModel(model, type(model).__name__, f"{type(model).__name__} (given as a module)",
-                           notes=["given as an nn.Module: whether it is trained is not known"])
+                           trained=None, notes=["given as an nn.Module: whether it is trained is not known"])
     raise InputError(f"compare takes nn.Module or LoadedModel objects, got {type(model).__name__} "
                      "(load specs first with erf.load_checkpoint)")
 

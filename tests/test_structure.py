@@ -234,6 +234,8 @@ def test_compare_takes_modules() -> None:
     x = torch.randn(8, 3, 16, 16)
     result = erf.compare([a, a], x, bootstrap=0)
     assert [m.label for m in result.models] == ["TwoConv", "TwoConv#2"]
+    assert [m.trained for m in result.models] == [None, None]  # a module given in code: training not known
+    assert all(m["trained"] is None for m in result.to_json()["models"])
     assert all(d.estimate == 0 for lc in result.layers for d in lc.differences)
     other = erf.compare([a, b], x, layers=["stage2"], bootstrap=0)
     assert other.layers[0].name == "stage2" and json.dumps(other.to_json())
