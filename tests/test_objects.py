@@ -382,3 +382,14 @@ def test_cli_estimate_says_estimate_everywhere(run_cli, tmp_path):
     assert doc["method"].startswith("estimate:") and doc["format"] == "estimate"
     assert set(doc["estimator_error"]) == {"flat", "noise", "study", "photo"}
     assert doc["summary"]["count"] == 30 and max(doc["sizes"]["relative"]) <= 0.5  # 32 px images in a 64 canvas
+
+
+def test_cli_class_table_never_cuts_labels(run_cli, tmp_path):
+    label = "a_very_long_class_name_beyond_twenty_characters"
+    (tmp_path / "boxes.csv").write_text("image,x0,y0,x1,y1,image_w,image_h,label\n"
+                                        f"a.jpg,1,2,11,22,100,50,{label}\nb.jpg,1,2,31,22,100,50,cat\n")
+    code, out, err = run_cli("objects", tmp_path / "boxes.csv")
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if line.startswith((label, "cat ", "class "))]
+    assert len(rows) == 3 and rows[1].split()[:2] == [label, "1"]
+    assert len({len(line) for line in rows}) == 1  # one column width for every row

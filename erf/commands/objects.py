@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from erf.cli import command, print_json, print_notes
+from erf.commands.tables import print_table as print_aligned
 from erf.errors import InputError
 
 
@@ -111,9 +112,9 @@ def print_table(doc: dict[str, Any], title: str) -> None:
         digits = 3 if key == "relative" else 1
         print(f"{name:<16}" + "".join(f"{_fmt(q[k], digits):>8}" for k in ("5", "25", "50", "75", "95"))
               + f"{_fmt(d['mean'], digits):>8}")
-    print(f"{'class':<20}{'objects':>8}{'median sqrt(area)':>19}")
-    for label, entry in s["per_class"].items():
-        print(f"{label[:20]:<20}{entry['count']:>8}{_fmt(entry['sqrt_area']['quantiles']['50'], 1):>19}")
+    print_aligned(["class", "objects", "median sqrt(area)"],  # widths from the content: labels are never cut
+                  [[label, entry["count"], _fmt(entry["sqrt_area"]["quantiles"]["50"], 1)]
+                   for label, entry in s["per_class"].items()])
     if doc.get("estimator_error"):
         print("estimator error on controlled canvases (objects pasted at known positions, 64 px):")
         for bg, e in doc["estimator_error"].items():
