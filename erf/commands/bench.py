@@ -8,6 +8,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from erf.cli import add_model_options, command, print_json
+from erf.commands.tables import print_table
 from erf.errors import InputError
 
 MAX_IMAGES = 100_000
@@ -22,17 +23,16 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def print_bench_table(doc: dict[str, Any]) -> None:
-    """Aligned table of one ``erf.bench/1`` document (80 columns)."""
+    """Aligned table of one ``erf.bench/1`` document (column widths from the content)."""
     print(f"{doc['model']}: {doc['layers']} layers, {doc['images']} noise images "
           f"{doc['input_size'][0]}x{doc['input_size'][1]}, batch {doc['batch_size']}, {doc['device']}, "
           f"{doc['threads']} threads, torch {doc['torch']}")
-    print(f"{'method':<24}{'seconds':>10}{'images/s':>10}{'peak MiB':>10}{'max rel diff':>14}{'GFLOP':>8}"
-          f"{'GFLOP/s':>9}")
-    for m, label in _LABELS.items():
-        diff = doc["max_rel_diff"].get(m) if m != "engine" else None
-        print(f"{label:<24}{_fmt(doc['seconds'][m], '.3f'):>10}{_fmt(doc['images_per_second'][m], '.1f'):>10}"
-              f"{_fmt(doc['peak_memory_mb'][m], '.0f'):>10}{('ref' if m == 'engine' else _fmt(diff, '.1e')):>14}"
-              f"{_fmt(doc['gflop'][m], '.1f'):>8}{_fmt(doc['gflop_per_second'][m], '.1f'):>9}")
+    print_table(["method", "seconds", "images/s", "peak MiB", "max rel diff", "GFLOP", "GFLOP/s"],
+                [[label, _fmt(doc["seconds"][m], ".3f"), _fmt(doc["images_per_second"][m], ".1f"),
+                  _fmt(doc["peak_memory_mb"][m], ".0f"),
+                  "ref" if m == "engine" else _fmt(doc["max_rel_diff"].get(m), ".1e"),
+                  _fmt(doc["gflop"][m], ".1f"), _fmt(doc["gflop_per_second"][m], ".1f")]
+                 for m, label in _LABELS.items()])
     r = doc["ratios"]
     print(f"captum/engine {_fmt(r['captum_over_engine'], '.2f')}x   "
           f"per-image/engine {_fmt(r['per_image_over_engine'], '.2f')}x   "
