@@ -174,13 +174,14 @@ TWIN_VARIANTS: dict[str | None, tuple[str, str]] = {
 
 
 def register_twins(base: str, constructor: Any, family: str, description: str, params: dict[str, int],
-                   kwargs: dict[str, Any] | None = None) -> None:
-    """Register ``base`` and one attention twin per :data:`TWIN_VARIANTS` kind (``base_cbam``...), each with
-    ``attention=kind`` among its constructor ``kwargs``, ``twin=base``, ``description`` followed by the kind's
-    words, and its parameter count from ``params``."""
+                   kwargs: dict[str, Any] | None = None,
+                   variants: dict[str | None, tuple[str, str]] = TWIN_VARIANTS) -> None:
+    """Register ``base`` and one attention twin per kind of ``variants`` (default :data:`TWIN_VARIANTS`:
+    ``base_cbam``...), each with ``attention=kind`` among its constructor ``kwargs``, ``twin=base``,
+    ``description`` followed by the kind's words, and its parameter count from ``params`` (by name)."""
     from erf.models.registry import ModelEntry, register_model
 
-    for attention, (suffix, words) in TWIN_VARIANTS.items():
+    for attention, (suffix, words) in variants.items():
         register_model(ModelEntry(
             name=f"{base}{suffix}", constructor=constructor, kwargs={**(kwargs or {}), "attention": attention},
             family=family, attention=attention, twin=base if attention else None,

@@ -32,8 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from erf.models.attention import make_attention
-from erf.models.registry import ModelEntry, register_model
+from erf.models.attention import make_attention, register_twins
 
 
 class DilatedBlock(nn.Module):
@@ -125,26 +124,24 @@ class DilatedNet(nn.Module):
 
 DILATIONS = (1, 2, 4)
 """Dilations of the registered dilation twins ``dilnet_d{d}`` (the controlled study's grid)."""
-DILNET_GATES = {None: "", "cbam": "_cbam", "se": "_se", "cbam_spatial": "_spatial", "localgate": "_localgate"}
-"""Attention kind -> name suffix of the dilation twins."""
-_WORDS = {
-    None: "(plain)",
-    "cbam": "with CBAM in every block",
-    "se": "with squeeze-and-excitation in every block",
-    "cbam_spatial": "with CBAM's spatial gate only in every block (local)",
-    "localgate": "with CBAM whose channel gate pools locally (3x3; same parameters, no global path)",
+DILNET_VARIANTS: dict[str | None, tuple[str, str]] = {
+    None: ("", "(plain)"),
+    "cbam": ("_cbam", "with CBAM in every block"),
+    "se": ("_se", "with squeeze-and-excitation in every block"),
+    "cbam_spatial": ("_spatial", "with CBAM's spatial gate only in every block (local)"),
+    "localgate": ("_localgate", "with CBAM whose channel gate pools locally (3x3; same parameters, no global path)"),
 }
+"""The dilation twins' gates (see :func:`~erf.models.attention.register_twins`): kind -> (name suffix, words)."""
+DILNET_GATES = {kind: suffix for kind, (suffix, _) in DILNET_VARIANTS.items()}
+"""Attention kind -> name suffix of the dilation twins."""
 PARAMS = {None: 37978, "cbam": 38651, "se": 38351, "cbam_spatial": 38278, "localgate": 38651}
 """Parameter counts per gate, the same for every dilation (``erf models`` lists them; a test builds them)."""
 
 # No state-dict matcher: the twins of every dilation share every tensor shape, so a raw state dict cannot say
 # which dilation it was trained with (load them with their registry name or an erf checkpoint).
 for _d in DILATIONS:
-    for _attention, _suffix in DILNET_GATES.items():
-        register_model(ModelEntry(
-            name=f"dilnet_d{_d}{_suffix}", constructor=DilatedNet, kwargs=dict(dilation=_d, attention=_attention),
-            family="dilnet", attention=_attention, twin=f"dilnet_d{_d}" if _attention else None,
-            description=f"dilation twin d={_d} (stage-2 3x3 convs dilated {_d}) {_WORDS[_attention]}",
-            params=PARAMS[_attention]))
+    register_twins(f"dilnet_d{_d}", DilatedNet, "dilnet", f"dilation twin d={_d} (stage-2 3x3 convs dilated {_d})",
+                   {f"dilnet_d{_d}{suffix}": PARAMS[kind] for kind, (suffix, _) in DILNET_VARIANTS.items()},
+                   {"dilation": _d}, variants=DILNET_VARIANTS)
 
-__all__ = ["DILATIONS", "DILNET_GATES", "DilatedBlock", "DilatedNet"]
+__all__ = ["DILATIONS", "DILNET_GATES", "DILNET_VARIANTS", "DilatedBlock", "DilatedNet"]
