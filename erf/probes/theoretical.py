@@ -220,6 +220,11 @@ class _Info:
     layout: Layout | None = None
 
 
+def _relaid(info: _Info | None, layout: Layout | None) -> _Info | None:
+    """``info`` with another layout (``None`` stays ``None``)."""
+    return None if info is None else _Info(info.axes, info.is_global, info.reason, layout)
+
+
 _WINDOW_ARGS = {
     # name: positional parameter names after ``input``
     "conv": ("weight", "bias", "stride", "padding", "dilation", "groups"),
@@ -390,7 +395,7 @@ class _RFMode(TorchFunctionMode):
         if base == "index_select" and x is not None and outs:
             d = int(args[1] if len(args) > 1 else kwargs["dim"]) % x.ndim
             if not self.layout(x)[d].spatial:  # a selection of channels: per position
-                return _Info(union.axes, union.is_global, union.reason, sized(self.layout(x), outs[0].shape))
+                return _relaid(union, sized(self.layout(x), outs[0].shape))
         if base in _MIXING:
             return self._global(union, base, layout=self._kept(x, outs))
         if base in ("layer_norm", "rms_norm", "group_norm", "instance_norm", "batch_norm",
@@ -598,7 +603,7 @@ class _RFMode(TorchFunctionMode):
             dims = [1] if x.ndim > 1 else []
         if any(lay[d].spatial for d in dims):
             return self._global(union, base, "over a spatial axis", lay)
-        return _Info(union.axes, union.is_global, union.reason, lay) if union else None
+        return _relaid(union, lay)
 
     def _linear(self, x: torch.Tensor, args: tuple, kwargs: dict, union: _Info | None,
                 outs: list[torch.Tensor]) -> _Info | None:
@@ -610,7 +615,7 @@ class _RFMode(TorchFunctionMode):
         new = lay[:-1] + (plain(outs[0].shape[-1]),) if outs and outs[0].ndim == x.ndim else None
         if x.ndim and lay[-1].spatial:
             return self._global(union, "linear", "over a spatial axis", new)
-        return _Info(union.axes, union.is_global, union.reason, new) if union else None
+        return _relaid(union, new)
 
     def _mm_layout(self, a: torch.Tensor, b: torch.Tensor) -> tuple[Layout | None, str | None]:
         """Layout of ``a @ b`` and, when positions are mixed, why."""
@@ -684,7 +689,7 @@ class _RFMode(TorchFunctionMode):
             lay = None
         if reason is not None:
             return self._global(union, base, reason, lay)
-        return _Info(union.axes, union.is_global, union.reason, lay) if union else None
+        return _relaid(union, lay)
 
     def _einsum(self, args: tuple, union: _Info | None, outs: list[torch.Tensor]) -> _Info | None:
         equation = str(args[0]).replace(" ", "")
@@ -726,7 +731,7 @@ class _RFMode(TorchFunctionMode):
         lay = tuple(dims) if fits(tuple(dims), outs[0].shape) else None
         if reason is not None:
             return self._global(union, "einsum", reason, lay)
-        return _Info(union.axes, union.is_global, union.reason, lay) if union else None
+        return _relaid(union, lay)
 
     def _attention(self, base: str, args: tuple, kwargs: dict, union: _Info | None,
                    outs: list[torch.Tensor]) -> list[_Info | None]:
@@ -752,7 +757,7 @@ class _RFMode(TorchFunctionMode):
         if base in ("max", "min") and isinstance(dim, torch.Tensor):
             lay, bad = self._broadcast([x, dim], outs[0].shape) if outs else ((), False)
             return self._global(union, base, "operands' spatial axes disagree", lay) if bad \
-                else (_Info(union.axes, union.is_global, union.reason, lay) if union else None)
+                else _relaid(union, lay)
         if base == "kthvalue":
             dim = args[2] if len(args) > 2 else kwargs.get("dim", -1)
         if base == "mode" and dim is None:  # torch.mode reduces the last dim by default
@@ -776,7 +781,7 @@ class _RFMode(TorchFunctionMode):
         if any(lay[d].spatial for d in dims):
             axes_names = {lay[d].pure() or "token" for d in dims if lay[d].spatial}
             return [self._global(union, base, f"over {'/'.join(sorted(axes_names))}", tuple(new))] * len(outs)
-        return [_Info(union.axes, union.is_global, union.reason, tuple(new)) if union else None] * len(outs)
+        return [_relaid(union, tuple(new))] * len(outs)
 
     def _along(self, base: str, x: torch.Tensor, union: _Info | None, args: tuple, kwargs: dict,
                outs: list[torch.Tensor]) -> _Info | list | None:
@@ -797,8 +802,7 @@ class _RFMode(TorchFunctionMode):
         if any(lay[d].spatial for d in dims):
             return [self._global(union, base, "along a spatial axis", lay if o.shape == x.shape else self._kept(x, [o]))
                     for o in outs]
-        return [_Info(union.axes, union.is_global, union.reason,
-                      lay if o.shape == x.shape else self._kept(x, [o])) if union else None for o in outs]
+        return [_relaid(union, lay if o.shape == x.shape else self._kept(x, [o])) for o in outs]
 
     def _move(self, base: str, x: torch.Tensor, union: _Info | None, args: tuple, kwargs: dict,
               outs: list[torch.Tensor]) -> _Info | None:
@@ -835,7 +839,7 @@ class _RFMode(TorchFunctionMode):
             d0, d1 = int(d0) % nd, int(d1) % nd
             new = lay[:]
             new[d0], new[d1] = new[d1], new[d0]
-        return _Info(union.axes, union.is_global, union.reason, tuple(new)) if union else None
+        return _relaid(union, tuple(new))
 
     def _reshape(self, base: str, x: torch.Tensor, union: _Info | None, outs: list[torch.Tensor]) -> _Info | None:
         if union is None or not outs:
@@ -845,7 +849,7 @@ class _RFMode(TorchFunctionMode):
         if new is None:
             if any(d.spatial for d in lay):
                 return self._global(union, base, "reshape that does not keep the spatial axes", None)
-            return _Info(union.axes, union.is_global, union.reason, None)
+            return _relaid(union, None)
         new, axes = space_to_depth(new, union.axes)
         return self._lost_or(_Info(axes, union.is_global, union.reason), base, lay, new)
 
@@ -855,7 +859,7 @@ class _RFMode(TorchFunctionMode):
         has = any(d.spatial for d in after)
         if had and not has and not union.is_global:
             return _Info(None, True, self._where(op, "the spatial map is flattened away"), after)
-        return _Info(union.axes, union.is_global, union.reason, after)
+        return _relaid(union, after)
 
     def _squeeze(self, base: str, x: torch.Tensor, union: _Info | None, args: tuple, kwargs: dict,
                  outs: list[torch.Tensor]) -> _Info | None:
@@ -884,7 +888,7 @@ class _RFMode(TorchFunctionMode):
         for d, dim in enumerate(lay):
             size = int(out.shape[lead + d])
             new.append(dim if x.shape[d] == size else resized(dim, size))
-        return _Info(union.axes, union.is_global, union.reason, tuple(new))
+        return _relaid(union, tuple(new))
 
     def _repeat(self, base: str, x: torch.Tensor, union: _Info | None, outs: list[torch.Tensor]) -> _Info | None:
         if union is None or not outs:
@@ -902,7 +906,7 @@ class _RFMode(TorchFunctionMode):
                 new.append(plain(out.shape[lead + d]))
         if base == "repeat_interleave" and len(new) != out.ndim:
             return self._global(union, base, layout=None)
-        return _Info(union.axes, union.is_global, union.reason, tuple(new))
+        return _relaid(union, tuple(new))
 
     def _cat(self, base: str, args: tuple, kwargs: dict, union: _Info | None,
              outs: list[torch.Tensor]) -> _Info | None:
@@ -920,7 +924,7 @@ class _RFMode(TorchFunctionMode):
             lay, bad = self._broadcast(tensors, ref.shape)
             new = lay[:d] + (plain(len(tensors)),) + lay[d:]
             return self._global(union, base, "operands' spatial axes disagree", new) if bad \
-                else _Info(union.axes, union.is_global, union.reason, new) if union else None
+                else _relaid(union, new)
         d = int(dim) % ref.ndim
         lays = [(t, self.layout(t)) for t in tensors]
         # dims other than d: must agree
@@ -943,7 +947,7 @@ class _RFMode(TorchFunctionMode):
             dims[d] = Dim(sdim.factors, sdim.prefix + before, sdim.suffix + after)
         if bad:
             return self._global(union, base, "operands' spatial axes disagree", tuple(dims))
-        return _Info(union.axes, union.is_global, union.reason, tuple(dims)) if union else None
+        return _relaid(union, tuple(dims))
 
     def _slice_dim(self, dim: Dim, n: int, sel: slice, axes: list | None) -> tuple[Dim | None, str | None]:
         """Dim after ``sel``; ``(None, reason)`` when positions cannot be followed."""
@@ -1043,7 +1047,7 @@ class _RFMode(TorchFunctionMode):
                 if lay[d].spatial:
                     result.append(self._global(union, base, "along a spatial axis", None))
                     continue
-                result.append(_Info(union.axes, union.is_global, union.reason, lay[:d] + lay[d + 1:]))
+                result.append(_relaid(union, lay[:d] + lay[d + 1:]))
                 continue
             length = int(o.shape[d])
             axes = list(info.axes) if info.axes is not None else None
