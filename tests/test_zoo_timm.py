@@ -72,7 +72,7 @@ def test_timm_stages_and_trf_equal_gradient_support(name: str, one_thread) -> No
         last_per_reduction = {f["reduction"]: f["module"] for f in model.feature_info}  # the last one wins
         assert [names[s] for s in stages] == list(last_per_reduction.values()), (names, model.feature_info)
     size, trace = covering_size(model, size, tries=1 if layout else 12)
-    layers = probe_layers(model, blocks="first")
+    layers = probe_layers(model)
     layouts = {n: layout.get(n, layout.get("*", "nchw")) for n in layers}
     verdicts = compare(model, size, layers, layouts, trace=trace)
     assert all(v.ok for v in verdicts), f"{name} at {size} px\n{report(verdicts)}"

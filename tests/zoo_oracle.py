@@ -53,20 +53,11 @@ def randomise_norms(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def probe_layers(model: nn.Module, blocks: str = "ends") -> list[str]:
-    """``stem``, every ``stageK`` and the blocks: ``"ends"`` the first and last of each stage, ``"first"`` the
-    first block of stage 1, ``"all"`` every one, ``"none"``."""
+def probe_layers(model: nn.Module) -> list[str]:
+    """``stem``, every ``stageK`` and the first block of stage 1 (``stage1.block1``) where those exist."""
     names = named_layers(model)
     out = [n for n in names if n == "stem" or (n.startswith("stage") and "." not in n)]
-    if blocks == "first":
-        out += [n for n in names if n == "stage1.block1"]
-    elif blocks == "ends":
-        for stage in [n for n in out if n != "stem"]:
-            bl = [n for n in names if n.startswith(stage + ".block")]
-            out += list(dict.fromkeys([bl[0], bl[-1]])) if bl else []
-    elif blocks == "all":
-        out += [n for n in names if ".block" in n]
-    return out
+    return out + [n for n in names if n == "stage1.block1"]
 
 
 @dataclass
@@ -126,7 +117,7 @@ def covering_size(model: nn.Module, target: int, tries: int = 12) -> tuple[int, 
     raise AssertionError(f"no input size in {target}..{target + tries - 1} is covered by every module")
 
 
-def compare(model: nn.Module, size: int, layers: list[str] | None = None, layouts: dict[str, str] | None = None,
+def compare(model: nn.Module, size: int, layers: list[str], layouts: dict[str, str] | None = None,
             prefix: int = 0, samples: int = 3, seed: int = 0, trace: TRFTrace | None = None) -> list[Verdict]:
     """TRF of ``layers`` at ``size`` x ``size`` against the gradient support of the centre unit and unit (0, 0).
 
@@ -137,7 +128,6 @@ def compare(model: nn.Module, size: int, layers: list[str] | None = None, layout
     Local layers: the support box equals the TRF box clipped to the input, for both units. Global layers:
     the support covers the input (box = input, >= 90 % of pixels).
     """
-    layers = layers or probe_layers(model)
     names = named_layers(model)
     trace = trace or trace_receptive_fields(model, (size, size))
     assert trace.input_size == (size, size)
