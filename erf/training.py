@@ -4,6 +4,11 @@ Defaults (the article's): SGD, lr 0.1, momentum 0.9, weight decay 5e-4,
 cosine schedule over the epochs, batch 128, random crop 32 (pad 4) and
 horizontal flip, cross-entropy. Seeded; per-epoch log to CSV; ``best.pt`` and
 ``last.pt`` written atomically; ``resume`` continues from ``last.pt``.
+
+Precision (:mod:`erf.precision`): by default (``precision="auto"``) the forward pass runs under bf16 autocast in
+the channels-last memory format where the device has native bf16 units, with float32 master weights and
+optimizer state; ``precision="fp32"`` is the plain float32 path. The precision that ran is in the checkpoints'
+metadata (``precision``) and in the summary.
 """
 
 from __future__ import annotations
@@ -26,20 +31,11 @@ from erf.checkpoints import read_checkpoint_file, save_checkpoint
 from erf.data.sources import ImageSet, augment_batch, normalize
 from erf.devices import pick_device
 from erf.errors import CheckpointError, InputError
+from erf.precision import autocast, resolve_precision
+from erf.recipe import SCHEDULES, Recipe, check_recipe, onecycle_factor
 
+__all__ = ["SCHEDULES", "EvalResult", "Recipe", "check_recipe", "evaluate", "make_scheduler", "train"]
 
-@dataclass
-class Recipe:
-    """Training hyper-parameters (defaults: the article's recipe)."""
-
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    augment: bool = True
-    seed: int = 0
 
 
 @dataclass
@@ -56,18 +52,26 @@ class EvalResult:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, data: ImageSet, batch_size: int = 256, device: str | None = None) -> EvalResult:
-    """Accuracy and loss of ``model`` (eval mode) on ``data`` (labels must be known)."""
+def evaluate(model: nn.Module, data: ImageSet, batch_size: int = 256, device: str | None = None,
+             precision: str = "fp32") -> EvalResult:
+    """Accuracy and loss of ``model`` (eval mode) on ``data`` (labels must be known).
+
+    ``precision``: ``fp32`` (default: the reference), ``bf16`` (autocast, channels-last: the trainer's per-epoch
+    evaluation in its own precision) or ``auto``.
+    """
     if (data.labels < 0).any():
         raise InputError(f"{data.description}: has no labels to evaluate against")
     dev = pick_device(device)
+    precision = resolve_precision(precision, dev)
+    fmt = torch.channels_last if precision == "bf16" else torch.contiguous_format
     model = model.to(dev).eval()
     hits, total_loss = [], 0.0
     for start in range(0, len(data), batch_size):
         x = data.images[start: start + batch_size]
-        x = (normalize(x) if data.raw else x).to(dev)
+        x = (normalize(x) if data.raw else x).to(dev).contiguous(memory_format=fmt)
         y = data.labels[start: start + batch_size].to(dev)
-        logits = model(x)
+        with autocast(precision, dev):
+            logits = model(x).float()
         total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
         hits.append((logits.argmax(1) == y).cpu())
     correct = torch.cat(hits).numpy()
@@ -92,6 +96,7 @@ def train(
     evaluate_every_epoch: bool = True,
     channels_last: bool = False,
     on_epoch: Any = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Train ``model`` and write ``out_dir/{log.csv,best.pt,last.pt}``.
 
@@ -118,12 +123,16 @@ def train(
         evaluate_every_epoch: evaluate on ``test_data`` after every epoch (default), or only after the last
             (rows of earlier epochs then have NaN test metrics).
         channels_last: train in the channels-last memory format (faster for small convolutions on CPU;
-            same results up to float rounding); the model is returned in it.
+            same results up to float rounding); the model is returned in it. ``bf16`` always uses it.
         on_epoch: called with the epoch number (from 1) once that epoch's files are written (``erf train``
             publishes its output set there).
+        precision: ``auto`` (default: ``bf16`` where the device has native bf16 units, else ``fp32``), ``bf16``
+            (autocast + channels-last, float32 master weights) or ``fp32`` (see :mod:`erf.precision`). The
+            per-epoch test evaluation runs in the same precision. Resuming needs the precision of the run.
 
     Returns:
-        A summary: best and last test accuracy, last-epoch running train accuracy, epochs run, seconds.
+        A summary: best and last test accuracy, last-epoch running train accuracy, epochs run, seconds and the
+        precision that ran.
     """
     from tqdm import tqdm
 
@@ -137,6 +146,8 @@ def train(
     if checkpoints != "none":
         out.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
+    precision = resolve_precision(precision, dev)
+    channels_last = channels_last or precision == "bf16"
     torch.manual_seed(recipe.seed)
     model = model.to(dev)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -145,12 +156,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay, nesterov=False)
-    if recipe.schedule == "cosine":
-        scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
-    elif recipe.schedule == "constant":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    else:
-        raise InputError(f"{recipe.schedule!r}: use cosine or constant", param="schedule")
+    scheduler = make_scheduler(optimizer, recipe)
     generator = torch.Generator().manual_seed(recipe.seed)
     rows: list[dict[str, Any]] = []
     start_epoch, best_acc, elapsed = 0, -1.0, 0.0
@@ -167,12 +173,16 @@ def train(
             best_acc = float(state["metadata"].get("best_test_accuracy", -1.0))
             rows = list(state["log"])
             elapsed = float(state["metadata"].get("train_seconds", 0.0))
+            saved_precision = state["metadata"].get("precision", "fp32")
         except (KeyError, TypeError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{out / 'last.pt'}: cannot resume ({exc})") from None
         changed = [f"{k} {saved[k]} -> {v}" for k, v in asdict(recipe).items() if k in saved and saved[k] != v]
         if changed:  # the schedule and the data order depend on the recipe: resuming would not be exact
             raise InputError(f"{out / 'last.pt'}: cannot resume with a different recipe ({', '.join(changed)}); "
                              "use the original options or start a new run")
+        if saved_precision != precision:
+            raise InputError(f"{out / 'last.pt'}: the run trained in {saved_precision}, not {precision}; resume with "
+                             f"--precision {saved_precision} or start a new run")
     def epoch_data(epoch: int) -> ImageSet:
         return train_data(epoch) if callable(train_data) else train_data
 
@@ -183,6 +193,9 @@ def train(
         "test_images": len(test_data),
         "recipe": asdict(recipe),
         "device": str(dev),
+        "precision": precision,
+        "memory_format": "channels_last" if channels_last else "contiguous",
+        "torch_threads": torch.get_num_threads(),
     }
     best_state: dict[str, torch.Tensor] | None = None
     steps = math.ceil(n / recipe.batch_size)
@@ -201,8 +214,9 @@ def train(
                 x = augment_batch(x, generator)
             x = normalize(x).to(dev, non_blocking=True).contiguous(memory_format=fmt)
             y = data.labels[idx.to(data.labels.device)].to(dev, non_blocking=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            with autocast(precision, dev):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise InputError(f"training diverged at epoch {epoch + 1} (loss {loss_value})")
@@ -216,7 +230,7 @@ def train(
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}")
         scheduler.step()
         last = epoch + 1 == recipe.epochs
-        result = (evaluate(model, test_data, device=str(dev)) if evaluate_every_epoch or last
+        result = (evaluate(model, test_data, device=str(dev), precision=precision) if evaluate_every_epoch or last
                   else EvalResult(float("nan"), float("nan"), len(test_data)))
         elapsed += time.perf_counter() - t0
         row = {
@@ -262,23 +276,23 @@ def train(
     model.eval()
     return {"best_test_accuracy": best_acc, "last_test_accuracy": rows[-1]["test_acc"] if rows else None,
             "last_train_accuracy": rows[-1]["train_acc"] if rows else None,
-            "epochs": len(rows), "seconds": elapsed, "out": str(out) if checkpoints != "none" else None}
+            "epochs": len(rows), "seconds": elapsed, "precision": precision,
+            "out": str(out) if checkpoints != "none" else None}
 
 
-def check_recipe(recipe: Recipe) -> None:
-    """Refuse hyper-parameters that cannot train (a zero batch, a NaN learning rate...).
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe) -> Any:
+    """The per-epoch learning-rate scheduler of ``recipe.schedule`` (a key of :data:`SCHEDULES`).
 
     Raises:
-        InputError: naming the field (``batch_size 0: must be an integer >= 1``).
+        InputError: an unknown schedule (param ``schedule``).
     """
-    for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
-        value = getattr(recipe, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise InputError(f"{value}: must be an integer >= {low}", param=name)
-    for name in ("lr", "momentum", "weight_decay"):
-        value = getattr(recipe, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise InputError(f"{value}: must be a finite number >= 0", param=name)
+    if recipe.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
+    if recipe.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: onecycle_factor(e, recipe.epochs))
+    raise InputError(f"{recipe.schedule!r}: use one of {', '.join(SCHEDULES)}", param="schedule")
 
 
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -192,3 +192,65 @@ def test_cli_train_and_resume(tmp_path, run_cli):
     assert len(list(csv.DictReader(open(out / "log.csv")))) == 2
     code, _, err = run_cli(*args[:10], "--out", tmp_path / "empty", "--resume", "--quiet")
     assert code == 2 and "nothing to resume" in err
+
+
+# ----------------------------------------------------------------------------- precision (issue 22)
+def test_precision_is_resolved_recorded_and_fp32_keeps_the_reference_path(tmp_path):
+    from erf.precision import bf16_supported
+
+    train_data, test_data = _data()
+    recipe = Recipe(epochs=1, batch_size=32, augment=False, seed=0)
+    expected_auto = "bf16" if bf16_supported("cpu") else "fp32"
+    for precision, expected in (("auto", expected_auto), ("fp32", "fp32"), ("bf16", "bf16")):
+        out = tmp_path / precision
+        summary = train(_model(), "twoconv", train_data, test_data, out, recipe, progress=False,
+                        precision=precision, device="cpu")
+        assert summary["precision"] == expected
+        meta = read_checkpoint_file(out / "last.pt")["metadata"]
+        assert meta["precision"] == expected
+        assert meta["memory_format"] == ("channels_last" if expected == "bf16" else "contiguous")
+    # fp32 is the float32 path: two runs with the same seed give the same weights bit for bit
+    a, b = _model(), _model()
+    train(a, "twoconv", train_data, test_data, None, recipe, checkpoints="none", progress=False, precision="fp32")
+    train(b, "twoconv", train_data, test_data, None, recipe, checkpoints="none", progress=False, precision="fp32")
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(p.dtype == torch.float32 for p in a.parameters())
+
+
+def test_bf16_keeps_float32_master_weights_and_resume_needs_the_runs_precision(tmp_path):
+    train_data, test_data = _data()
+    model = _model()
+    train(model, "twoconv", train_data, test_data, tmp_path / "run", Recipe(epochs=1, batch_size=32, seed=0),
+          progress=False, precision="bf16")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with pytest.raises(InputError, match="trained in bf16, not fp32"):
+        train(_model(), "twoconv", train_data, test_data, tmp_path / "run", Recipe(epochs=1, batch_size=32, seed=0),
+              resume=True, progress=False, precision="fp32")
+    with pytest.raises(InputError, match="precision"):
+        train(_model(), "twoconv", train_data, test_data, tmp_path / "x", progress=False, precision="fp8")
+
+
+def test_onecycle_schedule_warms_up_then_anneals_to_zero(tmp_path):
+    from erf.recipe import onecycle_factor
+
+    f = [onecycle_factor(e, 20) for e in range(20)]
+    assert f[0] == pytest.approx(1 / 25)
+    ramp = round(0.3 * 20)
+    assert f[:ramp] == sorted(f[:ramp]) and max(f) <= 1.0 and max(f) > 0.95
+    assert f[ramp:] == sorted(f[ramp:], reverse=True) and 0 < f[-1] < 0.02
+    train_data, test_data = _data()
+    train(_model(), "twoconv", train_data, test_data, tmp_path / "run",
+          Recipe(epochs=4, batch_size=64, schedule="onecycle", seed=0), progress=False)
+    lrs = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "run" / "log.csv"))]
+    # the log's lr is the one set for the next epoch: factors 1..4 of the per-epoch schedule
+    assert lrs == pytest.approx([0.1 * onecycle_factor(e, 4) for e in range(1, 5)])
+
+
+def test_train_help_lists_the_registries(run_cli):
+    from erf.precision import PRECISIONS
+    from erf.recipe import SCHEDULES
+
+    code, out, _ = run_cli(["train", "--help"])
+    assert code == 0
+    for name in [*PRECISIONS, *SCHEDULES]:
+        assert name in out

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from erf.cli import add_model_options, command, print_json, print_notes
 from erf.errors import CheckpointError
+from erf.precision import PRECISIONS, precision_help
+from erf.recipe import SCHEDULES
 
 
 # ----------------------------------------------------------------------------- models
@@ -91,13 +93,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                                   "train_description": train_data.description,
                                   "test_description": test_data.description},
                         resume=args.resume, resume_state=resume_state, device=args.device, progress=not args.quiet,
-                        half_checkpoints=args.half, on_epoch=on_epoch)
+                        half_checkpoints=args.half, on_epoch=on_epoch, precision=args.precision)
     summary["out"] = str(args.out)
     if args.json:
         print_json({"schema": "erf.train/1", **summary})
     else:
         print(f"{name}: best test accuracy {summary['best_test_accuracy']:.4f} after "
-              f"{summary['epochs']} epochs ({summary['seconds']:.0f} s); checkpoints in {args.out}")
+              f"{summary['epochs']} epochs ({summary['seconds']:.0f} s, {summary['precision']}); "
+              f"checkpoints in {args.out}")
     return 0
 
 
@@ -149,8 +152,11 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=0.1, help="initial SGD learning rate")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay (L2)")
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"],
-                   help="learning-rate schedule: cosine decay to 0 over --epochs, or constant")
+    p.add_argument("--schedule", default="cosine", choices=list(SCHEDULES),
+                   help="learning-rate schedule, stepped per epoch: "
+                        + "; ".join(f"{k}: {v}" for k, v in SCHEDULES.items()))
+    p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+                   help="arithmetic of the training steps (recorded in the checkpoints): " + precision_help())
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and augmentation")
     p.add_argument("--out", required=True, help="run folder: log.csv, best.pt, last.pt")

@@ -2,7 +2,9 @@
 
 Attribute names follow the article's source code (``ChannelGate.mlp.1``,
 ``SpatialGate.spatial.conv``, ``SpatialGate.spatial.bn``) so its state dicts
-load unchanged. Shapes: every block maps ``(N, C, H, W) -> (N, C, H, W)``.
+load unchanged. Shapes: every block maps ``(N, C, H, W) -> (N, C, H, W)``. CBAM's gates run the reference ops on
+float32 / float64 maps (every measurement) and :mod:`erf.models.fast_gates` on bfloat16 / float16 maps
+(mixed-precision training): the same function, with the reductions on the matrix units.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from erf.models.fast_gates import channel_gate, spatial_gate, use_fast_gates
 
 
 class ChannelGate(nn.Module):
@@ -31,6 +35,8 @@ class ChannelGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` -> same shape, scaled per channel by the gate in (0, 1)."""
+        if use_fast_gates(x):  # bf16 / fp16 training: the same gate with matrix-unit reductions
+            return channel_gate(x, self.mlp)
         logits = self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1))
         return x * torch.sigmoid(logits)[:, :, None, None]
 
@@ -60,6 +66,8 @@ class SpatialGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` -> same shape, scaled per position by the 7x7 gate in (0, 1)."""
+        if use_fast_gates(x):
+            return spatial_gate(x, self.spatial)
         pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
         return x * torch.sigmoid(self.spatial(pooled))
 
