@@ -250,7 +250,7 @@ def test_train_help_lists_the_registries(run_cli):
     from erf.precision import PRECISIONS
     from erf.recipe import SCHEDULES
 
-    code, out, _ = run_cli(["train", "--help"])
+    code, out, _ = run_cli("train", "--help")
     assert code == 0
     for name in [*PRECISIONS, *SCHEDULES]:
         assert name in out
