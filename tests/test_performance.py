@@ -183,7 +183,7 @@ def test_bench_end_to_end_json_validates(run_cli, tmp_path) -> None:
     from erf.schemas import validate
 
     out = tmp_path / "bench.json"
-    code, stdout, _ = run_cli("bench", "--model", "twoconv", "--images", "4", "--json", "--quiet",
+    code, stdout, _ = run_cli("bench", "--model", "twoconv", "--images", "4", "--json", "--quiet", "--parts", "erf",
                               "--threads", "1", "--in-process", "--out", out)
     assert code == 0
     doc = json.loads(stdout)
@@ -197,14 +197,14 @@ def test_bench_end_to_end_json_validates(run_cli, tmp_path) -> None:
     # cropping computes less than the floor; captum and the per-image loop run whole forwards: more
     assert 0 < doc["gflop"]["engine"] < doc["gflop"]["floor"] <= doc["gflop"]["captum"]
     assert doc["matmul_peak_gflop_per_second"] > 0 and doc["gflop_per_second"]["floor"] > 0
-    code, _, err = run_cli("bench", "--model", "twoconv", "--images", "4", "--out", out)
+    code, _, err = run_cli("bench", "--model", "twoconv", "--images", "4", "--parts", "erf", "--out", out)
     assert code == 2 and "exists" in err
 
 
 def test_bench_isolated_subprocess_measures_its_own_peak(run_cli) -> None:
     from erf.schemas import validate
 
-    code, stdout, _ = run_cli("bench", "--model", "twoconv", "--images", "2", "--json", "--quiet",
+    code, stdout, _ = run_cli("bench", "--model", "twoconv", "--images", "2", "--json", "--quiet", "--parts", "erf",
                               "--threads", "1", "--methods", "engine")
     assert code == 0
     doc = json.loads(stdout)
@@ -271,3 +271,24 @@ def test_flop_counter_matches_the_closed_form() -> None:
     with torch.no_grad():
         conv.weight.requires_grad_(False)
     assert count_flops(with_grad, conv, [], x, 2) == 2 * forward  # no weight gradient: frozen
+
+
+def test_bench_precision_parts_end_to_end(run_cli) -> None:
+    """Issue 22: peaks, training throughput and the engine in bf16, side by side in one run (tiny models)."""
+    from erf.schemas import validate
+
+    code, stdout, _ = run_cli("bench", "--model", "twoconv", "--train-model", "twoconv", "--train-model",
+                              "twoconv_cbam", "--parts", "peaks,training,precision", "--precision-images", "2",
+                              "--threads", "1", "--json", "--quiet")
+    assert code == 0
+    doc = json.loads(stdout)
+    assert validate(doc, "bench_suite")
+    assert doc["parts"] == ["peaks", "training", "precision"] and doc["erf"] == []
+    assert set(doc["training"]["attention_cost"]["bf16"]) == {"twoconv_cbam"}
+    row = doc["precision"][0]
+    assert row["model"] == "twoconv" and row["layers"] and 0 <= row["max_rel_diff"] < 0.5
+    # the verdict follows the rule from the numbers it prints
+    assert row["pays"] == (row["speedup"] >= doc["pays_rule"]["min_speedup"]
+                           and row["worst_metric_change"] < doc["pays_rule"]["max_metric_change"])
+    code, _, err = run_cli("bench", "--parts", "erf,nope")
+    assert code == 2 and "--parts" in err

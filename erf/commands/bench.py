@@ -1,4 +1,6 @@
-"""``erf bench``: time all-layer ERF by the engine, captum, a per-image loop and the autograd floor."""
+"""``erf bench``: time all-layer ERF by the engine, captum, a per-image loop and the autograd floor; the machine's
+fp32 and bf16 peaks, training throughput in both precisions and the engine's ERF in bf16 (:mod:`erf.bench_precision`).
+"""
 
 from __future__ import annotations
 
@@ -41,6 +43,59 @@ def print_bench_table(doc: dict[str, Any]) -> None:
           f"{doc['matmul_peak_gflop_per_second']:.0f} GFLOP/s; GFLOP counts matrix products and convolutions)")
 
 
+BENCH_PARTS = {
+    "erf": "all-layer ERF of each --model: engine vs captum, per-image loop and autograd floor (fp32)",
+    "peaks": "the machine's matmul and 3x3-conv GFLOP/s in fp32 and bf16 (NCHW and channels-last)",
+    "training": "training images/s of --train-model (default norm_8d, cbam_8d) in fp32 and bf16, and the "
+                "attention model's cost over its plain twin",
+    "precision": "the engine's ERF in fp32 and bf16 autocast on each --model (default norm_8d and "
+                 "torchvision:resnet50 at 224 px): time, max rel diff of the maps, change of r50/r95/sigma",
+}
+"""The parts of ``erf bench`` (``--parts``): choices and help come from here."""
+PRECISION_MODELS = ("norm_8d", "torchvision:resnet50")
+"""The models of the bf16 rule when no ``--model`` is given: the article's 8d net and an ImageNet-size CNN."""
+
+
+def print_peaks(peaks: dict[str, Any]) -> None:
+    """The machine-peak table (GFLOP/s, fp32 and bf16 side by side)."""
+    units = ", ".join(peaks["bf16_units"]) or "none"
+    print(f"machine peaks (GFLOP/s; bf16 units: {units})")
+    rows = [[label, _fmt(peaks[k]["fp32"], ".0f"), _fmt(peaks[k]["bf16"], ".0f"),
+             _fmt(peaks[k]["bf16"] / peaks[k]["fp32"], ".2f") + "x"]
+            for k, label in (("matmul", "2048^2 matmul"), ("conv3x3_nchw", "3x3 conv 64->64, NCHW"),
+                             ("conv3x3_channels_last", "3x3 conv 64->64, channels-last"))]
+    print_table(["kernel", "fp32", "bf16", "bf16/fp32"], rows)
+
+
+def print_training(doc: dict[str, Any]) -> None:
+    """Training images/s per model and precision, the bf16 speed-up and the attention cost."""
+    print(f"training step, batch {doc['batch']} noise images 32x32 (images/s, best of {doc['repeat']})")
+    rows = []
+    for model, ips in doc["images_per_second"].items():
+        cost = {p: doc["attention_cost"].get(p, {}).get(model) for p in ips}
+        rows.append([model, _fmt(ips.get("fp32"), ".1f"), _fmt(ips.get("bf16"), ".1f"),
+                     _fmt(doc["bf16_speedup"].get(model), ".2f") + "x",
+                     " / ".join(_fmt(cost[p], ".2f") + "x" for p in ips) if any(cost.values()) else "-"])
+    print_table(["model", "fp32 img/s", "bf16 img/s", "bf16 speed-up", "cost over plain (fp32 / bf16)"], rows)
+
+
+def print_precision(docs: list[dict[str, Any]]) -> None:
+    """The engine's ERF in fp32 vs bf16 per model, and the verdict of the rule."""
+    from erf.bench_precision import PAYS_RULE
+
+    print("the engine's ERF in fp32 vs bf16 autocast (noise images; metric change relative to fp32)")
+    print_table(["model", "size", "images", "fp32 s", "bf16 s", "speed-up", "max rel diff (maps)",
+                 "worst change r50/r95/sigma"],
+                [[d["model"], f"{d['input_size'][0]}", str(d["images"]), _fmt(d["seconds"]["fp32"], ".2f"),
+                  _fmt(d["seconds"]["bf16"], ".2f"), _fmt(d["speedup"], ".2f") + "x", _fmt(d["max_rel_diff"], ".3f"),
+                  _fmt(100 * d["worst_metric_change"], ".2f") + " %"] for d in docs])
+    pays = all(d["pays"] for d in docs)
+    print(f"bf16 {'pays' if pays else 'does not pay'} for measurement on this machine by the rule "
+          f"(>= {PAYS_RULE['min_speedup']:.0f}x at < {100 * PAYS_RULE['max_metric_change']:.0f} % change of every "
+          f"metric on every model above){': erf measure/compare --precision bf16' if pays else ''}; pixel maps "
+          "differ more than the metrics (max rel diff column), so fp32 stays the default")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """``erf bench``: time the engine against captum, a per-image loop and the autograd floor; exit code."""
     from erf.atomic import write_json
@@ -63,18 +118,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in BENCH_PARTS]
+    if unknown or not parts:
+        raise InputError(f"--parts {args.parts!r}: choose from {','.join(BENCH_PARTS)}")
     docs = []
     # the file is checked and locked before the benchmark runs, and written atomically at the end
     with OutputFile(args.out, force=args.force) if args.out is not None else nullcontext() as target:
-        for model in args.model or list(DEFAULT_MODELS):
-            doc = bench(model, images=args.images, layers=layers, device=device, repeat=args.repeat,
-                        batch_size=args.batch_size, methods=methods, seed=args.seed, size=args.input_size,
-                        threads=args.threads, isolate=not args.in_process, trust=args.trust, progress=progress)
-            docs.append(doc)
-            if not args.json:
-                print_bench_table(doc)
-                print()
+        if "erf" in parts:
+            for model in args.model or list(DEFAULT_MODELS):
+                doc = bench(model, images=args.images, layers=layers, device=device, repeat=args.repeat,
+                            batch_size=args.batch_size, methods=methods, seed=args.seed, size=args.input_size,
+                            threads=args.threads, isolate=not args.in_process, trust=args.trust, progress=progress)
+                docs.append(doc)
+                if not args.json:
+                    print_bench_table(doc)
+                    print()
         out: Any = docs[0] if len(docs) == 1 else docs
+        if parts != ["erf"]:
+            out = _precision_parts(args, parts, device, layers, progress, docs)
         if target is not None:
             write_json(target.path, out)
     if target is not None and not args.json:
@@ -82,6 +144,60 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         print_json(out)
     return 0
+
+
+def _precision_parts(args: argparse.Namespace, parts: list[str], device: str, layers: list[str] | None,
+                     progress: Any, erf_docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run the peaks / training / precision parts in this process and print their tables; the suite document."""
+    import torch
+
+    from erf.bench_precision import (
+        PAYS_RULE,
+        TRAINING_MODELS,
+        erf_precision,
+        load_average,
+        machine_peaks,
+        training_throughput,
+    )
+
+    previous = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    doc: dict[str, Any] = {"schema": "erf.bench.suite/1", "parts": parts, "device": device,
+                           "threads": torch.get_num_threads(), "load_average_1min": load_average(),
+                           "torch": torch.__version__, "erf": erf_docs}
+    try:
+        if "peaks" in parts:
+            progress("machine peaks ...")
+            doc["peaks"] = machine_peaks(device, repeat=max(2, args.repeat))
+            if not args.json:
+                print_peaks(doc["peaks"])
+                print()
+        if "training" in parts:
+            progress("training throughput ...")
+            doc["training"] = training_throughput(args.train_model or TRAINING_MODELS, device,
+                                                  repeat=max(2, args.repeat), seed=args.seed)
+            if not args.json:
+                print_training(doc["training"])
+                print()
+        if "precision" in parts:
+            rows = []
+            for model in args.model or list(PRECISION_MODELS):
+                progress(f"{model}: ERF in fp32 and bf16 ...")
+                rows.append(erf_precision(model, images=args.precision_images, layers=layers, device=device,
+                                          repeat=args.repeat, seed=args.seed))
+            doc["precision"] = rows
+            doc["pays_rule"] = PAYS_RULE
+            doc["bf16_pays"] = all(r["pays"] for r in rows)
+            if not args.json:
+                print_precision(rows)
+    finally:
+        torch.set_num_threads(previous)
+    if not args.json:
+        load = doc["load_average_1min"]
+        print(f"({doc['threads']} threads; 1-minute load average {load:.2f} at the start: ratios are side by side "
+              "in one process, absolute numbers depend on what else runs)" if load is not None else "")
+    return doc
 
 
 def _args_bench(p: argparse.ArgumentParser) -> None:
@@ -110,6 +226,14 @@ def _args_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="also write the JSON document to this file")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--parts", default=",".join(BENCH_PARTS),
+                   help="comma-separated parts to run (default all): "
+                        + "; ".join(f"{k}: {v}" for k, v in BENCH_PARTS.items())
+                        + ". Only 'erf' with one --model prints the erf.bench/1 document, else erf.bench.suite/1")
+    p.add_argument("--train-model", action="append", default=None,
+                   help="registry model for the training part (repeatable; default norm_8d and cbam_8d)")
+    p.add_argument("--precision-images", type=int, default=8,
+                   help="noise images of the precision part, at each model's own input size")
     add_model_options(p)
 
 
