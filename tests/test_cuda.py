@@ -86,8 +86,8 @@ def test_measure_cli_on_cuda_equals_cpu(run_cli, tmp_path) -> None:
 def test_bench_on_cuda_runs_every_method(run_cli) -> None:
     from erf.schemas import validate
 
-    code, stdout, stderr = run_cli("bench", "--model", "resnet20", "--images", "8", "--device", "cuda", "--parts", "erf",
-                                   "--json", "--quiet", "--in-process")
+    code, stdout, stderr = run_cli("bench", "--model", "resnet20", "--images", "8", "--device", "cuda",
+                                   "--parts", "erf", "--json", "--quiet", "--in-process")
     assert code == 0, stderr
     doc = json.loads(stdout)
     assert validate(doc, "bench") is True
