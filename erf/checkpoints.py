@@ -583,9 +583,13 @@ def _from_payload(obj: Any, source: str) -> LoadedModel:
 
 
 def bundled_weights(name: str) -> Path | None:
-    """The bundled trained checkpoint of registry model ``name``, if the package ships one."""
-    path = WEIGHTS_DIR / f"{canonical_name(name)}.pt"
-    return path if path.exists() else None
+    """The bundled trained checkpoint of registry model ``name``, if the package ships one (``NAME.safetensors``,
+    which cannot carry code, before ``NAME.pt``)."""
+    for suffix in (SAFETENSORS_SUFFIX, ".pt"):
+        path = WEIGHTS_DIR / f"{canonical_name(name)}{suffix}"
+        if path.exists():
+            return path
+    return None
 
 
 def _spec_model(spec: str, trust: bool, seed: int = 0) -> LoadedModel:

@@ -244,7 +244,7 @@ def train(
         }
         rows.append(row)
         meta = {**meta_base, "epochs": epoch + 1, "train_seconds": elapsed,
-                "last_test_accuracy": result.accuracy}
+                "last_test_accuracy": result.accuracy, "train_accuracy": correct / seen}
         if result.accuracy > best_acc:
             best_acc = result.accuracy
             if checkpoints == "epoch":
