@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import references
 import torch
 from references import assert_cli_error, folder_link, kwargs_checkpoint, legacy_none_bomb, none_bomb, png_header
 
@@ -438,7 +439,7 @@ def test_train_writes_best_safetensors_beside_best_pt(tmp_path: Path, run_cli) -
     out = tmp_path / "run"
     code, _, err = run_cli(*TRAIN, "--out", str(out), "--safetensors")
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "best.safetensors", "last.pt", "log.csv"]
+    assert sorted(references.snapshot(out)) == ["best.pt", "best.safetensors", "last.pt", "log.csv"]
     pt, st = load_checkpoint(out / "best.pt"), load_checkpoint(out / "best.safetensors")
     assert st.name == pt.name == "twoconv" and st.metadata["best_test_accuracy"] == pt.metadata["best_test_accuracy"]
     assert all(torch.equal(st.model.state_dict()[k], v) for k, v in pt.model.state_dict().items())
