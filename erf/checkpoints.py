@@ -42,7 +42,7 @@ from torch import nn
 
 from erf import specs
 from erf.atomic import atomic_path
-from erf.errors import ArchitectureError, CheckpointError, UnsafeCheckpointError
+from erf.errors import ArchitectureError, CheckpointError, UnsafeCheckpointError, check_seed
 from erf.models import create_model, infer_family, is_model
 from erf.models.registry import canonical_name
 
@@ -627,6 +627,18 @@ def _registry_with_weights(arch: str, weights: str, trust: bool) -> LoadedModel:
     return loaded
 
 
+MAX_SPEC_CHARS = 4096
+"""Characters a model spec may have (Linux's ``PATH_MAX``: no longer path can name a file)."""
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()``, ``False`` where the name cannot name a file (a component over 255 bytes: ``ENAMETOOLONG``)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> LoadedModel:
     """Load a model from a checkpoint file, a registry name or a library spec.
 
@@ -644,14 +656,19 @@ def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> Loa
     Raises:
         CheckpointError, UnsafeCheckpointError, ArchitectureError, UnknownModelError.
     """
+    check_seed(seed)
     text = str(spec)
+    if len(text) > MAX_SPEC_CHARS or "\0" in text:
+        what = ("contains a NUL byte" if "\0" in text
+                else f"is {len(text):,} characters long (at most {MAX_SPEC_CHARS:,})")
+        raise CheckpointError(f"{text[:60]!r}...: the model spec {what}")
     path = Path(text)
-    if specs.is_library_spec(text) or (not path.exists() and specs.is_code_spec(text)):
+    if specs.is_library_spec(text) or (not _exists(path) and specs.is_code_spec(text)):
         return _spec_model(text, trust, seed)
     arch, at, weights = text.partition("@")
-    if at and not path.exists() and is_model(arch):  # NAME@FILE: a registry architecture, the file's weights
+    if at and not _exists(path) and is_model(arch):  # NAME@FILE: a registry architecture, the file's weights
         return _registry_with_weights(arch, weights, trust)
-    if not path.exists() and is_model(text):
+    if not _exists(path) and is_model(text):
         weights = bundled_weights(text)
         if weights is not None:
             loaded = _from_payload(read_checkpoint_file(weights), str(weights))
@@ -663,7 +680,7 @@ def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> Loa
             model, canonical_name(text), text, {}, {}, False,
             [f"no bundled weights for {text}: random initialisation (seed {seed})"],
         )
-    if not path.exists():
+    if not _exists(path):
         from erf.models import list_models
 
         if path.suffix or "/" in text:

@@ -25,7 +25,7 @@ from erf.atomic import write_text
 from erf.checkpoints import read_checkpoint_file, save_checkpoint
 from erf.data.sources import ImageSet, augment_batch, normalize
 from erf.devices import pick_device
-from erf.errors import CheckpointError, InputError
+from erf.errors import CheckpointError, InputError, check_seed
 
 
 @dataclass
@@ -275,6 +275,7 @@ def check_recipe(recipe: Recipe) -> None:
         value = getattr(recipe, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InputError(f"{value}: must be an integer >= {low}", param=name)
+    check_seed(recipe.seed)
     for name in ("lr", "momentum", "weight_decay"):
         value = getattr(recipe, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
