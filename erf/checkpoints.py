@@ -212,6 +212,12 @@ def read_safetensors(path: str | Path) -> dict[str, Any]:
 
     from safetensors import safe_open
 
+    from erf.safeload import check_safetensors_header
+
+    try:
+        check_safetensors_header(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc.strerror or exc})") from None
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             header = dict(f.metadata() or {})
@@ -305,7 +311,12 @@ def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
         code = bool(imports) or any(m in text for m in _CODE_MARKERS)
         # protocol 4+ streams (FRAME opcodes) are beyond the safe loader even without code; the full one reads them
         framed = scan is not None and (scan.protocol or 0) >= 4
-        if not code and not (trust and framed):
+        old = scan is not None and scan.old_protocol and not code
+        if old and not trust:
+            raise CheckpointError(f"{path}: a pickle protocol 0/1 stream (torch.save(..., pickle_protocol=0 or 1)), "
+                                  "which the safe loader cannot read; pass --trust if you trust its author, or save "
+                                  "it again with the default protocol") from None
+        if not code and not (trust and (framed or old)):
             # the safe unpickler stopped on a malformed stream (random bytes, JSON, text), not on code
             detail = next((ln for ln in text.splitlines() if re.match(r"(Unsupported operand|String is too|"
                                                                        r"Can only|unsupported persistent)", ln)),
@@ -319,13 +330,56 @@ def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
                 f"{path}: needs arbitrary unpickling, which can run code{what}; refused "
                 "(pass --trust only if you trust its author)"
             ) from None
+        why = " (an old pickle protocol)" if old else ""
         warnings.warn(TrustedCodeWarning(f"{path} may run code when loaded (--trust): the safe loader refused it"
-                                         f"{what}; unpickling it in full"), stacklevel=2)
+                                         f"{why}{what}; unpickling it in full"), stacklevel=2)
         try:
+            if old and is_zip:
+                return _load_protocol0(path)
             return _torch_load(path, weights_only=False, mmap=None)
         except Exception as exc2:  # noqa: BLE001 - a hostile file can make the full unpickler raise anything
             raise CheckpointError(f"{path}: failed to load with --trust ({type(exc2).__name__}: "
                                   f"{_first_line(str(exc2))})") from None
+
+
+_PROTOCOL0_STORAGE = re.compile(r"^\('storage', <class 'torch\.(\w+)'>, '([^']*)', '([^']*)', (\d+)\)$")
+"""A persistent id as a protocol-0 ``torch.save`` writes it: ``str()`` of the tuple (torch's own loader, which
+expects the tuple, cannot read these files back)."""
+
+
+def _load_protocol0(path: Path) -> Any:
+    """Unpickle a zip checkpoint saved with ``pickle_protocol=0`` or ``1`` in full (only under ``--trust``: it is
+    the plain unpickler), reading its storages from the archive by the persistent ids that protocol 0 writes as
+    text.
+
+    Raises:
+        Exception: whatever the stream or archive makes the unpickler raise (the caller words it).
+    """
+    import io
+
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        pkl = next(n for n in names if n.lower() == "data.pkl" or n.lower().endswith("/data.pkl"))
+        prefix = pkl[: -len("data.pkl")]
+
+        class Unpickler(pickle.Unpickler):
+            def persistent_load(self, pid: Any) -> Any:
+                if isinstance(pid, str):
+                    m = _PROTOCOL0_STORAGE.match(pid)
+                    if m is None:
+                        raise pickle.UnpicklingError(f"unsupported persistent id {pid[:80]!r}")
+                    storage_type, key, _, _ = m.groups()
+                else:
+                    _, storage_type, key, _, _ = pid
+                    storage_type = getattr(storage_type, "__name__", str(storage_type))
+                dtype = getattr(torch, storage_type).dtype
+                data = bytearray(z.read(f"{prefix}data/{key}"))
+                untyped = torch.UntypedStorage.from_buffer(data, dtype=torch.uint8) if data else torch.UntypedStorage()
+                return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Unpickler(io.BytesIO(z.read(pkl))).load()
 
 
 def _torch_load(path: Path, weights_only: bool, mmap: bool | None) -> Any:
@@ -371,6 +425,15 @@ def _unreadable(path: Path) -> tuple[str, bool]:
     if head[:1] == b"\x80":
         return "truncated or damaged pickle, not a readable PyTorch checkpoint", True
     return f"not a PyTorch checkpoint (it starts with {head!r}: neither a zip archive nor a pickle)", False
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut at ``limit`` characters; an integer too long for ``repr`` (over 4300 digits) by its size."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<an integer of {value.bit_length():,} bits>" if isinstance(value, int) else "<unprintable>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _first_line(text: str) -> str:
@@ -504,14 +567,17 @@ def check_model_kwargs(name: str, kwargs: Mapping[str, Any], source: str) -> int
         UnknownModelError: ``name`` is not registered.
     """
     from erf.models import get_entry
-    from erf.safeload import MAX_PARAMETERS, estimate_parameters
+    from erf.safeload import MAX_MODULES, MAX_PARAMETERS, TooManyModules, estimate_parameters
 
     entry = get_entry(name)
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         raise ArchitectureError(f"{source}: model_kwargs must be a mapping of argument names, got {kwargs!r:.80}")
-    shown = ", ".join(f"{k}={v!r:.40}" for k, v in kwargs.items())
+    shown = ", ".join(f"{k}={_short(v)}" for k, v in list(kwargs.items())[:8])
     try:
         count = estimate_parameters(lambda: entry.build(**kwargs))
+    except TooManyModules:
+        raise ArchitectureError(f"{source}: model_kwargs ({shown}) ask for more than {MAX_MODULES:,} modules and "
+                                "parameters; refused before building") from None
     except Exception as exc:  # whatever the constructor raises for nonsense (negative sizes: RuntimeError)
         raise ArchitectureError(f"{source}: model_kwargs ({shown}) do not build {name}: "
                                 f"{type(exc).__name__}: {_first_line(str(exc))}") from None
