@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from erf.canvas import embed
+from erf.cost import warn_if_costly
 from erf.data.sources import ImageSet
 from erf.devices import pick_device
 from erf.errors import DataError, InputError, UndefinedERFError, check_seed
@@ -332,6 +333,7 @@ def measure(
     if need > 8 * 2**30:
         raise InputError(f"{size[0]}x{size[1]}: the per-image sums of {len(names)} layers would need "
                          f"{need / 2**30:.0f} GiB; use a smaller input size or fewer layers", param="input_size")
+    warn_if_costly(model, channels, size, n_total, dev)  # before any work: a 4096 px canvas can take hours
     targets, rules = make_targets(model, names, size, units, channels, replknet_unit=exact_replknet)
     for t in targets:
         if not t.trf.is_global and (t.trf.size[0] > size[0] or t.trf.size[1] > size[1]):
