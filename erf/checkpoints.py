@@ -336,6 +336,10 @@ def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
         try:
             if old and is_zip:
                 return _load_protocol0(path)
+            if old:
+                raise CheckpointError("a legacy-format (torch < 1.6) file in pickle protocol 0/1, which torch "
+                                      "itself cannot read back (its storage ids are text); save it again as a zip "
+                                      "checkpoint with the default protocol")
             return _torch_load(path, weights_only=False, mmap=None)
         except Exception as exc2:  # noqa: BLE001 - a hostile file can make the full unpickler raise anything
             raise CheckpointError(f"{path}: failed to load with --trust ({type(exc2).__name__}: "
@@ -520,7 +524,7 @@ def infer_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str
         what = f"missing key {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
         raise ArchitectureError(f"the keys look like a known architecture but do not fit it ({what})") from None
     if found is None:
-        sample = ", ".join(sorted(state)[:3])
+        sample = ", ".join(_short(k, 60)[1:-1] for k in sorted(state)[:3])
         raise ArchitectureError(f"unknown architecture (keys start {sample}, ...); name the architecture: "
                                 "file.py:Class@FILE, package.module:Class@FILE or torchvision:NAME@FILE")
     return found

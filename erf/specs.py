@@ -130,7 +130,7 @@ def _import_target(target: str, spec: str) -> Any:
         sys.path.insert(0, folder)  # the file may import its neighbours
         try:
             module_spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             sys.modules.pop(name, None)
             raise CheckpointError(f"{spec}: importing {target} failed ({type(exc).__name__}: {exc})") from None
         finally:
@@ -155,6 +155,9 @@ def _code(target: str, attr: str, spec: str) -> BuiltModel:
         raise CheckpointError(f"{spec}: {target} defines no class or function {attr!r}{hint}")
     try:
         model = factory()
+    except SystemExit as exc:  # the user's code ending the process would end erf silently, exit code 0
+        raise CheckpointError(f"{spec}: {attr}() raised SystemExit({exc.code!r:.40}); a model constructor must "
+                              "return a module") from None
     except Exception as exc:
         raise CheckpointError(f"{spec}: {attr}() failed ({type(exc).__name__}: {exc}); the class must build "
                               "without arguments (wrap it in a function that passes them)") from None

@@ -663,6 +663,25 @@ ROUND3 = [
            lambda tmp: ["measure", "twoconv", *FAST_MEASURE, "--data", ""], ["data source ''", "empty"]),
     *[Round3(f"a genuine pickle_protocol={p} state dict", 18, _checkpoint_argv(_protocol(p)),
              [f"p{p}.pt", "pickle protocol 0/1 stream", "--trust"]) for p in (0, 1)],
+    # the round-three sweep's own finds (case 0): each was accepted, silent or unbounded before
+    Round3("file.py:Net whose constructor raises SystemExit(0) (exit 0, no output before)", 0,
+           _write("net.py", "class Exit:\n    def __init__(self):\n        raise SystemExit(0)\n",
+                  ["layers", "net.py:Exit"]), ["net.py:Exit", "SystemExit(0)"]),
+    Round3("objects --bins 10000 over 20,000 classes (6e8 histogram counts: past 120 s before)", 0,
+           lambda tmp: _coco_categories(tmp, 20_000)[:2] + ["--bins", "10000", "--out", "o"],
+           ["--bins 10000", "20,000 classes", "600,000,000 counts"], 60.0),
+    Round3("COCO bbox [true, true, 10, 10] (read as 1, 1 before)", 0,
+           _write("a.json", json.dumps({**COCO, "annotations": [{"id": 1, "image_id": 1, "category_id": 3,
+                                                                   "bbox": [True, True, 10, 10]}]}),
+                  ["objects", "a.json"]), ["a.json", "non-numeric bbox"]),
+    Round3("study --objects sizes holding NaN (median 'nan px' before)", 0,
+           _write("sizes.json", '{"sizes": {"sqrt_area": [NaN, 1.0], "longer_side": [1.0, 1.0]}}',
+                  ["study", "twoconv", "twoconv_cbam", "--objects", "sizes.json", "--images", "2", "--bootstrap",
+                   "0"]), ["sizes.json"]),
+    Round3("a safetensors header naming a 10^5-character model (the whole name in the message before)", 0,
+           lambda tmp: (tmp.joinpath("n.safetensors").write_bytes(__import__("safetensors.torch").torch.save(
+               {"w": torch.zeros(1)}, metadata={"format": "erf.checkpoint", "model": "x" * 10**5})),
+               ["layers", "n.safetensors"])[1], ["unknown model", "100,000 characters"]),
 ]
 
 

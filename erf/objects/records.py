@@ -111,6 +111,8 @@ class Collector:
                      "encode)")
             return
         try:
+            if any(isinstance(v, bool) for v in (x0, y0, x1, y1, image_w, image_h)):
+                raise TypeError("a JSON true/false is not a coordinate")
             x0f, y0f, x1f, y1f, w, h = float(x0), float(y0), float(x1), float(y1), float(image_w), float(image_h)
         except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond any float
             shown = repr([x0, y0, x1, y1, image_w, image_h])

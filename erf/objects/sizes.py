@@ -18,6 +18,9 @@ SCHEMA = "erf.objects/1"
 """Schema name of the object-size document."""
 QUANTILES = (5, 25, 50, 75, 95)
 """Percentiles of the summaries."""
+MAX_HISTOGRAM_COUNTS = 20_000_000
+"""Counts of all per-class histograms together at most (3 measures x classes x bins): 65,535 classes x 20 bins
+are 3.9 million; 20,000 classes x 10,000 bins (6e8, hours and gigabytes of JSON) are refused, naming ``bins``."""
 SIZE_MEASURES = (("sqrt_area", "sqrt(area) px"), ("longer_side", "longer side px"), ("relative", "relative size"))
 """The size measures of :class:`ObjectSizes`: attribute and label (px in model input; relative: side / image side)."""
 
@@ -99,6 +102,10 @@ class ObjectSizes:
         else:
             raise InputError(f"{source or 'document'}: no per-object sizes (expected an `erf objects --json` "
                              "document)")
+        for what, values in (("sqrt_area", sa), ("longer_side", ls)):
+            if values.ndim != 1 or len(values) != len(sa) or not np.all(np.isfinite(values)) or np.any(values <= 0):
+                raise InputError(f"{source or 'document'}: {what} must hold one finite size > 0 per object "
+                                 "(NaN, Inf, zero or negative sizes found)")
         relative = np.asarray(objs.get("relative", []) if isinstance(objs, dict) else [], dtype=np.float64)
         boxes = np.asarray(objs.get("boxes", []) if isinstance(objs, dict) else [], dtype=np.float64).reshape(-1, 4)
         return cls(sa, ls, relative, labels, bool(doc.get("is_estimate", False)), str(doc.get("method", "")),
@@ -208,6 +215,10 @@ def _per_class(sizes: ObjectSizes, edges: dict[str, Any]) -> dict[str, Any]:
     names, group = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
     group = group.ravel()
     k = len(names)
+    cells = 3 * k * (len(edges["sqrt_area"]) - 1)
+    if cells > MAX_HISTOGRAM_COUNTS:
+        raise InputError(f"{len(edges['sqrt_area']) - 1}: per-class histograms of {k:,} classes would hold {cells:,} "
+                         f"counts (at most {MAX_HISTOGRAM_COUNTS:,}); use fewer bins", param="bins")
     counts = np.bincount(group, minlength=k)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     per: dict[str, dict[str, Any]] = {}
