@@ -42,7 +42,7 @@ from torch import nn
 
 from erf import specs
 from erf.atomic import atomic_path
-from erf.errors import ArchitectureError, CheckpointError, UnsafeCheckpointError
+from erf.errors import ArchitectureError, CheckpointError, UnsafeCheckpointError, check_seed
 from erf.models import create_model, infer_family, is_model
 from erf.models.registry import canonical_name
 
@@ -212,6 +212,12 @@ def read_safetensors(path: str | Path) -> dict[str, Any]:
 
     from safetensors import safe_open
 
+    from erf.safeload import check_safetensors_header
+
+    try:
+        check_safetensors_header(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc.strerror or exc})") from None
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             header = dict(f.metadata() or {})
@@ -305,7 +311,12 @@ def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
         code = bool(imports) or any(m in text for m in _CODE_MARKERS)
         # protocol 4+ streams (FRAME opcodes) are beyond the safe loader even without code; the full one reads them
         framed = scan is not None and (scan.protocol or 0) >= 4
-        if not code and not (trust and framed):
+        old = scan is not None and scan.old_protocol and not code
+        if old and not trust:
+            raise CheckpointError(f"{path}: a pickle protocol 0/1 stream (torch.save(..., pickle_protocol=0 or 1)), "
+                                  "which the safe loader cannot read; pass --trust if you trust its author, or save "
+                                  "it again with the default protocol") from None
+        if not code and not (trust and (framed or old)):
             # the safe unpickler stopped on a malformed stream (random bytes, JSON, text), not on code
             detail = next((ln for ln in text.splitlines() if re.match(r"(Unsupported operand|String is too|"
                                                                        r"Can only|unsupported persistent)", ln)),
@@ -319,13 +330,60 @@ def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
                 f"{path}: needs arbitrary unpickling, which can run code{what}; refused "
                 "(pass --trust only if you trust its author)"
             ) from None
+        why = " (an old pickle protocol)" if old else ""
         warnings.warn(TrustedCodeWarning(f"{path} may run code when loaded (--trust): the safe loader refused it"
-                                         f"{what}; unpickling it in full"), stacklevel=2)
+                                         f"{why}{what}; unpickling it in full"), stacklevel=2)
         try:
+            if old and is_zip:
+                return _load_protocol0(path)
+            if old:
+                raise CheckpointError("a legacy-format (torch < 1.6) file in pickle protocol 0/1, which torch "
+                                      "itself cannot read back (its storage ids are text); save it again as a zip "
+                                      "checkpoint with the default protocol")
             return _torch_load(path, weights_only=False, mmap=None)
         except Exception as exc2:  # noqa: BLE001 - a hostile file can make the full unpickler raise anything
             raise CheckpointError(f"{path}: failed to load with --trust ({type(exc2).__name__}: "
                                   f"{_first_line(str(exc2))})") from None
+
+
+_PROTOCOL0_STORAGE = re.compile(r"^\('storage', <class 'torch\.(\w+)'>, '([^']*)', '([^']*)', (\d+)\)$")
+"""A persistent id as a protocol-0 ``torch.save`` writes it: ``str()`` of the tuple (torch's own loader, which
+expects the tuple, cannot read these files back)."""
+
+
+def _load_protocol0(path: Path) -> Any:
+    """Unpickle a zip checkpoint saved with ``pickle_protocol=0`` or ``1`` in full (only under ``--trust``: it is
+    the plain unpickler), reading its storages from the archive by the persistent ids that protocol 0 writes as
+    text.
+
+    Raises:
+        Exception: whatever the stream or archive makes the unpickler raise (the caller words it).
+    """
+    import io
+
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        pkl = next(n for n in names if n.lower() == "data.pkl" or n.lower().endswith("/data.pkl"))
+        prefix = pkl[: -len("data.pkl")]
+
+        class Unpickler(pickle.Unpickler):
+            def persistent_load(self, pid: Any) -> Any:
+                if isinstance(pid, str):
+                    m = _PROTOCOL0_STORAGE.match(pid)
+                    if m is None:
+                        raise pickle.UnpicklingError(f"unsupported persistent id {pid[:80]!r}")
+                    storage_type, key, _, _ = m.groups()
+                else:
+                    _, storage_type, key, _, _ = pid
+                    storage_type = getattr(storage_type, "__name__", str(storage_type))
+                dtype = getattr(torch, storage_type).dtype
+                data = bytearray(z.read(f"{prefix}data/{key}"))
+                untyped = torch.UntypedStorage.from_buffer(data, dtype=torch.uint8) if data else torch.UntypedStorage()
+                return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Unpickler(io.BytesIO(z.read(pkl))).load()
 
 
 def _torch_load(path: Path, weights_only: bool, mmap: bool | None) -> Any:
@@ -371,6 +429,15 @@ def _unreadable(path: Path) -> tuple[str, bool]:
     if head[:1] == b"\x80":
         return "truncated or damaged pickle, not a readable PyTorch checkpoint", True
     return f"not a PyTorch checkpoint (it starts with {head!r}: neither a zip archive nor a pickle)", False
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut at ``limit`` characters; an integer too long for ``repr`` (over 4300 digits) by its size."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<an integer of {value.bit_length():,} bits>" if isinstance(value, int) else "<unprintable>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _first_line(text: str) -> str:
@@ -457,7 +524,7 @@ def infer_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str
         what = f"missing key {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
         raise ArchitectureError(f"the keys look like a known architecture but do not fit it ({what})") from None
     if found is None:
-        sample = ", ".join(sorted(state)[:3])
+        sample = ", ".join(_short(k, 60)[1:-1] for k in sorted(state)[:3])
         raise ArchitectureError(f"unknown architecture (keys start {sample}, ...); name the architecture: "
                                 "file.py:Class@FILE, package.module:Class@FILE or torchvision:NAME@FILE")
     return found
@@ -504,14 +571,17 @@ def check_model_kwargs(name: str, kwargs: Mapping[str, Any], source: str) -> int
         UnknownModelError: ``name`` is not registered.
     """
     from erf.models import get_entry
-    from erf.safeload import MAX_PARAMETERS, estimate_parameters
+    from erf.safeload import MAX_MODULES, MAX_PARAMETERS, TooManyModules, estimate_parameters
 
     entry = get_entry(name)
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         raise ArchitectureError(f"{source}: model_kwargs must be a mapping of argument names, got {kwargs!r:.80}")
-    shown = ", ".join(f"{k}={v!r:.40}" for k, v in kwargs.items())
+    shown = ", ".join(f"{k}={_short(v)}" for k, v in list(kwargs.items())[:8])
     try:
         count = estimate_parameters(lambda: entry.build(**kwargs))
+    except TooManyModules:
+        raise ArchitectureError(f"{source}: model_kwargs ({shown}) ask for more than {MAX_MODULES:,} modules and "
+                                "parameters; refused before building") from None
     except Exception as exc:  # whatever the constructor raises for nonsense (negative sizes: RuntimeError)
         raise ArchitectureError(f"{source}: model_kwargs ({shown}) do not build {name}: "
                                 f"{type(exc).__name__}: {_first_line(str(exc))}") from None
@@ -631,6 +701,18 @@ def _registry_with_weights(arch: str, weights: str, trust: bool) -> LoadedModel:
     return loaded
 
 
+MAX_SPEC_CHARS = 4096
+"""Characters a model spec may have (Linux's ``PATH_MAX``: no longer path can name a file)."""
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()``, ``False`` where the name cannot name a file (a component over 255 bytes: ``ENAMETOOLONG``)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> LoadedModel:
     """Load a model from a checkpoint file, a registry name or a library spec.
 
@@ -648,14 +730,19 @@ def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> Loa
     Raises:
         CheckpointError, UnsafeCheckpointError, ArchitectureError, UnknownModelError.
     """
+    check_seed(seed)
     text = str(spec)
+    if len(text) > MAX_SPEC_CHARS or "\0" in text:
+        what = ("contains a NUL byte" if "\0" in text
+                else f"is {len(text):,} characters long (at most {MAX_SPEC_CHARS:,})")
+        raise CheckpointError(f"{text[:60]!r}...: the model spec {what}")
     path = Path(text)
-    if specs.is_library_spec(text) or (not path.exists() and specs.is_code_spec(text)):
+    if specs.is_library_spec(text) or (not _exists(path) and specs.is_code_spec(text)):
         return _spec_model(text, trust, seed)
     arch, at, weights = text.partition("@")
-    if at and not path.exists() and is_model(arch):  # NAME@FILE: a registry architecture, the file's weights
+    if at and not _exists(path) and is_model(arch):  # NAME@FILE: a registry architecture, the file's weights
         return _registry_with_weights(arch, weights, trust)
-    if not path.exists() and is_model(text):
+    if not _exists(path) and is_model(text):
         weights = bundled_weights(text)
         if weights is not None:
             loaded = _from_payload(read_checkpoint_file(weights), str(weights))
@@ -667,7 +754,7 @@ def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> Loa
             model, canonical_name(text), text, {}, {}, False,
             [f"no bundled weights for {text}: random initialisation (seed {seed})"],
         )
-    if not path.exists():
+    if not _exists(path):
         from erf.models import list_models
 
         if path.suffix or "/" in text:

@@ -6,6 +6,9 @@ import torch
 
 from erf.errors import InputError
 
+DEVICE_TYPES = ("cpu", "cuda")
+"""Device types a model can be probed or trained on."""
+
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """The :class:`torch.device` for ``device``: ``None`` or ``"auto"`` give ``cuda`` when available, else ``cpu``.
@@ -23,6 +26,9 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
         dev = torch.device(device)
     except RuntimeError:
         raise InputError(f"{device!r}: use cpu, cuda, cuda:N or auto", param="device") from None
+    if dev.type not in DEVICE_TYPES:  # meta holds no data, others are not supported by the engine
+        why = "meta tensors hold no data" if dev.type == "meta" else f"{dev.type} devices are not supported"
+        raise InputError(f"{device}: use cpu, cuda, cuda:N or auto ({why})", param="device")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise InputError(f"{device}: this machine has {torch.cuda.device_count()} CUDA device(s)", param="device")
     return dev

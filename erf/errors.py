@@ -92,3 +92,21 @@ class InputError(ErfError):
 
 class StudyError(ErfError):
     """The study cannot be carried out with the given checkpoints or data."""
+
+
+MAX_SEED = 2**64 - 1
+"""Largest seed torch's generators take (``torch.manual_seed``: an unsigned 64-bit integer)."""
+
+
+def check_seed(seed: object, param: str = "seed") -> int:
+    """``seed`` if it is an integer in ``0..MAX_SEED`` (what every generator of torch and numpy accepts).
+
+    Raises:
+        InputError: naming ``param`` (``seed 1180591620717411303424: must be an integer in 0..2**64 - 1``).
+    """
+    import numbers
+
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) <= MAX_SEED:
+        shown = f"{seed!r:.40}" if not isinstance(seed, int) or len(str(seed)) < 40 else f"{str(seed)[:20]}..."
+        raise InputError(f"{shown}: must be an integer in 0..2**64 - 1", param=param)
+    return int(seed)

@@ -19,8 +19,10 @@ import torch
 from torch import nn
 
 from erf.canvas import embed
+from erf.cost import warn_if_costly
 from erf.data.sources import ImageSet
-from erf.errors import DataError, InputError, UndefinedERFError
+from erf.devices import pick_device
+from erf.errors import DataError, InputError, UndefinedERFError, check_seed
 from erf.layers import default_layers, resolve_layer
 from erf.metrics import ERFMetrics, bootstrap_ci, erf_metrics, level_key
 from erf.probes import TRF, Target, make_probe, trace_receptive_fields
@@ -302,12 +304,13 @@ def measure(
     for option, value, low in (("batch_size", batch_size, 1), ("seed", seed, 0), ("groups", groups, 1)):
         if not isinstance(value, (int, np.integer)) or value < low:
             raise InputError(f"{value}: must be an integer >= {low}", param=option)
+    check_seed(seed)
     check_resamples(bootstrap)
     if tol is not None and not (math.isfinite(tol) and tol > 0):
         raise InputError(f"{tol}: must be a positive number (a relative CI half-width, e.g. 0.05)", param="tol")
     if model.training:
         notes.append("the model was in train mode; switched to eval mode (batch norm must not couple images)")
-    dev = torch.device(device)
+    dev = pick_device(device)
     model = model.eval().to(dev)
     param = next(iter(model.parameters()), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -330,6 +333,7 @@ def measure(
     if need > 8 * 2**30:
         raise InputError(f"{size[0]}x{size[1]}: the per-image sums of {len(names)} layers would need "
                          f"{need / 2**30:.0f} GiB; use a smaller input size or fewer layers", param="input_size")
+    warn_if_costly(model, channels, size, n_total, dev)  # before any work: a 4096 px canvas can take hours
     targets, rules = make_targets(model, names, size, units, channels, replknet_unit=exact_replknet)
     for t in targets:
         if not t.trf.is_global and (t.trf.size[0] > size[0] or t.trf.size[1] > size[1]):

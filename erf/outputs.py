@@ -10,12 +10,20 @@ Every command that writes a folder (``--out DIR``) writes through an :class:`Out
   lock when its process dies (Ctrl-C, SIGKILL, a crash), so a dead run can never leave it stuck; the file is
   removed at the end of a run (a killed run leaves it behind, harmless and reused);
 * **staging**: everything is written into ``.OUT.erf-staging-PID`` beside ``OUT`` (same file system);
+* **the manifest**: every published set holds ``OUT/.erf-manifest.json``, the list of the files erf wrote into
+  it with their size and SHA-256. Only a file the previous set's manifest lists, still holding the bytes erf
+  wrote (same size and hash, a regular file), counts as erf's: it is replaced or removed. Every other file
+  of ``OUT`` is the user's and is kept, whatever its name (a user's ``maps/mine.npy`` beside erf's maps
+  included); a folder without a manifest (a user's folder, a set of an erf before the manifest) holds no
+  erf file, so ``--force`` only adds and overwrites the new set's own names there;
 * **the swap** (:meth:`OutputSet.publish`): when ``OUT`` does not exist the staging folder is renamed to it;
-  otherwise the files of ``OUT`` that are not erf's (not in the new set and not matching the command's
-  output names, ``patterns``) are hard-linked into the staging folder, which then *exchanges* places with
-  ``OUT`` in one ``renameat2(RENAME_EXCHANGE)`` system call: an observer sees the old set or the new one,
-  never a mix, and the old set (now in the staging folder) is deleted. The old set's erf files that the new
-  run did not write (heatmaps of layers not measured again) go with it: the set is replaced whole;
+  otherwise the files of ``OUT`` that are not erf's (not in the new set and not in the old manifest) are
+  hard-linked into the staging folder, which then *exchanges* places with ``OUT`` in one
+  ``renameat2(RENAME_EXCHANGE)`` system call: an observer sees the old set or the new one, never a mix, and
+  the old set (now in the staging folder) is deleted. The old set's erf files that the new run did not write
+  (heatmaps of layers not measured again) go with it: the set is replaced whole;
+* **a symbolic link** as ``OUT`` is followed (one ``warning:`` line names its target; the set is written
+  there and the link kept); a loop of links is refused before any work;
 * **fallback** (no ``renameat2``, a file system without exchange, ``OUT`` is the working folder or holds
   more than :data:`MAX_LINKED` foreign files, or a mount point / a read-only parent where the staging folder
   lives inside ``OUT`` as ``OUT/.erf-staging-PID``): a journal listing the new files and the stale ones is
@@ -42,11 +50,13 @@ import contextlib
 import ctypes
 import errno
 import fnmatch
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,11 +67,22 @@ from erf.errors import ErfError, OutputBusyError, OutputError, OutputExistsError
 LOCK = ".erf-lock"
 STAGING = ".erf-staging-"
 JOURNAL = ".erf-commit.json"
+MANIFEST = ".erf-manifest.json"
+"""The list of the files erf wrote into a set (with size and SHA-256), inside the set."""
+MANIFEST_SCHEMA = "erf.manifest/1"
 MAX_LINKED = 10_000
 """Foreign entries of ``OUT`` hard-linked into the new set at most; beyond, the per-file fallback is used."""
 
 _EXCHANGE_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EXDEV, errno.EBUSY, errno.EPERM, errno.EACCES,
                          errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+class OutputLinkWarning(UserWarning):
+    """``--out`` is a symbolic link: the set is written into its target."""
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+"""``errno`` values of a full disk or quota: the write failed for want of space, wherever it happened."""
 
 
 def _cannot(display: str, exc: OSError, what: str = "cannot write there") -> OutputError:
@@ -113,7 +134,51 @@ def _fsync_dir(path: Path) -> None:
 def _internal(rel: str) -> bool:
     """Whether ``rel`` (a path inside ``OUT``) is one of erf's own bookkeeping entries."""
     head = rel.split("/", 1)[0]
-    return head == LOCK or head.startswith(STAGING) or head == JOURNAL or head.startswith(".erf-probe-")
+    return head == LOCK or head.startswith(STAGING) or head in (JOURNAL, MANIFEST) or head.startswith(".erf-probe-")
+
+
+def _digest(path: Path) -> str:
+    """SHA-256 of the file ``path`` (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _manifest(root: Path, files: Sequence[str]) -> dict[str, Any]:
+    """The manifest document of ``files`` (relative POSIX paths under ``root``): size and SHA-256 of each."""
+    return {"schema": MANIFEST_SCHEMA,
+            "files": {rel: {"size": (root / rel).lstat().st_size, "sha256": _digest(root / rel)}
+                      for rel in sorted(files) if (root / rel).is_file() and not (root / rel).is_symlink()}}
+
+
+def _erf_files(root: Path) -> list[str]:
+    """Files of ``root`` that its manifest lists and that still hold what erf wrote (a regular file of the
+    recorded size and SHA-256); ``[]`` without a readable manifest. Entries that leave ``root`` are ignored."""
+    try:
+        listed = json.loads((root / MANIFEST).read_text(encoding="utf-8"))["files"]
+        listed = dict(listed) if isinstance(listed, dict) else {}
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return []
+    found = []
+    for rel, facts in listed.items():
+        parts = rel.split("/") if isinstance(rel, str) else [""]
+        if not all(parts) or ".." in parts or "." in parts or rel.startswith("/") or _internal(rel) \
+                or not isinstance(facts, dict):
+            continue
+        path = root / rel
+        try:
+            if Path(os.path.realpath(path.parent)) != Path(os.path.realpath(root)).joinpath(*parts[:-1]):
+                continue  # a folder of the path is a link out of the set: not erf's file
+            info = path.lstat()
+            if not path.is_file() or path.is_symlink() or info.st_size != facts.get("size") \
+                    or _digest(path) != facts.get("sha256"):
+                continue
+        except OSError:
+            continue
+        found.append(rel)
+    return sorted(found)
 
 
 def _files(root: Path) -> list[str]:
@@ -180,7 +245,13 @@ def _validate_path(out: str | os.PathLike) -> tuple[str, Path]:
         raise OutputError(f"{display!r}: empty path", param="out")
     if "\0" in display:
         raise OutputError(f"{display!r}: contains a NUL byte", param="out")
-    real = Path(os.path.realpath(os.path.abspath(display)))
+    absolute = os.path.abspath(display)
+    try:
+        real = Path(os.path.realpath(absolute, strict=True))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OutputError(f"{display}: a loop of symbolic links; refused before any work", param="out") from None
+        real = Path(os.path.realpath(absolute))  # not there yet (created), or an error creating it reports
     if real.parent == real:
         raise OutputError(f"{display}: is the root folder", param="out")
     return display, real
@@ -192,8 +263,9 @@ class OutputSet:
     Args:
         out: the ``--out`` folder as given (messages name it so).
         force: replace a non-empty folder (its files that are not erf's are kept).
-        patterns: shell patterns (relative POSIX paths) of the files this command writes; files of the old set
-            matching them are erf's and are replaced or removed, all others are kept.
+        patterns: shell patterns (relative POSIX paths) of the files this command writes. Informative only: which
+            files of the old set are erf's is decided by its manifest alone (never by name, which would take a
+            user's file that happens to match for erf's).
         seed: patterns of files of the existing folder that the staging folder starts with (hard links), for runs
             that continue from them (``--resume``: ``last.pt``; the controlled study: ``cells.json``).
         resume: the folder may be non-empty without ``force`` (continuing a run).
@@ -210,6 +282,9 @@ class OutputSet:
     def __init__(self, out: str | os.PathLike, force: bool = False, patterns: Sequence[str] = (),
                  seed: Sequence[str] = (), resume: bool = False) -> None:
         self.display, self.real = _validate_path(out)
+        if os.path.islink(os.path.abspath(self.display)):
+            warnings.warn(OutputLinkWarning(f"--out {self.display} is a symbolic link: the set is written into its "
+                                            f"target {self.real}"), stacklevel=2)
         self.force, self.resume = force, resume
         self.patterns, self.seed = tuple(patterns), tuple(seed)
         self.inside = False
@@ -322,8 +397,10 @@ class OutputSet:
             final: the run is over (the staging folder is not re-created).
         """
         with _signals_held():
-            new = [f for f in _files(self.path) if f != JOURNAL]
             try:
+                written = [f for f in _files(self.path) if not _internal(f)]
+                write_text(self.path / MANIFEST, json.dumps(_manifest(self.path, written), indent=1) + "\n")
+                new = written + [MANIFEST]
                 self._swap(new)
             except OSError as exc:
                 raise _cannot(self.display, exc, "cannot publish the new output set") from None
@@ -331,7 +408,7 @@ class OutputSet:
             if not final:
                 try:
                     self.path.mkdir()
-                    self._seed(new)
+                    self._seed(written)
                 except OSError as exc:
                     raise _cannot(self.display, exc) from None
 
@@ -346,8 +423,7 @@ class OutputSet:
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
         keep = set(new)
-        stale = [f for f in _files(real) if not _internal(f) and f not in keep
-                 and any(fnmatch.fnmatch(f, p) for p in self.patterns)]
+        stale = [f for f in _erf_files(real) if f not in keep]
         if not self.inside and self._exchange(new, stale):
             return
         self._journaled(new, stale)
@@ -432,8 +508,9 @@ class OutputSet:
                 self._discard()
         finally:
             self._release()
-        if isinstance(exc, OSError) and not isinstance(exc, ErfError) and self._ours(exc):
-            raise _cannot(self.display, exc) from None
+        if isinstance(exc, OSError) and not isinstance(exc, ErfError) and (self._ours(exc) or exc.errno in _FULL):
+            what = "out of space; the previous set is kept" if exc.errno in _FULL else "cannot write there"
+            raise _cannot(self.display, exc, what) from None  # a full disk: the write names no file (np.save)
         return False
 
     def _discard(self) -> None:
@@ -488,8 +565,8 @@ class OutputFile:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
-        if isinstance(exc, OSError) and exc.filename is not None and \
-                os.fspath(exc.filename).startswith(str(self.path.parent)):
+        if isinstance(exc, OSError) and (exc.errno in _FULL or exc.filename is not None and
+                                         os.fspath(exc.filename).startswith(str(self.path.parent))):
             raise _cannot(self.display, exc) from None
         return False
 

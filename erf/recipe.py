@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from erf.errors import InputError
+from erf.errors import InputError, check_seed
 
 SCHEDULES: dict[str, str] = {
     "cosine": "cosine decay from --lr to 0 over the epochs (the article's)",
@@ -42,6 +42,7 @@ def check_recipe(recipe: Recipe) -> None:
         value = getattr(recipe, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InputError(f"{value}: must be an integer >= {low}", param=name)
+    check_seed(recipe.seed)
     if recipe.schedule not in SCHEDULES:
         raise InputError(f"{recipe.schedule!r}: use one of {', '.join(SCHEDULES)}", param="schedule")
     for name in ("lr", "momentum", "weight_decay"):

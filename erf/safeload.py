@@ -48,6 +48,16 @@ MAX_PICKLE_OBJECT_BYTES = 16 * 2**20
 """Bytes of one string or bytes object inside the pickle at most."""
 MAX_PARAMETERS = 2_000_000_000
 """Parameters (tensor elements) a checkpoint may ask for: 8 GB of float32."""
+MAX_ZIP_ENTRIES = 1_000_000
+"""Entries of a zip checkpoint at most (one per tensor storage, plus a few)."""
+MAX_SAFETENSORS = 100_000
+"""Tensors of a safetensors file at most (a large language model has a few thousand); its header is counted before
+any tensor is read."""
+MAX_SAFETENSORS_HEADER = 100 * 2**20
+"""Bytes of a safetensors JSON header at most (the ``safetensors`` package's own limit)."""
+MAX_MODULES = 100_000
+"""Modules and parameters a checkpoint's ``model_kwargs`` may make a registry model build (counted as they are
+registered on the meta device: a ResNet-152 has about 500; ``depth 10**7`` would build for minutes)."""
 LEGACY_PICKLES = 5
 """A legacy ``torch.save`` file starts with five pickles: magic number, protocol, system info, the object, and
 the storage keys."""
@@ -66,6 +76,7 @@ class PickleScan:
         records: tensor storage records (zip entries under ``data/``; legacy: persistent ids).
         ops: opcodes scanned.
         protocol: pickle protocol of the main stream (``None`` when it has no ``PROTO`` opcode).
+        opcode_protocol: the newest protocol any of its opcodes belongs to (``pickletools``' ``proto``).
         imports: every ``module.name`` the stream imports, in order of appearance, without repeats.
         unsafe: those that ``torch.load(weights_only=True)`` does not allow (code the full unpickler would run).
     """
@@ -76,6 +87,13 @@ class PickleScan:
     protocol: int | None = None
     imports: list[str] = field(default_factory=list)
     unsafe: list[str] = field(default_factory=list)
+    opcode_protocol: int = 0
+
+    @property
+    def old_protocol(self) -> bool:
+        """A protocol 0 or 1 stream (``torch.save(..., pickle_protocol=0/1)``: no ``PROTO`` opcode, and no opcode
+        newer than protocol 1), which ``torch.load(weights_only=True)`` cannot read."""
+        return self.protocol is None and self.ops > 0 and self.opcode_protocol < 2
 
 
 def _allowed_globals() -> set[str]:
@@ -145,6 +163,7 @@ def _walk(stream: _Bounded, scan: PickleScan, allowed: set[str], where: str, cou
                 f"{where}: refused: its pickle stream has more than {limit:,} opcodes for {scan.records} tensor "
                 f"records (a checkpoint needs about 35 per tensor); unpickling it would take minutes")
         name = opcode.name
+        scan.opcode_protocol = max(scan.opcode_protocol, opcode.proto)
         if name == "PROTO":
             scan.protocol = int(arg)
         elif name in _STRING_OPS:
@@ -204,15 +223,27 @@ def scan_pickle(path: str | Path) -> PickleScan | None:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
                 infos = z.infolist()
-                pkl = [i for i in infos if i.filename == "data.pkl" or i.filename.endswith("/data.pkl")]
-                if len(pkl) != 1:
+                # torch's reader (miniz) looks entries up case-insensitively and takes the first of equal names:
+                # a second "archive/data.pkl" or an "archive/DATA.PKL" would walk around a scan of one exact name
+                names = [i.filename.lower() for i in infos]
+                if len(infos) > MAX_ZIP_ENTRIES:
+                    raise CheckpointError(f"{where}: refused: its zip archive has {len(infos):,} entries (at most "
+                                          f"{MAX_ZIP_ENTRIES:,})")
+                if len(set(names)) != len(names):
+                    twice = next(n for k, n in enumerate(names) if n in names[:k])
+                    raise CheckpointError(f"{where}: refused: its zip archive holds two entries named {twice!r:.80} "
+                                          "(ignoring case); which one a reader takes is undefined")
+                pkl = [i for i, n in zip(infos, names) if n == "data.pkl" or n.endswith("/data.pkl")]
+                if not pkl:
                     return None
-                scan.records = sum("/data/" in i.filename for i in infos)
-                if pkl[0].file_size > MAX_PICKLE_BYTES:
-                    raise CheckpointError(f"{where}: refused: its pickle stream is {pkl[0].file_size:,} bytes "
-                                          f"(at most {MAX_PICKLE_BYTES:,})")
-                with z.open(pkl[0]) as f:
-                    _walk(_Bounded(f, MAX_PICKLE_OBJECT_BYTES, where), scan, allowed, where, False)
+                scan.records = sum("/data/" in n for n in names)
+                for entry in pkl:  # every entry torch could read as the pickle, each under the bounds
+                    if entry.file_size > MAX_PICKLE_BYTES:
+                        raise CheckpointError(f"{where}: refused: its pickle stream is {entry.file_size:,} bytes "
+                                              f"(at most {MAX_PICKLE_BYTES:,})")
+                    scan.ops = 0
+                    with z.open(entry) as f:
+                        _walk(_Bounded(f, MAX_PICKLE_OBJECT_BYTES, where), scan, allowed, where, False)
             return scan
         scan.format = "legacy"
         size = path.stat().st_size
@@ -233,14 +264,72 @@ def scan_pickle(path: str | Path) -> PickleScan | None:
         return scan if scan.imports else None
 
 
-def estimate_parameters(build: Any) -> int:
+class TooManyModules(Exception):
+    """A build registered more than :data:`MAX_MODULES` modules and parameters (raised inside the build)."""
+
+
+def estimate_parameters(build: Any, max_modules: int = MAX_MODULES) -> int:
     """Parameters and buffers of the module ``build()`` returns, built on the meta device (shapes only, no memory).
 
+    Every module, parameter and buffer registered during the build is counted as it is registered (global
+    registration hooks), and the build is stopped at ``max_modules``: building on the meta device costs no memory
+    per element but still costs time per module.
+
     Raises:
+        TooManyModules: the build registered more than ``max_modules`` modules, parameters and buffers.
         Exception: whatever ``build`` raises for bad arguments (the caller words it).
     """
     import torch
+    from torch.nn.modules import module as nn_module
 
-    with torch.device("meta"):
-        module = build()
+    seen = [0]
+
+    def count(*_: Any) -> None:
+        seen[0] += 1
+        if seen[0] > max_modules:
+            raise TooManyModules(f"more than {max_modules:,} modules and parameters")
+
+    handles = [nn_module.register_module_module_registration_hook(count),
+               nn_module.register_module_parameter_registration_hook(count),
+               nn_module.register_module_buffer_registration_hook(count)]
+    try:
+        with torch.device("meta"):
+            module = build()
+    finally:
+        for h in handles:
+            h.remove()
     return sum(t.numel() for t in module.parameters()) + sum(t.numel() for t in module.buffers())
+
+
+def check_safetensors_header(path: str | Path) -> int:
+    """The number of tensors a safetensors file's header lists, read from the header alone.
+
+    Raises:
+        CheckpointError: a header over :data:`MAX_SAFETENSORS_HEADER` bytes or listing more than
+            :data:`MAX_SAFETENSORS` tensors (the package would read them all first: 46 s for 10^6).
+    """
+    import json
+
+    where = str(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return 0  # too short to be one: the package's own check words it
+        size = int.from_bytes(head, "little")
+        if size > MAX_SAFETENSORS_HEADER:
+            raise CheckpointError(f"{where}: refused: its safetensors header claims {size:,} bytes (at most "
+                                  f"{MAX_SAFETENSORS_HEADER:,})")
+        text = f.read(size)
+    # count top-level keys without building a million dicts first: a cheap upper bound, then the exact count
+    if text.count(b'"dtype"') > MAX_SAFETENSORS:
+        raise CheckpointError(f"{where}: refused: its safetensors header lists more than {MAX_SAFETENSORS:,} "
+                              "tensors")
+    try:
+        header = json.loads(text)
+    except (ValueError, RecursionError):
+        return 0  # malformed: the package's own check words it
+    count = len([k for k in header if k != "__metadata__"]) if isinstance(header, dict) else 0
+    if count > MAX_SAFETENSORS:
+        raise CheckpointError(f"{where}: refused: its safetensors header lists {count:,} tensors (at most "
+                              f"{MAX_SAFETENSORS:,})")
+    return count

@@ -114,7 +114,11 @@ def _import_target(target: str, spec: str) -> Any:
     """The module named by a code spec: a ``.py`` file (imported under a private name) or a dotted module."""
     if target.endswith(".py"):
         path = Path(target)
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except (OSError, ValueError):  # a name no file can have (a component over 255 bytes)
+            found = False
+        if not found:
             raise CheckpointError(f"{spec}: no such file {target}")
         name = f"erf_user_{abs(hash(str(path.resolve())))}"
         module_spec = importlib.util.spec_from_file_location(name, path)
@@ -126,7 +130,7 @@ def _import_target(target: str, spec: str) -> Any:
         sys.path.insert(0, folder)  # the file may import its neighbours
         try:
             module_spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             sys.modules.pop(name, None)
             raise CheckpointError(f"{spec}: importing {target} failed ({type(exc).__name__}: {exc})") from None
         finally:
@@ -151,14 +155,59 @@ def _code(target: str, attr: str, spec: str) -> BuiltModel:
         raise CheckpointError(f"{spec}: {target} defines no class or function {attr!r}{hint}")
     try:
         model = factory()
+    except SystemExit as exc:  # the user's code ending the process would end erf silently, exit code 0
+        raise CheckpointError(f"{spec}: {attr}() raised SystemExit({exc.code!r:.40}); a model constructor must "
+                              "return a module") from None
     except Exception as exc:
         raise CheckpointError(f"{spec}: {attr}() failed ({type(exc).__name__}: {exc}); the class must build "
                               "without arguments (wrap it in a function that passes them)") from None
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"{spec}: {attr}() returned a {type(model).__name__}, not a torch.nn.Module")
-    norm = getattr(model, "normalization", None)
-    norm = (tuple(norm[0]), tuple(norm[1])) if norm is not None else None
-    return BuiltModel(model, f"{target}:{attr}", None, _pair(getattr(model, "input_size", None)), norm)
+    return BuiltModel(model, f"{target}:{attr}", None, _declared_size(model, spec), _declared_norm(model, spec))
+
+
+MAX_DECLARED_SIZE = 4096
+"""Largest side a code spec's ``input_size`` may declare (px; the same bound as ``--input-size``)."""
+
+
+def _declared_size(model: nn.Module, spec: str) -> tuple[int, int] | None:
+    """A code spec's ``input_size`` attribute as ``(H, W)``: an int or a pair of ints in 1..:data:`MAX_DECLARED_SIZE`.
+
+    Raises:
+        CheckpointError: anything else (a string, a fraction, a bool, a negative or huge side), naming the spec.
+    """
+    value = getattr(model, "input_size", None)
+    if value is None:
+        return None
+    sides = [value] if isinstance(value, int) else list(value) if isinstance(value, (tuple, list)) else None
+    if not sides or len(sides) > 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                              and 1 <= v <= MAX_DECLARED_SIZE for v in sides):
+        raise CheckpointError(f"{spec}: input_size {value!r:.60} must be an int or an (H, W) pair of ints in "
+                              f"1..{MAX_DECLARED_SIZE}")
+    return (sides[0], sides[-1])
+
+
+def _declared_norm(model: nn.Module, spec: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """A code spec's ``normalization`` attribute ``(mean, std)``: two equally long sequences of finite numbers,
+    every std > 0.
+
+    Raises:
+        CheckpointError: anything else, naming the spec.
+    """
+    import math
+
+    value = getattr(model, "normalization", None)
+    if value is None:
+        return None
+    try:
+        mean, std = (tuple(float(v) for v in part) for part in value)
+        ok = 0 < len(mean) == len(std) <= 4096 and all(math.isfinite(v) for v in mean + std) and min(std) > 0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"{spec}: normalization {value!r:.60} must be (mean, std): two equally long "
+                              "sequences of finite numbers, every std > 0")
+    return mean, std
 
 
 def build(spec: str, seed: int = 0) -> BuiltModel:

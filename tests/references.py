@@ -92,16 +92,21 @@ def assert_cli_error(run_cli, argv: list[str], command: str, fragments: list[str
 
 
 # ----------------------------------------------------------------------------- output folders
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder``: ``{relative posix path: bytes}``."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+MANIFEST = ".erf-manifest.json"
+"""erf's list of the files of a set (``erf.outputs.MANIFEST``), left out of :func:`snapshot` unless asked for."""
+
+
+def snapshot(folder: Path, manifest: bool = False) -> dict[str, bytes]:
+    """Every file under ``folder``: ``{relative posix path: bytes}`` (the set's manifest only with ``manifest``)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and (manifest or p.relative_to(folder).as_posix() != MANIFEST)}
 
 
 def assert_no_temporaries(folder: Path, *, erf_internal: bool = False) -> None:
     """No ``*.tmp`` file left under ``folder``; with ``erf_internal`` no ``.erf-*`` entry (lock, staging,
-    journal, probe) either."""
-    left = [p.name for p in folder.rglob("*")
-            if p.name.endswith(".tmp") or (erf_internal and p.name.startswith(".erf-"))]
+    journal, probe) either but the set's manifest."""
+    left = [p.name for p in folder.rglob("*") if p.name.endswith(".tmp")
+            or (erf_internal and p.name.startswith(".erf-") and p.name != ".erf-manifest.json")]
     assert not left, left
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import references
 import torch
 from references import assert_cli_error, folder_link, kwargs_checkpoint, legacy_none_bomb, none_bomb, png_header
 
@@ -438,7 +439,7 @@ def test_train_writes_best_safetensors_beside_best_pt(tmp_path: Path, run_cli) -
     out = tmp_path / "run"
     code, _, err = run_cli(*TRAIN, "--out", str(out), "--safetensors")
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "best.safetensors", "last.pt", "log.csv"]
+    assert sorted(references.snapshot(out)) == ["best.pt", "best.safetensors", "last.pt", "log.csv"]
     pt, st = load_checkpoint(out / "best.pt"), load_checkpoint(out / "best.safetensors")
     assert st.name == pt.name == "twoconv" and st.metadata["best_test_accuracy"] == pt.metadata["best_test_accuracy"]
     assert all(torch.equal(st.model.state_dict()[k], v) for k, v in pt.model.state_dict().items())
@@ -452,3 +453,396 @@ def test_symlink_to_a_system_file_does_not_leak_its_content(tmp_path: Path, run_
     assert code == 2 and named in err
     first = open("/etc/passwd").readline().strip()
     assert first and first not in err and first not in out
+
+
+# ============================================================================ round three (issue 25): real processes
+REPO = Path(__file__).resolve().parents[1]
+FAST_MEASURE = ["--images", "1", "--bootstrap", "0", "--no-plots"]
+
+
+def _erf_process(argv: list[str], cwd: Path, timeout: float = 300) -> tuple[int, str, str, float]:
+    """``python -m erf ARGV`` as a real process in ``cwd``: ``(exit code, stdout, stderr, seconds)``."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "erf", *argv], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    return done.returncode, done.stdout, done.stderr, time.monotonic() - start
+
+
+def _folder_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under ``folder`` (hidden ones included) with its size and modification time."""
+    return {p.relative_to(folder).as_posix(): (p.lstat().st_size, p.lstat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
+
+
+def _zip_with(entries: list[tuple[str, bytes]]) -> Callable[[Path], Path]:
+    def build(tmp: Path) -> Path:
+        import warnings
+        import zipfile
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns about the duplicate name we write on purpose
+            with zipfile.ZipFile(tmp / "ck.pt", "w", compression=zipfile.ZIP_DEFLATED) as z:
+                for name, data in entries:
+                    z.writestr(name, data)
+        return tmp / "ck.pt"
+
+    return build
+
+
+def _real_pickle() -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(2)}, buf)
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
+        return z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+
+
+def _many_safetensors(tmp: Path, n: int = 10**6) -> Path:
+    """A valid-looking safetensors file listing ``n`` one-element float32 tensors (46 s before the error)."""
+    header = "{" + ",".join(f'"t{i}":{{"dtype":"F32","shape":[1],"data_offsets":[{4 * i},{4 * i + 4}]}}'
+                            for i in range(n)) + "}"
+    data = header.encode()
+    (tmp / "many.safetensors").write_bytes(len(data).to_bytes(8, "little") + data + b"\0" * (4 * n))
+    return tmp / "many.safetensors"
+
+
+def _study_checkpoints(test_images) -> Callable[[Path], list[str]]:
+    def build(tmp: Path) -> list[str]:
+        for name in ("twoconv", "twoconv_cbam"):
+            save_checkpoint(tmp / f"{name}.pt", create_model(name), name,
+                            metadata={"best_test_accuracy": 0.5, "test_images": test_images})
+        return ["study", "twoconv.pt", "twoconv_cbam.pt", "--images", "2", "--bootstrap", "0", "--out", "s"]
+
+    return build
+
+
+NET_PY = """
+import torch.nn as nn
+class Base(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3)
+    def forward(self, x):
+        return self.c(x)
+class Text(Base):
+    input_size = 'abc'
+class Fraction(Base):
+    input_size = 32.5
+class Number(Base):
+    normalization = 5
+"""
+
+
+def _net(attr: str) -> Callable[[Path], list[str]]:
+    def build(tmp: Path) -> list[str]:
+        (tmp / "net.py").write_text(NET_PY)
+        return ["layers", f"net.py:{attr}"]
+
+    return build
+
+
+def _boxes(fmt: str, value: float) -> Callable[[Path], list[str]]:
+    """Annotations whose image and box are ``value`` px (1e308: infinite areas; 1e-300: vanishing ones)."""
+    def build(tmp: Path) -> list[str]:
+        big = value > 1
+        w = h = value if big else 64
+        x1 = value if big else value
+        if fmt == "coco":
+            doc = {"images": [{"id": 1, "file_name": "a.jpg", "width": w, "height": h}],
+                   "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, x1, x1]}]}
+            (tmp / "a.json").write_text(json.dumps(doc))
+            return ["objects", "a.json", "--out", "o"]
+        if fmt == "csv":
+            (tmp / "a.csv").write_text(f"a.jpg,0,0,{x1!r},{x1!r},{w!r},{h!r},dog\n")
+            return ["objects", "a.csv", "--out", "o"]
+        (tmp / "a.xml").write_text(f"<annotation><filename>a.jpg</filename><size><width>{w!r}</width><height>{h!r}"
+                                   f"</height></size><object><name>dog</name><bndbox><xmin>0</xmin><ymin>0</ymin>"
+                                   f"<xmax>{x1!r}</xmax><ymax>{x1!r}</ymax></bndbox></object></annotation>")
+        return ["objects", "a.xml", "--format", "voc", "--out", "o"]
+
+    return build
+
+
+def _write(name: str, text: str, argv: list[str]) -> Callable[[Path], list[str]]:
+    def build(tmp: Path) -> list[str]:
+        (tmp / name).write_text(text)
+        return argv
+
+    return build
+
+
+def _checkpoint_argv(builder: Callable[[Path], Path], *extra: str) -> Callable[[Path], list[str]]:
+    return lambda tmp: ["layers", builder(tmp).name, *extra]
+
+
+def _protocol(proto: int) -> Callable[[Path], Path]:
+    def build(tmp: Path) -> Path:
+        torch.manual_seed(0)
+        torch.save(create_model("twoconv").state_dict(), tmp / f"p{proto}.pt", pickle_protocol=proto)
+        return tmp / f"p{proto}.pt"
+
+    return build
+
+
+def _norm_depth(tmp: Path) -> Path:
+    save_checkpoint(tmp / "deep.pt", create_model("norm_8d"), "norm_8d", {"depth": 10**7})
+    return tmp / "deep.pt"
+
+
+COCO_SURROGATE = ('{"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}], "annotations": '
+                  '[{"id": 1, "image_id": 1, "category_id": "\\ud800x", "bbox": [1, 1, 10, 10]}]}')
+NONE_FLOOD = b"\x80\x02" + b"N" * 6 * 10**7 + b"."
+
+
+@dataclass
+class Round3:
+    id: str
+    case: int  # the issue's number
+    build: Callable[[Path], list[str]]  # -> argv after `erf` (run in the folder the builder filled)
+    fragments: list[str]
+    seconds: float = 30.0  # wall-clock bound on this loaded 2-core machine (the fix takes 1-5 s)
+
+
+ROUND3 = [
+    Round3("zip with two archive/data.pkl, the first a 6e7-NONE flood (49.5 s before)", 1,
+           _checkpoint_argv(_zip_with([("a/data.pkl", NONE_FLOOD), ("a/data.pkl", _real_pickle()),
+                                       ("a/byteorder", b"little")])),
+           ["ck.pt", "two entries named 'a/data.pkl'"]),
+    Round3("the pickle named archive/DATA.PKL, a 10^7-NONE flood (54.6 s before)", 2,
+           _checkpoint_argv(_zip_with([("a/DATA.PKL", b"\x80\x02" + b"N" * 10**7 + b"."),
+                                       ("a/byteorder", b"little")])),
+           ["ck.pt", "more than 100,000 opcodes"]),
+    Round3("archive/DATA.PKL of 100 MB (past the 64 MiB bound before)", 2,
+           _checkpoint_argv(_zip_with([("a/DATA.PKL", b"\x80\x02" + b"N" * 10**8 + b".")])),
+           ["ck.pt", "pickle stream is 100,000,003 bytes"]),
+    Round3("model_kwargs depth 10**7 for norm_8d (unbounded on the meta device before)", 3,
+           _checkpoint_argv(_norm_depth), ["deep.pt", "depth=10000000", "more than 100,000 modules"]),
+    Round3("safetensors listing 10^6 tensors (46 s before)", 4,
+           _checkpoint_argv(_many_safetensors), ["many.safetensors", "more than 100,000 tensors"], 60.0),
+    Round3("test_images 'abc' in checkpoint metadata (ValueError before)", 7, _study_checkpoints("abc"),
+           ["twoconv.pt", "test_images 'abc'"]),
+    Round3("test_images -5", 7, _study_checkpoints(-5), ["twoconv.pt", "test_images -5"]),
+    Round3("a model spec of 10^5 characters", 8, lambda tmp: ["layers", "a" * 10**5],
+           ["'aaaa", "100,000 characters"]),
+    Round3("x...x.py:Net of 10^5 characters", 8, lambda tmp: ["layers", "x" * 10**5 + ".py:Net"],
+           ["100,007 characters"]),
+    Round3("twoconv@y...y of 10^5 characters", 8, lambda tmp: ["layers", "twoconv@" + "y" * 10**5],
+           ["100,008 characters"]),
+    Round3("twoconv@ a 300-character file name", 8, lambda tmp: ["layers", "twoconv@" + "y" * 300],
+           ["y" * 60, "File name too long"]),
+    Round3("a 300-character code spec file", 8, lambda tmp: ["layers", "y" * 300 + ".py:Net"], ["no such file"]),
+    Round3("file.py:Net with input_size 'abc'", 9, _net("Text"), ["net.py:Text", "input_size 'abc'"]),
+    Round3("file.py:Net with input_size 32.5", 9, _net("Fraction"), ["net.py:Fraction", "input_size 32.5"]),
+    Round3("file.py:Net with normalization 5", 9, _net("Number"), ["net.py:Number", "normalization 5"]),
+    Round3("--seed 2**70", 10, lambda tmp: ["measure", "twoconv", *FAST_MEASURE, "--seed", str(2**70)],
+           ["--seed 1180591620717411303424", "2**64 - 1"]),
+    Round3("noise: with 30 nines", 10, lambda tmp: ["measure", "twoconv", *FAST_MEASURE, "--data", "noise:" + "9" * 30],
+           ["noise:999", "2**64 - 1"]),
+    Round3("--device meta", 11, lambda tmp: ["measure", "twoconv", *FAST_MEASURE, "--device", "meta"],
+           ["--device meta", "hold no data"]),
+    *[Round3(f"{fmt} image and box of 1e308 px", 12, _boxes(fmt, 1e308), ["image size", "1..1,048,576"])
+      for fmt in ("coco", "csv", "voc")],
+    *[Round3(f"{fmt} box of 1e-300 px", 12, _boxes(fmt, 1e-300), ["degenerate box", "below 1e-06 px"])
+      for fmt in ("coco", "csv", "voc")],
+    Round3("--resize 10**300", 12,
+           _write("a.json", json.dumps(COCO), ["objects", "a.json", "--resize", "1" + "0" * 300]),
+           ["--resize 1000", "at most 1,048,576"]),
+    Round3("COCO category_id '\\ud800x' (a lone surrogate; after publishing before)", 13,
+           _write("a.json", COCO_SURROGATE, ["objects", "a.json", "--out", "o"]), ["a.json", "lone surrogate"]),
+    *[Round3(f"--data constant:{v}", 16, lambda tmp, v=v: ["measure", "twoconv", *FAST_MEASURE, "--data",
+                                                           f"constant:{v}"], [f"constant:{v}", "finite"])
+      for v in ("nan", "inf", "1e400")],
+    Round3("--data '' (measured the working folder's PNGs before)", 17,
+           lambda tmp: ["measure", "twoconv", *FAST_MEASURE, "--data", ""], ["data source ''", "empty"]),
+    *[Round3(f"a genuine pickle_protocol={p} state dict", 18, _checkpoint_argv(_protocol(p)),
+             [f"p{p}.pt", "pickle protocol 0/1 stream", "--trust"]) for p in (0, 1)],
+    # the round-three sweep's own finds (case 0): each was accepted, silent or unbounded before
+    Round3("file.py:Net whose constructor raises SystemExit(0) (exit 0, no output before)", 0,
+           _write("net.py", "class Exit:\n    def __init__(self):\n        raise SystemExit(0)\n",
+                  ["layers", "net.py:Exit"]), ["net.py:Exit", "SystemExit(0)"]),
+    Round3("objects --bins 10000 over 20,000 classes (6e8 histogram counts: past 120 s before)", 0,
+           lambda tmp: _coco_categories(tmp, 20_000)[:2] + ["--bins", "10000", "--out", "o"],
+           ["--bins 10000", "20,000 classes", "600,000,000 counts"], 60.0),
+    Round3("COCO bbox [true, true, 10, 10] (read as 1, 1 before)", 0,
+           _write("a.json", json.dumps({**COCO, "annotations": [{"id": 1, "image_id": 1, "category_id": 3,
+                                                                   "bbox": [True, True, 10, 10]}]}),
+                  ["objects", "a.json"]), ["a.json", "non-numeric bbox"]),
+    Round3("study --objects sizes holding NaN (median 'nan px' before)", 0,
+           _write("sizes.json", '{"sizes": {"sqrt_area": [NaN, 1.0], "longer_side": [1.0, 1.0]}}',
+                  ["study", "twoconv", "twoconv_cbam", "--objects", "sizes.json", "--images", "2", "--bootstrap",
+                   "0"]), ["sizes.json"]),
+    Round3("a safetensors header naming a 10^5-character model (the whole name in the message before)", 0,
+           lambda tmp: (tmp.joinpath("n.safetensors").write_bytes(__import__("safetensors.torch").torch.save(
+               {"w": torch.zeros(1)}, metadata={"format": "erf.checkpoint", "model": "x" * 10**5})),
+               ["layers", "n.safetensors"])[1], ["unknown model", "100,000 characters"]),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ROUND3, ids=[f"{c.case}: {c.id}" for c in ROUND3])
+def test_round_three_is_one_line_exit_2_in_seconds(case: Round3, tmp_path: Path) -> None:
+    """Issue 25, as a real process: exit 2, one ``erf CMD: error:`` line naming the file or argument, no traceback,
+    within the bound; nothing written or lost in the folder (no lock, staging folder or temporary file)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = case.build(work)
+    before = _folder_state(work)
+    code, out, err, seconds = _erf_process(argv, work)
+    lines = [ln for ln in err.splitlines() if ln.startswith(f"erf {argv[0]}: error: ")]
+    assert code == 2 and "Traceback" not in err and len(lines) == 1, err[-2000:]
+    assert len(lines[0]) < 1000, lines[0][:300]  # a 300-character argument may be named twice
+    for fragment in case.fragments:
+        assert fragment in lines[0], (fragment, lines[0][:300])
+    assert seconds < case.seconds, f"{seconds:.1f} s"
+    assert _folder_state(work) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("proto", [0, 1])
+def test_old_protocol_pickles_load_under_trust(proto: int, tmp_path: Path) -> None:
+    """Issue 25 case 18: ``--trust`` did not help; protocol 0 now loads through erf's reader (torch cannot read its
+    text persistent ids), protocol 1 through torch, both after the warning line."""
+    from erf.checkpoints import read_checkpoint_file
+
+    path = _protocol(proto)(tmp_path)
+    torch.manual_seed(0)
+    want = create_model("twoconv").state_dict()
+    with pytest.warns(UserWarning, match="an old pickle protocol"):
+        got = read_checkpoint_file(path, trust=True)
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) and got[k].dtype == want[k].dtype
+                                         for k in want)
+    code, out, err, _ = _erf_process(["layers", path.name, "--trust"], tmp_path)
+    assert code == 0 and err.startswith(f"warning: {path.name} may run code") and "twoconv" in out, err
+
+
+def test_a_la_mask_is_read_by_its_first_channel(tmp_path: Path, run_cli) -> None:
+    """Issue 25 case 14: a two-channel (LA) mask PNG was an ``IndexError``."""
+    from PIL import Image
+
+    from erf.objects import read_annotations
+
+    a = np.zeros((20, 30, 2), np.uint8)
+    a[2:6, 3:10, 0] = 1
+    a[10:15, 12:20, 0] = 2
+    a[..., 1] = 255  # alpha
+    Image.fromarray(a, "LA").save(tmp_path / "la.png")
+    boxes = read_annotations(tmp_path / "la.png").boxes
+    assert sorted((b.label, b.x0, b.y0, b.x1, b.y1) for b in boxes) == [("1", 3, 2, 10, 6), ("2", 12, 10, 20, 15)]
+    code, _, err = run_cli("objects", tmp_path / "la.png")
+    assert code == 0 and "Traceback" not in err
+
+
+def _labels_mask(tmp: Path) -> list[str]:
+    from PIL import Image
+
+    a = np.arange(1, 65537, dtype=np.int64).reshape(256, 256)
+    a[a == 255] = 256  # 255 is VOC's "void": not an object
+    a[a > 65533] = 0
+    Image.fromarray(a.astype(np.uint16)).save(tmp / "labels.png")
+    return ["objects", "labels.png", "--out", "o"]
+
+
+def _coco_categories(tmp: Path, n: int = 50_000) -> list[str]:
+    doc = {"images": [{"id": i, "width": 640, "height": 480, "file_name": f"{i}.jpg"} for i in range(100)],
+           "annotations": [{"id": i, "image_id": i % 100, "category_id": i, "bbox": [10, 10, 5 + i % 50, 7 + i % 30]}
+                           for i in range(n)],
+           "categories": [{"id": i, "name": f"c{i}"} for i in range(n)]}
+    (tmp / "cats.json").write_text(json.dumps(doc))
+    return ["objects", "cats.json", "--out", "o"]
+
+
+def _csv_labels(tmp: Path, n: int = 50_000) -> list[str]:
+    (tmp / "labels.csv").write_text("".join(f"im{i % 100},10,10,{20 + i % 50},{30 + i % 40},640,480,l{i}\n"
+                                            for i in range(n)))
+    return ["objects", "labels.csv", "--out", "o"]
+
+
+MANY_CLASSES = [("a mask PNG with 65,533 labels (killed at 60 s before)", _labels_mask, 65533),
+                ("COCO with 50k category_ids (57 s before)", _coco_categories, 50_000),
+                ("a CSV with 50k labels (64 s before)", _csv_labels, 50_000)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", MANY_CLASSES, ids=[c[0] for c in MANY_CLASSES])
+def test_many_classes_are_summarised_in_seconds(case, tmp_path: Path) -> None:
+    """Issue 25 case 5: per-class summaries were quadratic; end to end (read, summarise, objects.json, figures,
+    table) as a real process. About 10 s here; the bound leaves room for a loaded machine."""
+    _, build, classes = case
+    argv = build(tmp_path)
+    code, out, err, seconds = _erf_process(argv, tmp_path)
+    assert code == 0 and "Traceback" not in err, err[-2000:]
+    doc = json.loads((tmp_path / "o" / "objects.json").read_text())
+    assert len(doc["summary"]["per_class"]) == classes
+    assert seconds < 45, f"{seconds:.1f} s"
+
+
+def test_per_class_summaries_equal_each_class_summarised_alone() -> None:
+    """The vectorised per-class pass gives what :func:`_describe` gives on each class alone (quantiles and
+    histograms exactly, means up to rounding), classes of one object and unlabelled objects included."""
+    from erf.objects.sizes import ObjectSizes, _describe, summarize
+
+    rng = np.random.default_rng(0)
+    v = rng.lognormal(2, 1, 3000)
+    labels = [None if i % 13 == 0 else f"c{rng.integers(900)}" for i in range(3000)]
+    sizes = ObjectSizes(v, v * 1.3, v / 100, labels, False, "m")
+    summary = summarize(sizes)
+    names = np.asarray(["(none)" if lab is None else lab for lab in labels], dtype=object)
+    assert list(summary["per_class"]) == sorted(set(names))
+    for lab, entry in summary["per_class"].items():
+        sel = names == lab
+        assert entry["count"] == int(sel.sum())
+        for key in ("sqrt_area", "longer_side", "relative"):
+            alone = _describe(getattr(sizes, key)[sel], np.asarray(summary[key]["histogram"]["edges"]))
+            assert entry[key]["quantiles"] == alone["quantiles"] and entry[key]["histogram"] == alone["histogram"]
+            assert entry[key]["mean"] == pytest.approx(alone["mean"], rel=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("what", ["a 4000x4000 image in a CIFAR npz", "--input-size 4096"])
+def test_a_costly_measurement_says_so_before_any_work(what: str, tmp_path: Path) -> None:
+    """Issue 25 case 6: 61 s / > 90 s without a word. The cost (counted on the meta device) is one ``warning:``
+    line naming --images and --input-size, printed within seconds; Ctrl-C then leaves nothing behind."""
+    import signal
+    import subprocess
+    import sys
+
+    if what.startswith("a 4000"):
+        np.savez(tmp_path / "huge.npz", x_test=np.zeros((1, 4000, 4000, 3), np.uint8), y_test=np.zeros(1, np.int64))
+        argv = ["--data", "cifar10:huge.npz", "--images", "1"]
+    else:
+        argv = ["--input-size", "4096", "--images", "2", "--layer", "stem"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "erf", "measure", "twoconv", "--bootstrap", "0", *argv,
+                             "--out", "o"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True)
+    start, line = time.monotonic(), ""
+    try:
+        while proc.poll() is None and time.monotonic() - start < 60:
+            line = proc.stderr.readline()
+            if line.startswith("warning: "):
+                break
+        seconds = time.monotonic() - start
+        assert line.startswith("warning: this measurement needs about "), line
+        assert "TFLOP" in line and "--images" in line and "--input-size" in line
+        assert seconds < 30, f"{seconds:.1f} s"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(120) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.erf-*"))
+
+
+def test_small_measurements_do_not_warn_about_cost(run_cli) -> None:
+    code, _, err = run_cli("measure", "twoconv", "--images", "8", "--bootstrap", "0")
+    assert code == 0 and "warning" not in err, err

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from references import snapshot
 
 from erf.errors import AnnotationError, InputError
 from erf.objects import (
@@ -354,7 +355,7 @@ def test_cli_json_validates_against_the_schema(run_cli, tmp_path):
     code, out, err = run_cli("objects", FIX / "voc", "--resize", "64", "--center-crop", "64", "--out", tmp_path / "o")
     assert code == 0, err
     assert "sqrt(area) px" in out and "dog" in out
-    assert {p.name for p in (tmp_path / "o").iterdir()} == {"objects.json", "histogram.png", "cdf.png"}
+    assert set(snapshot(tmp_path / "o")) == {"objects.json", "histogram.png", "cdf.png"}
     validate(json.loads((tmp_path / "o" / "objects.json").read_text()), "objects")
     code, out, err = run_cli("objects", FIX / "voc", "--out", tmp_path / "o")
     assert code == 2 and "--force" in err

@@ -8,6 +8,7 @@ Concurrent and interrupted runs are real processes receiving real signals: a sma
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -375,3 +376,121 @@ def test_a_crashed_training_keeps_its_last_finished_epoch(tmp_path: Path, run_cl
 def test_errors_are_erf_errors() -> None:
     assert issubclass(OutputBusyError, OutputError) and issubclass(OutputExistsError, OutputError)
     assert issubclass(OutputError, ErfError)
+
+
+# ============================================================================ issue 25: manifest, links, full disk
+def _measure(out: Path, *extra: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "erf", "measure", "twoconv", "--images", "2", "--bootstrap", "0",
+                           "--no-plots", "--out", str(out), *extra], env=_env(), cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_force_through_a_symlink_keeps_the_users_files_that_match_erfs_names(tmp_path: Path) -> None:
+    """Issue 25 case 20: ``--out LINK --force``, LINK -> a user's folder holding ``maps/mine.npy`` (it was deleted,
+    matching erf's ``maps/*.npy``). Only the previous set's manifest decides what is erf's."""
+    user = tmp_path / "user"
+    (user / "maps").mkdir(parents=True)
+    (user / "maps" / "mine.npy").write_bytes(b"the user's own array")
+    (user / "notes.md").write_text("mine")
+    os.symlink("user", tmp_path / "LINK")
+    done = _measure(tmp_path / "LINK", "--force", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "warning: --out " in done.stderr and "symbolic link" in done.stderr and str(user) in done.stderr
+    files = snapshot(user)
+    assert files["maps/mine.npy"] == b"the user's own array" and files["notes.md"] == b"mine"
+    assert {"measure.json", "maps/stem.npy", "maps/stage1.npy", "maps/stage2.npy"} <= set(files)
+    manifest = json.loads((user / ".erf-manifest.json").read_text())
+    assert sorted(manifest["files"]) == sorted(f for f in files if f not in ("maps/mine.npy", "notes.md"))
+    assert os.readlink(tmp_path / "LINK") == "user"  # the link itself is kept
+    # a second run of fewer layers: erf's stale maps go, the user's file stays; an erf file the user edited stays
+    (user / "maps" / "stem.npy").write_bytes(b"edited by the user")
+    done = _measure(tmp_path / "LINK", "--force", "--layer", "stage1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    files = snapshot(user)
+    assert sorted(files) == ["maps/mine.npy", "maps/stage1.npy", "maps/stem.npy", "measure.json", "notes.md"]
+    assert files["maps/stem.npy"] == b"edited by the user" and files["maps/mine.npy"] == b"the user's own array"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LINK", "user"]  # no lock, no staging left
+    assert_no_temporaries(user, erf_internal=True)
+
+
+def test_a_forged_manifest_cannot_delete_files_outside_the_set(tmp_path: Path) -> None:
+    out, victim = tmp_path / "o", tmp_path / "victim.txt"
+    victim.write_text("keep")
+    with OutputSet(out) as s:
+        write_text(s.path / "a.txt", "erf")
+    (out / "sub").symlink_to(tmp_path)
+    digest = __import__("hashlib").sha256(b"keep").hexdigest()
+    forged = {"schema": "erf.manifest/1", "files": {p: {"size": 4, "sha256": digest}
+                                                    for p in ("../victim.txt", "/" + str(victim), "sub/victim.txt")}}
+    (out / ".erf-manifest.json").write_text(json.dumps(forged))
+    with OutputSet(out, force=True) as s:
+        write_text(s.path / "b.txt", "erf")
+    assert victim.read_text() == "keep" and (out / "a.txt").read_text() == "erf" and (out / "b.txt").exists()
+
+
+def test_a_symlink_loop_as_out_is_refused_before_any_work(tmp_path: Path, run_cli, monkeypatch) -> None:
+    """Issue 25 case 19: ``--out a`` with ``a -> b -> a`` was refused only after the measurement."""
+    os.symlink(tmp_path / "b", tmp_path / "a")
+    os.symlink(tmp_path / "a", tmp_path / "b")
+    import erf.checkpoints
+
+    monkeypatch.setattr(erf.checkpoints, "load_checkpoint",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("work before the check")))
+    start = time.monotonic()
+    code, _, err = run_cli("measure", "twoconv", "--out", str(tmp_path / "a"), "--force")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "loop of symbolic links" in lines[0] and str(tmp_path / "a") in lines[0]
+    assert time.monotonic() - start < 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def _small_mount(path: Path, size: str) -> bool:
+    path.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                              capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_keeps_the_old_set(tmp_path: Path) -> None:
+    """Issue 25 case 15: a real, nearly full tmpfs (ENOSPC mid-write) was a traceback; the old set stayed."""
+    disk = tmp_path / "disk"
+    if not _small_mount(disk, "1m"):
+        pytest.skip("cannot mount a small tmpfs here (needs root); ENOSPC is faked in test_enospc_without_a_mount")
+    try:
+        done = _measure(disk / "o")
+        assert done.returncode == 0, done.stderr
+        old = snapshot(disk / "o", manifest=True)
+        filler = disk / "filler"
+        st = os.statvfs(disk)  # fill the disk but for 4 KB: the new maps (8 KB each) cannot be written
+        with contextlib.suppress(OSError):
+            filler.write_bytes(b"\0" * (st.f_bavail * st.f_frsize - 4096))
+        done = subprocess.run([sys.executable, "-m", "erf", "measure", "twoconv", "--images", "2", "--bootstrap",
+                               "0", "--out", str(disk / "o"), "--force"], env=_env(), capture_output=True, text=True,
+                              timeout=300)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert lines[-1].startswith(f"erf measure: error: --out {disk / 'o'}: out of space"), lines
+        assert "No space left on device" in lines[-1] and len(lines[-1]) < 400
+        assert snapshot(disk / "o", manifest=True) == old
+        assert sorted(p.name for p in disk.iterdir()) == ["filler", "o"]  # no staging folder, no lock
+        assert_no_temporaries(disk / "o", erf_internal=True)
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True, timeout=20)
+
+
+def test_enospc_without_a_mount(tmp_path: Path, monkeypatch) -> None:
+    """The same refusal where no tmpfs can be mounted: a write failing with ENOSPC and no file name (np.save)."""
+    out = tmp_path / "o"
+    with OutputSet(out) as s:
+        write_text(s.path / "a.txt", "old")
+    with pytest.raises(OutputError, match="out of space; the previous set is kept") as info:
+        with OutputSet(out, force=True) as s:
+            write_text(s.path / "a.txt", "new")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert info.value.param == "out" and snapshot(out) == {"a.txt": b"old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]

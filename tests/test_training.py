@@ -180,7 +180,7 @@ def test_cli_train_and_resume(tmp_path, run_cli):
     assert "test images only" in err  # the bundled sample has no train split: said, not hidden
     summary = json.loads(text)
     assert summary["schema"] == "erf.train/1" and summary["epochs"] == 2
-    assert {p.name for p in out.iterdir()} == {"best.pt", "last.pt", "log.csv"}
+    assert {p.name for p in out.iterdir()} - {".erf-manifest.json"} == {"best.pt", "last.pt", "log.csv"}
     meta = load_checkpoint(out / "best.pt").metadata
     assert meta["train_images"] == 64 and meta["test_images"] == 64 and meta["subset"] == "64"
     # an existing run folder is not overwritten without --force

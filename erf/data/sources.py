@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from erf.errors import DataError, InputError
+from erf.errors import MAX_SEED, DataError, InputError
 from erf.images import ImageRefused, open_bounded
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -346,6 +346,9 @@ def load_source(
         DataError: missing, empty, corrupt or mis-shaped data.
         InputError: a malformed spec.
     """
+    if not str(spec).strip():
+        raise InputError(f"data source {spec!r}: empty; give bundled, cifar10:ROOT, folder:DIR, noise[:SEED], "
+                         "constant[:VALUE] or tensor:FILE")
     kind, _, arg = spec.partition(":")
     if split not in CIFAR10_SIZES:
         raise InputError(f"split must be 'train' or 'test', got {split!r}")
@@ -381,11 +384,16 @@ def load_source(
                              param="count")
         if kind == "noise":
             seed = _parse_number(arg or "0", spec, int)
+            if not 0 <= seed <= MAX_SEED:
+                raise InputError(f"{spec[:60]}: the noise seed must be an integer in 0..2**64 - 1")
             gen = torch.Generator().manual_seed(seed)
             images = torch.randn(shape, generator=gen)
             desc = f"{n} Gaussian-noise images (seed {seed})"
         else:
             value = _parse_number(arg or "0", spec, float)
+            if not math.isfinite(value):
+                raise InputError(f"{spec[:60]}: the constant must be a finite number (a tensor: file holding NaN or "
+                                 "Inf is refused the same way)")
             images = torch.full(shape, value)
             desc = f"{n} constant images (value {value} in normalised space)"
         data = ImageSet(images, torch.full((n,), -1, dtype=torch.long), desc)
@@ -407,7 +415,7 @@ def _parse_number(text: str, spec: str, kind: type) -> float | int:
     try:
         return kind(text)
     except ValueError:
-        raise InputError(f"{spec}: {text!r} is not a number") from None
+        raise InputError(f"{spec[:60]}: {text[:40]!r} is not a number") from None
 
 
 def _load_tensor(path: Path) -> ImageSet:

@@ -122,9 +122,10 @@ def canonical_name(name: str) -> str:
         return _ALIASES[name]
     import difflib
 
-    close = difflib.get_close_matches(name, [*_ENTRIES, *_ALIASES], n=4)
+    close = difflib.get_close_matches(name, [*_ENTRIES, *_ALIASES], n=4) if len(name) <= 200 else []
     hint = f"; did you mean {', '.join(close)}?" if close else "; see `erf models`"
-    raise UnknownModelError(f"unknown model {name!r}{hint}")
+    shown = repr(name) if len(name) <= 200 else f"{name[:60]!r}... ({len(name):,} characters)"
+    raise UnknownModelError(f"unknown model {shown}{hint}")
 
 
 def is_model(name: str) -> bool:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from erf.errors import InputError
-from erf.objects.records import ObjectBox
+from erf.objects.records import MAX_IMAGE_SIDE, ObjectBox
 
 
 @dataclass
@@ -44,8 +44,10 @@ class Preprocess:
     def __post_init__(self) -> None:
         for name in ("resize", "center_crop", "pad_to", "input_size"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0):
-                raise InputError(f"{v!r}: must be a positive integer", param=name)
+            if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool)
+                                  or not 0 < v <= MAX_IMAGE_SIDE):
+                shown = f"{v!r:.40}" if len(repr(v)) <= 40 else f"{repr(v)[:20]}..."
+                raise InputError(f"{shown}: must be a positive integer (at most {MAX_IMAGE_SIDE:,} px)", param=name)
 
     def steps(self, image_w: float, image_h: float) -> list[tuple[str, float, float, float, float, float, float]]:
         """The affine steps for one image size: ``[(name, sx, sy, dx, dy, W_after, H_after), ...]``.

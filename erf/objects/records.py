@@ -16,6 +16,11 @@ from erf.errors import AnnotationError
 
 #: boxes may overshoot the image border by this many pixels (rounding in exporters); they are clipped.
 BORDER_TOLERANCE = 1.0
+MAX_IMAGE_SIDE = 2**20
+"""Largest image side (px) an annotation may declare, and the largest ``--resize`` / crop / canvas: beyond it areas
+overflow nothing but mean nothing either (gigapixel slides are ~2e5 px a side)."""
+MIN_BOX_SIDE = 1e-6
+"""Narrowest box side (px) accepted: below it the box area underflows towards 0 (a 1e-300 px box)."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 """Suffixes of image files looked for beside annotations (YOLO image sizes)."""
 
@@ -100,7 +105,14 @@ class Collector:
     def add(self, where: str, image: str, label: str | None, x0: Any, y0: Any, x1: Any, y1: Any,
             image_w: Any, image_h: Any, mask_area: Any = None) -> None:
         """Validate and append one box; ``where`` names the file and record for messages."""
+        if isinstance(label, str) and not _is_unicode(label):
+            shown = label.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")[:60]
+            self.bad(f"{where}: label '{shown}' is not valid Unicode text (a lone surrogate, which no output can "
+                     "encode)")
+            return
         try:
+            if any(isinstance(v, bool) for v in (x0, y0, x1, y1, image_w, image_h)):
+                raise TypeError("a JSON true/false is not a coordinate")
             x0f, y0f, x1f, y1f, w, h = float(x0), float(y0), float(x1), float(y1), float(image_w), float(image_h)
         except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond any float
             shown = repr([x0, y0, x1, y1, image_w, image_h])
@@ -124,6 +136,15 @@ class Collector:
                                     w, h, area))
 
 
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (no lone surrogate, as ``json`` makes of ``"\\ud800"``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def box_problem(x0: float, y0: float, x1: float, y1: float, w: float, h: float) -> str | None:
     """Why a box ``(x0, y0, x1, y1)`` in a ``w x h`` image is invalid, or ``None``."""
     finite = math.isfinite
@@ -131,12 +152,15 @@ def box_problem(x0: float, y0: float, x1: float, y1: float, w: float, h: float) 
         return f"non-finite value in box ({x0}, {y0}, {x1}, {y1}) or image size {w}x{h}"
     if w <= 0 or h <= 0:
         return f"image size {w:g}x{h:g} is not positive"
+    if not (1 <= w <= MAX_IMAGE_SIDE and 1 <= h <= MAX_IMAGE_SIDE):
+        return f"image size {w:g}x{h:g} is outside 1..{MAX_IMAGE_SIDE:,} px a side"
     if x0 < -BORDER_TOLERANCE or y0 < -BORDER_TOLERANCE:
         return f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) has a negative corner"
     if x1 > w + BORDER_TOLERANCE or y1 > h + BORDER_TOLERANCE:
         return f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the {w:g}x{h:g} image"
-    if x1 <= x0 or y1 <= y0:
-        return f"degenerate box ({x0:g}, {y0:g}, {x1:g}, {y1:g}): zero or negative width/height"
+    if x1 - x0 < MIN_BOX_SIDE or y1 - y0 < MIN_BOX_SIDE:
+        return (f"degenerate box ({x0:g}, {y0:g}, {x1:g}, {y1:g}): width or height below {MIN_BOX_SIDE:g} px "
+                "(zero, negative or vanishing)")
     if min(x1, w) <= max(x0, 0.0) or min(y1, h) <= max(y0, 0.0):
         return f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) has no area inside the {w:g}x{h:g} image"
     return None

@@ -18,6 +18,9 @@ SCHEMA = "erf.objects/1"
 """Schema name of the object-size document."""
 QUANTILES = (5, 25, 50, 75, 95)
 """Percentiles of the summaries."""
+MAX_HISTOGRAM_COUNTS = 20_000_000
+"""Counts of all per-class histograms together at most (3 measures x classes x bins): 65,535 classes x 20 bins
+are 3.9 million; 20,000 classes x 10,000 bins (6e8, hours and gigabytes of JSON) are refused, naming ``bins``."""
 SIZE_MEASURES = (("sqrt_area", "sqrt(area) px"), ("longer_side", "longer side px"), ("relative", "relative size"))
 """The size measures of :class:`ObjectSizes`: attribute and label (px in model input; relative: side / image side)."""
 
@@ -73,11 +76,11 @@ class ObjectSizes:
             "is_estimate": self.is_estimate, "method": self.method, "summary": summarize(self, bins),
             "notes": notes, **(extra or {}),
             "sizes": {
-                "sqrt_area": [float(v) for v in self.sqrt_area],
-                "longer_side": [float(v) for v in self.longer_side],
-                "relative": [float(v) for v in self.relative],
+                "sqrt_area": np.asarray(self.sqrt_area, dtype=np.float64).tolist(),
+                "longer_side": np.asarray(self.longer_side, dtype=np.float64).tolist(),
+                "relative": np.asarray(self.relative, dtype=np.float64).tolist(),
                 "labels": list(self.labels),
-                "boxes": [[float(v) for v in b] for b in self.boxes]},
+                "boxes": np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4).tolist()},
         }
 
     @classmethod
@@ -99,6 +102,10 @@ class ObjectSizes:
         else:
             raise InputError(f"{source or 'document'}: no per-object sizes (expected an `erf objects --json` "
                              "document)")
+        for what, values in (("sqrt_area", sa), ("longer_side", ls)):
+            if values.ndim != 1 or len(values) != len(sa) or not np.all(np.isfinite(values)) or np.any(values <= 0):
+                raise InputError(f"{source or 'document'}: {what} must hold one finite size > 0 per object "
+                                 "(NaN, Inf, zero or negative sizes found)")
         relative = np.asarray(objs.get("relative", []) if isinstance(objs, dict) else [], dtype=np.float64)
         boxes = np.asarray(objs.get("boxes", []) if isinstance(objs, dict) else [], dtype=np.float64).reshape(-1, 4)
         return cls(sa, ls, relative, labels, bool(doc.get("is_estimate", False)), str(doc.get("method", "")),
@@ -194,13 +201,51 @@ def summarize(sizes: ObjectSizes, bins: int = 20) -> dict[str, Any]:
     for key in ("sqrt_area", "longer_side", "relative"):
         out[key] = _describe(getattr(sizes, key), bins)
         edges[key] = np.asarray(out[key]["histogram"]["edges"]) if len(sizes) else bins
-    labels = np.asarray(["(none)" if lab is None else str(lab) for lab in sizes.labels], dtype=object)
-    per_class = {}
-    for lab in sorted(set(labels.tolist())):
-        sel = labels == lab
-        entry: dict[str, Any] = {"count": int(sel.sum())}
-        for key in ("sqrt_area", "longer_side", "relative"):
-            entry[key] = _describe(getattr(sizes, key)[sel], edges[key])
-        per_class[lab] = entry
-    out["per_class"] = per_class
+    out["per_class"] = _per_class(sizes, edges)
     return out
+
+
+def _per_class(sizes: ObjectSizes, edges: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_describe` of each size measure per label, in one vectorised pass (linear in objects and classes: a
+    mask with 65,535 labels, a COCO file with 50,000 categories). Values equal :func:`_describe`'s on each class
+    alone (means up to rounding): the same linear-interpolation quantiles, the overall histogram edges."""
+    labels = ["(none)" if lab is None else str(lab) for lab in sizes.labels]
+    if not labels:
+        return {}
+    names, group = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
+    group = group.ravel()
+    k = len(names)
+    cells = 3 * k * (len(edges["sqrt_area"]) - 1)
+    if cells > MAX_HISTOGRAM_COUNTS:
+        raise InputError(f"{len(edges['sqrt_area']) - 1}: per-class histograms of {k:,} classes would hold {cells:,} "
+                         f"counts (at most {MAX_HISTOGRAM_COUNTS:,}); use fewer bins", param="bins")
+    counts = np.bincount(group, minlength=k)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    per: dict[str, dict[str, Any]] = {}
+    for key in ("sqrt_area", "longer_side", "relative"):
+        values = np.asarray(getattr(sizes, key), dtype=np.float64)
+        order = np.lexsort((values, group))  # by class, then by value
+        ordered = values[order]
+        means = np.bincount(group, weights=values, minlength=k) / counts
+        quantiles = []
+        for q in QUANTILES:  # numpy's "linear" method: virtual index q/100 * (n - 1), then its _lerp
+            virtual = (q / 100) * (counts - 1)
+            lo = np.floor(virtual).astype(np.int64)
+            hi = np.minimum(lo + 1, counts - 1)
+            t = virtual - lo
+            a, b = ordered[starts + lo], ordered[starts + hi]
+            diff = b - a
+            quantiles.append(np.where(t >= 0.5, b - diff * (1 - t), a + diff * t))
+        e = np.asarray(edges[key], dtype=np.float64)
+        nb = len(e) - 1
+        slot = np.clip(np.searchsorted(e, values, side="right") - 1, 0, nb - 1)
+        inside = (values >= e[0]) & (values <= e[-1])
+        hist = np.bincount(group[inside] * nb + slot[inside], minlength=k * nb).reshape(k, nb)
+        edge_list = [float(v) for v in e]
+        for c, name in enumerate(names.tolist()):
+            entry = per.setdefault(name, {"count": int(counts[c])})
+            entry[key] = {"count": int(counts[c]), "mean": float(means[c]),
+                          "quantiles": {str(q): float(v[c]) for q, v in zip(QUANTILES, quantiles)},
+                          "histogram": {"edges": edge_list, "counts": hist[c].tolist()}}
+    return {name: per[name] for name in sorted(per)}
+

@@ -8,7 +8,8 @@ object size (:mod:`erf.study.conversion`); the verdict is :func:`erf.study.verdi
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,26 @@ import numpy as np
 import torch
 
 from erf.checkpoints import ACCURACY_KEYS, LoadedModel, load_checkpoint, metadata_accuracy
-from erf.errors import InputError, StudyError
+from erf.errors import CheckpointError, InputError, StudyError
 from erf.objects.sizes import ObjectSizes
 from erf.study.conversion import CONVERSION, SCHEMA
 from erf.study.pairing import pair_rows
 from erf.study.records import Accuracy, ModelERF, measure_model, model_json
 from erf.study.verdicts import fit_gain, verdict
+
+
+def _test_images(metadata: Mapping[str, Any], source: str) -> int:
+    """The checkpoint metadata's ``test_images`` (how many images its accuracy was measured on; 0 when absent).
+
+    Raises:
+        CheckpointError: it is not a whole number >= 0 (a string, a fraction, a negative or non-finite number).
+    """
+    value = metadata.get("test_images", 0)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise CheckpointError(f"{source}: metadata test_images {value!r:.40} is not a whole number >= 0")
+    return value
 
 
 def objects_summary(objects: ObjectSizes) -> dict[str, Any]:
@@ -118,9 +133,10 @@ def study_models(checkpoints: Sequence[str | LoadedModel], data: Any, objects: O
         raise StudyError(f"accuracy='metadata': no recorded accuracy ({', '.join(ACCURACY_KEYS)}) in "
                          f"{', '.join(missing)}")
     use_meta = accuracy == "metadata" or (accuracy == "auto" and have_meta)
+    counts = [_test_images(lm.metadata, str(spec)) for spec, lm in zip(checkpoints, loaded)] if use_meta else []
     models: list[ModelERF] = []
-    for spec, lm, rec in tqdm(list(zip(checkpoints, loaded, recorded)), desc="study", unit="model",
-                              disable=not progress):
+    for k, (spec, lm, rec) in enumerate(tqdm(list(zip(checkpoints, loaded, recorded)), desc="study", unit="model",
+                                             disable=not progress)):
         from erf.models import get_entry, is_model
 
         att = get_entry(lm.name).attention if is_model(lm.name) else None
@@ -129,7 +145,7 @@ def study_models(checkpoints: Sequence[str | LoadedModel], data: Any, objects: O
         notes += [f"{spec}: {n}" for n in mnotes]
         m.trained = lm.trained
         if use_meta:
-            m.accuracy = Accuracy(rec[0], int(lm.metadata.get("test_images", 0)), f"checkpoint metadata {rec[1]}")
+            m.accuracy = Accuracy(rec[0], counts[k], f"checkpoint metadata {rec[1]}")
         else:
             c = correctness(lm.model, data, device)
             m.accuracy = Accuracy(float(c.mean()), len(c), f"evaluated on {data.description}", c)

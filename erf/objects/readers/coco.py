@@ -75,7 +75,7 @@ def read_coco(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS
             col.bad(f"{where}: bbox must be [x, y, width, height], got {_show(bbox)}")
             continue
         try:
-            x, y, bw, bh = (float(v) for v in bbox)
+            x, y, bw, bh = (float(v) if not isinstance(v, bool) else float("x") for v in bbox)  # true is no number
         except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond a float (1e400)
             col.bad(f"{where}: non-numeric bbox {_show(bbox)}")
             continue

@@ -30,6 +30,8 @@ def mask_boxes(mask: np.ndarray) -> list[tuple[str | None, float, float, float, 
     from scipy import ndimage
 
     mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[2] <= 2:  # L / LA (PIL's "LA", "PA"): the value is the first channel
+        mask = mask[..., 0]
     if mask.ndim == 3:  # RGB(A) mask: each distinct colour is one value
         rgb = mask[..., :3].astype(np.int64)
         if (rgb == rgb[..., :1]).all():
@@ -73,7 +75,7 @@ def read_masks(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTION
         except ImageRefused as exc:
             col.bad(f"{f}: {exc}" if exc.kind == "too_large" else f"{f}: not a readable PNG ({exc})")
             continue
-        if mask.ndim not in (2, 3) or mask.size == 0:
+        if mask.ndim not in (2, 3) or mask.size == 0 or (mask.ndim == 3 and mask.shape[2] > 4):
             col.bad(f"{f}: mask of shape {mask.shape} is not an image")
             continue
         h, w = mask.shape[:2]
