@@ -25,6 +25,7 @@ class Budget:
         pc_distances: positive-control distances (px), the last beyond the plain twin's TRF.
         pc_images, pc_test_images, pc_epochs, pc_dilation: positive-control data and recipe.
         widths, blocks: the dilation twins' widths and blocks per stage.
+        smoke: a pipeline check only (its report says its numbers mean nothing).
     """
 
     name: str
@@ -48,11 +49,13 @@ class Budget:
     pc_dilation: int = 1
     widths: tuple[int, int] = (16, 32)
     blocks: tuple[int, int] = (1, 2)
+    smoke: bool = False
 
     def training(self) -> dict[str, Any]:
         """The settings a finished cell must match to be reused (everything but the grid's extent)."""
         d = asdict(self)
-        for k in ("name", "help", "sizes", "dilations", "seeds", "control_gates", "control_points", "pc_distances"):
+        for k in ("name", "help", "sizes", "dilations", "seeds", "control_gates", "control_points", "pc_distances",
+                  "smoke"):
             d.pop(k)
         return d
 
@@ -61,7 +64,7 @@ BUDGETS: dict[str, Budget] = {b.name: b for b in (
     Budget("tiny", "seconds: a pipeline check (tiny data, 1 epoch, 1 seed; numbers mean nothing)",
            sizes=(16, 32), dilations=(1, 4), seeds=1, epochs=1, batch_size=16, lr=0.05, train_images=48,
            test_images=32, erf_images=8, control_gates=("localgate",), control_points=((1, 32),),
-           pc_images=48, pc_test_images=32, pc_epochs=1, widths=(4, 8), blocks=(1, 1)),
+           pc_images=48, pc_test_images=32, pc_epochs=1, widths=(4, 8), blocks=(1, 1), smoke=True),
     Budget("cpu", "the real run on a 2-core CPU (about 100 min with OMP_NUM_THREADS=1): d 1/2/4 x s 16/32 x 3 seeds, "
                   "controls at d=1 s=32, positive control at D 8/48",
            sizes=(16, 32), dilations=(1, 2, 4), seeds=3, epochs=8, batch_size=64, lr=0.05, train_images=None,
