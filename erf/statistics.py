@@ -243,3 +243,53 @@ def fixed_effects_fit(y: Sequence[float], x: Sequence[float], groups: Sequence[A
     return {"slope": b, "se": se, "df": int(df), "ci": [b - half, b + half], "p_less": p_less,
             "p_greater": p_greater, "n": int(len(yv)), "groups": [str(k) for k in keys],
             "intercepts": {str(k): float(coef[i]) for i, k in enumerate(keys)}}
+
+
+def within_slope(y: Sequence[float] | np.ndarray, x: Sequence[float] | np.ndarray,
+                 blocks: Sequence[Any]) -> dict[str, Any]:
+    """OLS ``y = a_block + b x`` (one intercept per block) for one or many outcome columns at once.
+
+    The same estimate as :func:`fixed_effects_fit` (the slope from the within-block variation of ``x`` only,
+    residual SE with ``n - blocks - 1`` df), vectorised so a simulation can fit thousands of simulated
+    outcomes of one design in one call.
+
+    Args:
+        y: ``(n,)`` or ``(n, R)`` outcomes (``R`` replicates of the same design); must be finite.
+        x: ``(n,)`` regressor.
+        blocks: ``n`` hashable block labels.
+
+    Returns:
+        ``{"slope", "se"}`` (arrays of shape ``(R,)``, or floats for 1-D ``y``), ``"df"`` (int), ``"n"``,
+        ``"blocks"``, ``"identified"`` (bool: some block holds two distinct ``x`` and ``df >= 1``; when
+        False slope and se are NaN).
+    """
+    yv = np.asarray(y, dtype=np.float64)
+    one = yv.ndim == 1
+    yv = yv[:, None] if one else yv
+    xv = np.asarray(x, dtype=np.float64)
+    keys = {k: i for i, k in enumerate(dict.fromkeys(blocks))}
+    idx = np.array([keys[b] for b in blocks], dtype=np.int64)
+    nb = len(keys)
+    counts = np.bincount(idx, minlength=nb).astype(np.float64)
+    xd = xv - (np.bincount(idx, xv, minlength=nb) / counts)[idx]
+    ym = np.stack([np.bincount(idx, yv[:, r], minlength=nb) for r in range(yv.shape[1])], axis=1) / counts[:, None]
+    yd = yv - ym[idx]
+    sxx = float(xd @ xd)
+    df = int(len(xv) - nb - 1)
+    out: dict[str, Any] = {"df": df, "n": int(len(xv)), "blocks": nb, "identified": bool(sxx > 1e-12 and df >= 1)}
+    if not out["identified"]:
+        nan = np.full(yv.shape[1], np.nan)
+        slope, se = nan, nan
+    else:
+        slope = (xd @ yd) / sxx
+        resid = yd - xd[:, None] * slope[None, :]
+        se = np.sqrt(np.sum(resid**2, axis=0) / df / sxx)
+    out["slope"], out["se"] = (float(slope[0]), float(se[0])) if one else (slope, se)
+    return out
+
+
+def t_sf(t: float | np.ndarray, df: int) -> float | np.ndarray:
+    """One-sided p value ``P(T > t)`` of Student's t with ``df`` degrees of freedom (NaN in, NaN out)."""
+    from scipy import stats
+
+    return stats.t.sf(t, df)

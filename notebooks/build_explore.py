@@ -98,8 +98,13 @@ ax.legend(fontsize=7);"""),
     ("md", """## The controlled study
 The pre-registered experiment of `erf study --controlled` varies the ERF inside one architecture at
 fixed capacity (dilation twins), with CIFAR-10 objects pasted on label-free canvases that are redrawn
-every epoch, a positive control and gating controls. Its real run is in `figures/h2_cpu/`. Below: the
-canvases of one epoch, and the run's verdict and main figure."""),
+every epoch, a positive control and gating controls. Its first run, `figures/h2_cpu/`, is a **pilot that
+cannot test hypothesis 2**: at 8 epochs with 38k-parameter networks every gate slowed training and cost 4-7 pp
+at every ERF/frame ratio from 0.57 to 2.11; the gain fell weakly with the ratio, in hypothesis 2's direction
+(fragile, p = 0.038); the plain twin never showed a small ERF limiting it, and the "object" was the pasted
+frame. Its rule's CONTRADICTS label judged the gain's level against zero, which mixes the gates' cost with the
+ERF effect (issue #24; `figures/README.md`). Below: the canvases of one epoch, and the pilot's rule output and
+main figure."""),
     ("code", """from pathlib import Path
 
 from erf.study.canvases import EpochCanvases

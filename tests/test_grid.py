@@ -199,3 +199,32 @@ def test_budget_choices_come_from_the_registry(run_cli):
     code, _, err = run_cli("study", "--controlled", "--budget", "nope", "--out", "x")
     assert code == 2
     assert "invalid choice" in err and all(repr(k) in err for k in BUDGETS)
+
+
+def test_time_limit_stops_between_models_and_resumes(cifar10_prefix):
+    """--time-limit is honoured inside a cell: one model, then stop; the rerun reuses it and finishes the grid."""
+    from erf.study.grid import grid_report, run_grid
+
+    data = f"cifar10:{cifar10_prefix}"
+    written = []
+    doc = run_grid("tiny", data, time_limit=1e-9, on_cell=lambda d: written.append(json.dumps(d, default=str)))
+    assert doc["cells"] == [] and len(doc["unfinished"]) == 1 and written  # written so a killed run keeps it
+    (key, part), = doc["unfinished"].items()
+    assert part["incomplete"] and "plain" in part and "attention" not in part
+    doc2 = run_grid("tiny", data, previous=json.loads(written[-1]))
+    assert len(doc2["cells"]) == doc2["planned"] and not doc2["unfinished"]
+    first = next(c for c in doc2["cells"] if c["key"] == key)
+    assert first["plain"]["correct"] == part["plain"]["correct"]
+    assert first["plain"]["seconds"] == part["plain"]["seconds"]  # reused, not retrained
+    assert "incomplete" not in first
+    # a partial run's verdict says exactly what ran; a smoke budget says its numbers mean nothing
+    partial = {**doc2, "cells": [c for c in doc2["cells"] if c["kind"] == "main"]}
+    text = grid_report(partial)["verdict"]["text"]
+    assert text.startswith("SMOKE TEST (budget tiny") and "mean nothing" in text
+    assert "PARTIAL RUN" in text and "positive-control cells 0 of" in text
+    assert "Positive control: not run" in text and "did not pass" not in text
+
+
+def test_controlled_needs_a_budget(run_cli, tmp_path):
+    code, _, err = run_cli("study", "--controlled", "--out", tmp_path / "x")
+    assert code == 2 and "--budget" in err and "tiny" in err

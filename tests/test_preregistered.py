@@ -148,3 +148,9 @@ def test_capacity_guard_for_the_real_data_verdict():
     assert not capacity_guard(across)["ok"]
     within = across + [{"ratio": 0.6, "capacity": 5000}]
     assert capacity_guard(within)["ok"]
+
+
+def test_positive_control_not_run_says_so():
+    a = analyse(_world(lambda r, d, s: 0.06 - 0.05 * math.log2(r)), None)
+    assert a["label"] == "inconclusive"
+    assert "positive control was not run" in a["text"] and "did not pass" not in a["text"]

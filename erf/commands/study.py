@@ -48,13 +48,15 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "clipped by its border (radii stay in image px)")
     p.add_argument("--seed", type=int, default=0, help="real study: seed of the bootstrap")
     p.add_argument("--controlled", action="store_true", help="run the controlled experiment instead")
-    p.add_argument("--budget", default="cpu", choices=list(BUDGETS),
-                   help="controlled grid size: " + "; ".join(f"{k}: {b.help}" for k, b in BUDGETS.items()))
+    p.add_argument("--budget", default=None, choices=list(BUDGETS),
+                   help="controlled grid size (required with --controlled): "
+                        + "; ".join(f"{k}: {b.help}" for k, b in BUDGETS.items()))
     p.add_argument("--seeds", type=int, default=None, help="controlled: seeds per cell (default: the budget's)")
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="controlled: object sides in px")
     p.add_argument("--epochs", type=int, default=None, help="controlled: training epochs (default: the budget's)")
     p.add_argument("--time-limit", type=float, default=None,
-                   help="controlled: stop starting new cells after this many seconds and report the finished ones "
+                   help="controlled: start no new model after this many seconds (a cell may stop between its "
+                        "models; they are kept and the same command resumes) and report the finished cells "
                         "(0: only regenerate the report and figures from --out/cells.json)")
     p.add_argument("--out", default=None, help="output folder (study.json, verdict.txt, figures)")
     p.add_argument("--force", action="store_true",
@@ -82,6 +84,11 @@ def cmd_study(args: argparse.Namespace) -> int:
             raise InputError("--controlled trains its own models: give no CKPT")
         if args.out is None:
             raise InputError("--controlled needs --out (results are written and resumed there)")
+        if args.budget is None:
+            from erf.study.budgets import BUDGETS
+
+            raise InputError("--controlled needs --budget (" + "; ".join(f"{k}: {b.help}" for k, b in BUDGETS.items())
+                             + ")")
         doc, table = _controlled(args, device, progress)
         if args.json:
             print_json(doc)

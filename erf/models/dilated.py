@@ -144,4 +144,91 @@ for _d in DILATIONS:
                    {f"dilnet_d{_d}{suffix}": PARAMS[kind] for kind, (suffix, _) in DILNET_VARIANTS.items()},
                    {"dilation": _d}, variants=DILNET_VARIANTS)
 
-__all__ = ["DILATIONS", "DILNET_GATES", "DILNET_VARIANTS", "DilatedBlock", "DilatedNet"]
+
+
+# ----------------------------------------------------------------------------- the second grid's twins (issue #24)
+GATE_HIDDEN_MIN = 4
+"""The second grid's gates: the channel MLP has at least this many hidden units (reduction from the width)."""
+SCHEDULES: dict[int, tuple[int, int, int]] = {1: (1, 1, 1), 2: (1, 2, 3), 3: (1, 3, 9)}
+"""ERF levels of :class:`PatchDilatedNet`: level -> dilations of its three 3x3 convolutions. Each schedule's
+offset sums cover every integer in ``[-sum, sum]`` (no gridding holes: (1, 3, 9) is balanced ternary), and
+the 4 px patch stem tiles the 4 px step, so the TRF is a full square of ``4 + 8 sum(d)`` px: 28, 52, 108."""
+
+
+def gate_reduction(width: int, hidden_min: int = GATE_HIDDEN_MIN) -> int:
+    """The CBAM / SE reduction for ``width`` channels giving at least ``hidden_min`` hidden units (at most 16,
+    the registered default): ``width // reduction >= hidden_min``."""
+    return max(1, min(16, width // hidden_min))
+
+
+def make_gate(kind: str | None, channels: int, reduction: int) -> nn.Module | None:
+    """:func:`erf.models.attention.make_attention` with an explicit channel-MLP ``reduction`` (same classes and
+    parameter names; the registered blocks fix it at 16)."""
+    from erf.models.attention import CBAM, LocalCBAM, SqueezeExcite
+
+    if kind is None:
+        return None
+    factories = {"cbam": lambda: CBAM(channels, reduction), "cbam_spatial": lambda: CBAM(channels, reduction,
+                                                                                       channel=False),
+                 "localgate": lambda: LocalCBAM(channels, reduction), "se": lambda: SqueezeExcite(channels, reduction)}
+    if kind not in factories:
+        raise ValueError(f"unknown gate {kind!r}; known: {sorted(factories)}")
+    return factories[kind]()
+
+
+class PatchDilatedNet(nn.Module):
+    """The second grid's twin: a 4 px patch stem and three dilated 3x3 convolutions, no shortcuts.
+
+    * ``stem``: ``conv4x4(3 -> width, stride 4)-BN-ReLU`` (96 px canvas -> 24 px map);
+    * ``block1..3``: ``conv3x3(dilation d_i, padding d_i)-BN-[gate]-ReLU`` with ``d`` from :data:`SCHEDULES`
+      (``level``); the gate (``attention``) sits where CBAM sits in a block without shortcut;
+    * ``features`` (the last spatial layer, whose ERF is the network's), global average pooling, linear.
+
+    Every level has the same parameters and FLOPs (a dilated kernel still has 9 taps); only the spread of the
+    taps differs. ``reduction`` ``None``: :func:`gate_reduction` of the width.
+
+    Shapes: ``(N, 3, H, W)`` normalised images (``H, W`` multiples of 4) -> ``(N, classes)`` logits;
+    ``features`` is ``(N, width, H/4, W/4)``.
+    """
+
+    def __init__(self, num_classes: int = 10, attention: str | None = None, level: int = 1, width: int = 32,
+                 reduction: int | None = None) -> None:
+        super().__init__()
+        if level not in SCHEDULES:
+            raise ValueError(f"level must be one of {sorted(SCHEDULES)}, got {level}")
+        self.level, self.schedule = int(level), SCHEDULES[level]
+        red = gate_reduction(width) if reduction is None else int(reduction)
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 4, 4, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        blocks = []
+        for d in self.schedule:
+            parts = [nn.Conv2d(width, width, 3, 1, padding=d, dilation=d, bias=False), nn.BatchNorm2d(width)]
+            gate = make_gate(attention, width, red)
+            if gate is not None:
+                parts.append(gate)
+            parts.append(nn.ReLU())
+            blocks.append(nn.Sequential(*parts))
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width, num_classes)
+        self.named_layers = {"stem": "stem", **{f"block{i + 1}": f"blocks.{i}" for i in range(len(blocks))},
+                             "features": "blocks", "pool": "pool", "fc": "fc"}
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` normalised images -> ``(N, classes)`` logits."""
+        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+PATCHNET_PARAMS = {None: 29770, "cbam": 30946, "se": 30646, "cbam_spatial": 30070, "localgate": 30946}
+"""Parameter counts per gate of ``patchnet_l{level}`` at width 32 (reduction 8: 4 hidden units), equal for every
+level (a test builds them)."""
+for _lv in SCHEDULES:
+    register_twins(f"patchnet_l{_lv}", PatchDilatedNet, "dilnet",
+                   f"patch-stem dilation twin, ERF level {_lv} (3x3 dilations {SCHEDULES[_lv]})",
+                   {f"patchnet_l{_lv}{suffix}": PATCHNET_PARAMS[kind] for kind, (suffix, _) in DILNET_VARIANTS.items()},
+                   {"level": _lv}, variants=DILNET_VARIANTS)
+
+__all__ = ["DILATIONS", "DILNET_GATES", "DILNET_VARIANTS", "GATE_HIDDEN_MIN", "PATCHNET_PARAMS", "SCHEDULES",
+           "DilatedBlock", "DilatedNet", "PatchDilatedNet", "gate_reduction", "make_gate"]

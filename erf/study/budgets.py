@@ -25,6 +25,7 @@ class Budget:
         pc_distances: positive-control distances (px), the last beyond the plain twin's TRF.
         pc_images, pc_test_images, pc_epochs, pc_dilation: positive-control data and recipe.
         widths, blocks: the dilation twins' widths and blocks per stage.
+        smoke: a pipeline check only (its report says its numbers mean nothing).
     """
 
     name: str
@@ -48,11 +49,13 @@ class Budget:
     pc_dilation: int = 1
     widths: tuple[int, int] = (16, 32)
     blocks: tuple[int, int] = (1, 2)
+    smoke: bool = False
 
     def training(self) -> dict[str, Any]:
         """The settings a finished cell must match to be reused (everything but the grid's extent)."""
         d = asdict(self)
-        for k in ("name", "help", "sizes", "dilations", "seeds", "control_gates", "control_points", "pc_distances"):
+        for k in ("name", "help", "sizes", "dilations", "seeds", "control_gates", "control_points", "pc_distances",
+                  "smoke"):
             d.pop(k)
         return d
 
@@ -61,7 +64,7 @@ BUDGETS: dict[str, Budget] = {b.name: b for b in (
     Budget("tiny", "seconds: a pipeline check (tiny data, 1 epoch, 1 seed; numbers mean nothing)",
            sizes=(16, 32), dilations=(1, 4), seeds=1, epochs=1, batch_size=16, lr=0.05, train_images=48,
            test_images=32, erf_images=8, control_gates=("localgate",), control_points=((1, 32),),
-           pc_images=48, pc_test_images=32, pc_epochs=1, widths=(4, 8), blocks=(1, 1)),
+           pc_images=48, pc_test_images=32, pc_epochs=1, widths=(4, 8), blocks=(1, 1), smoke=True),
     Budget("cpu", "the real run on a 2-core CPU (about 100 min with OMP_NUM_THREADS=1): d 1/2/4 x s 16/32 x 3 seeds, "
                   "controls at d=1 s=32, positive control at D 8/48",
            sizes=(16, 32), dilations=(1, 2, 4), seeds=3, epochs=8, batch_size=64, lr=0.05, train_images=None,
@@ -82,3 +85,73 @@ def default_controlled_source() -> str:
         if p.exists():
             return f"cifar10:{p}"
     return "bundled"
+
+
+@dataclass(frozen=True)
+class InteractionBudget:
+    """One size of the second hypothesis-2 grid (issue #24; a registry entry of :data:`INTERACTION_BUDGETS`).
+
+    Attributes:
+        name: registry key; ``help``: one line for ``--budget``'s help.
+        scales: object scales (the same CIFAR object resampled to ``scale * base`` px on a fixed canvas).
+        levels: ERF levels of :class:`erf.models.dilated.PatchDilatedNet` (dilation schedules).
+        arms: the gates trained in every cell (``plain`` = no gate).
+        seeds: seeds per design point; ``plateau_seeds``: seeds per design point also trained for twice the
+            epochs (the plateau check).
+        epochs, batch_size, lr: the recipe (SGD, momentum 0.9, wd 5e-4, cosine to 0, no crop: positions,
+            backgrounds and flips are redrawn every epoch).
+        train_images, test_images: CIFAR-10 images used (``None``: all of the source).
+        erf_images: test canvases the ERF is measured on; ``canvas``: canvas side (px); ``base``: object side
+            (px) at scale 1; ``width``: channels of the twins.
+        pc_distances, pc_images, pc_test_images, pc_epochs, pc_level: the positive control.
+        smoke: a pipeline check only (its report says its numbers mean nothing).
+    """
+
+    name: str
+    help: str
+    scales: tuple[float, ...]
+    levels: tuple[int, ...]
+    seeds: int
+    epochs: int
+    train_images: int | None
+    test_images: int | None
+    erf_images: int
+    arms: tuple[str, ...] = ("plain", "cbam", "localgate", "cbam_spatial")
+    plateau_seeds: int = 1
+    batch_size: int = 64
+    lr: float = 0.05
+    canvas: int = 96
+    base: int = 32
+    width: int = 24
+    pc_distances: tuple[int, ...] = (8, 48)
+    pc_images: int = 3000
+    pc_test_images: int = 1000
+    pc_epochs: int = 10
+    pc_level: int = 1
+    smoke: bool = False
+
+    def training(self) -> dict[str, Any]:
+        """The settings a finished cell must match to be reused (everything but the grid's extent)."""
+        d = asdict(self)
+        for k in ("name", "help", "scales", "levels", "seeds", "plateau_seeds", "pc_distances", "smoke"):
+            d.pop(k)
+        return d
+
+
+INTERACTION_BUDGETS: dict[str, InteractionBudget] = {b.name: b for b in (
+    InteractionBudget("grid_tiny", "seconds: a pipeline check of the second grid (tiny data, 1 epoch, 1 seed; "
+                                   "numbers mean nothing)",
+                      scales=(0.5, 1.0), levels=(1, 3), seeds=1, epochs=1, train_images=48, test_images=32,
+                      erf_images=8, batch_size=16, canvas=32, base=16, width=8, pc_distances=(8, 24), pc_images=48,
+                      pc_test_images=32, pc_epochs=1, smoke=True),
+    InteractionBudget("grid_cpu", "the second grid on a 2-core CPU (two single-thread workers, see "
+                                  "figures/h2_grid/design.md): 4 object scales x 3 ERF levels x 5 seeds x 4 arms, "
+                                  "10 epochs, plateau check at 20",
+                      scales=(0.5, 1.0, 2.0, 3.0), levels=(1, 2, 3), seeds=5, epochs=10, train_images=None,
+                      test_images=None, erf_images=64),
+    InteractionBudget("grid_gpu", "the same grid scaled for one GPU: width 32, 40 epochs (plateau at 80), 8 seeds",
+                      scales=(0.5, 1.0, 2.0, 3.0), levels=(1, 2, 3), seeds=8, epochs=40, train_images=None,
+                      test_images=None, erf_images=256, width=32, batch_size=128, lr=0.1, pc_epochs=20,
+                      pc_images=5000),
+)}
+"""The second grid's budgets registry: ``erf study --interaction --budget`` choices and help come from here."""

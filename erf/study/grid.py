@@ -25,6 +25,7 @@ of :mod:`erf.study.preregistered`, a table per cell); the command writes it and 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -172,13 +173,32 @@ class _Sources:
 
 
 def run_cell(cell: dict[str, Any], budget: Budget, sources: _Sources, device: str = "cpu",
-             epochs: int | None = None) -> dict[str, Any]:
-    """Train and measure the models of one ``cell`` (see the module docstring); returns its record."""
+             epochs: int | None = None, stop: Callable[[], bool] | None = None,
+             resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train and measure the models of one ``cell`` (see the module docstring); returns its record.
+
+    Args:
+        stop: asked before every model this call would train; ``True`` ends the cell there, and the record
+            comes back with ``"incomplete": True`` and the models trained so far (the time limit, honoured
+            between models).
+        resume: an incomplete record of this cell (same settings): its finished models are reused.
+    """
     from erf.models import DILNET_GATES
 
     ep = int(epochs or budget.epochs)
     t0 = time.perf_counter()
     out: dict[str, Any] = {k: v for k, v in cell.items()}
+    earlier = float(resume.get("seconds", 0.0)) if resume else 0.0
+
+    def _halt(role: str) -> bool:
+        if resume and isinstance(resume.get(role), dict):
+            out[role] = resume[role]
+            return False
+        if stop is not None and stop():
+            out.update(incomplete=True, seconds=earlier + time.perf_counter() - t0)
+            return True
+        return False
+
     if cell["kind"] in ("main", "control"):
         s, d, seed = cell["size"], cell["dilation"], cell["seed"]
         test = sources.test_canvases(s)
@@ -187,6 +207,10 @@ def run_cell(cell: dict[str, Any], budget: Budget, sources: _Sources, device: st
         names = ([("plain", f"dilnet_d{d}"), ("attention", f"dilnet_d{d}_cbam")] if cell["kind"] == "main"
                  else [("model", f"dilnet_d{d}{DILNET_GATES[cell['gate']]}")])
         for role, name in names:
+            if _halt(role):
+                return out
+            if role in out:
+                continue
             model, rec = _train_model(name, classes, budget, train_data, test.data, seed, device, ep)
             rec["erf"] = _erf(model, test, budget, device)
             out[role] = rec
@@ -200,11 +224,15 @@ def run_cell(cell: dict[str, Any], budget: Budget, sources: _Sources, device: st
         pc_epochs = budget.pc_epochs if epochs is None else max(1, min(int(epochs), budget.pc_epochs))
         for role, name in (("plain", f"dilnet_d{budget.pc_dilation}"), ("attention",
                                                                           f"dilnet_d{budget.pc_dilation}_cbam")):
+            if _halt(role):
+                return out
+            if role in out:
+                continue
             _, rec = _train_model(name, 2, budget, train_data, test, seed, device, pc_epochs)
             out[role] = rec
         out.update(classes=2, test_images=len(test), train_images=len(train_data))
     out["epochs"] = ep if cell["kind"] != "pc" else pc_epochs
-    out["seconds"] = time.perf_counter() - t0
+    out["seconds"] = earlier + time.perf_counter() - t0
     out["device"] = str(device)
     out["threads"] = torch.get_num_threads()
     return out
@@ -223,8 +251,10 @@ def run_grid(budget: Budget | str, data: str, device: str = "cpu", seeds: int | 
         seeds, sizes, epochs: overrides of the budget's.
         previous: an earlier cells document (``cells.json``): its cells with equal settings and data are reused.
         on_cell: called with the cells document after every finished cell (write ``cells.json`` there).
-        time_limit: seconds after which no new cell is started (``0``: report on the finished cells only).
-        progress: a progress bar over the cells.
+        time_limit: seconds after which no new model is started (checked between models, so a cell can stop
+            half-way: its finished models are kept in the document's ``unfinished`` and reused on a rerun; at least
+            one model is trained per call); ``0``: report on the finished cells only.
+        progress: a progress bar over the cells (stderr: cells done and left, the cell running, an ETA).
 
     Raises:
         InputError: an unknown budget or a size outside the canvas.
@@ -236,22 +266,37 @@ def run_grid(budget: Budget | str, data: str, device: str = "cpu", seeds: int | 
     cells: list[dict[str, Any]] = []
     if previous and previous.get("data") == data:
         cells = [c for c in previous.get("cells", []) if c.get("settings") == settings]
+    unfinished: dict[str, Any] = {}
+    if previous and previous.get("data") == data:
+        unfinished = {k: v for k, v in (previous.get("unfinished") or {}).items() if v.get("settings") == settings}
     done = {c["key"] for c in cells}
     todo = plan(b, seeds)
     doc = {"schema": SCHEMA, "budget": asdict(b), "data": data, "settings": settings, "cells": cells,
-           "planned": len(todo)}
+           "planned": len(todo), "unfinished": unfinished,
+           "planned_kinds": {k: sum(c["kind"] == k for c in todo) for k in ("main", "control", "pc")}}
     pending = [c for c in todo if c["key"] not in done]
     if not pending or time_limit == 0:
         return doc
     sources = _Sources(data, b, device)
     start = time.perf_counter()
-    bar = tqdm(pending, desc="h2 grid", unit="cell", disable=not progress)
-    for cell in bar:
-        if time_limit is not None and time.perf_counter() - start >= time_limit:
-            break
-        bar.set_postfix_str(cell["key"])
-        rec = run_cell(cell, b, sources, device, epochs)
+    asked = 0
+
+    def stop() -> bool:
+        nonlocal asked
+        asked += 1
+        return time_limit is not None and asked > 1 and time.perf_counter() - start >= time_limit
+
+    bar = tqdm(pending, desc="h2 grid", unit="cell", disable=not progress, file=sys.stderr)
+    for k, cell in enumerate(bar):
+        bar.set_postfix_str(f"{cell['key']} ({len(pending) - k} left)")
+        rec = run_cell(cell, b, sources, device, epochs, stop=stop, resume=unfinished.get(cell["key"]))
         rec["settings"] = settings
+        if rec.get("incomplete"):
+            unfinished[cell["key"]] = rec
+            if on_cell is not None:
+                on_cell(doc)
+            break
+        unfinished.pop(cell["key"], None)
         cells.append(rec)
         if on_cell is not None:
             on_cell(doc)
@@ -339,6 +384,16 @@ def grid_report(doc: dict[str, Any], command: str = "", report_command: str | No
     if missing > 0:
         notes.append(f"{missing} of {doc.get('planned')} planned cells are not finished; the verdict covers the "
                      f"{len(cells)} finished ones (rerun the same command to resume)")
+        kinds = {k: sum(c["kind"] == k for c in cells) for k in ("main", "control", "pc")}
+        planned = doc.get("planned_kinds") or {}
+        ran = ", ".join(f"{what} {kinds[k]}" + (f" of {planned[k]}" if k in planned else "")
+                        for k, what in (("main", "main cells"), ("control", "gating controls"),
+                                        ("pc", "positive-control cells")))
+        verdict["text"] = (f"PARTIAL RUN ({len(cells)} of {doc.get('planned')} cells finished: {ran}); the rule "
+                           "below is applied to what ran. " + verdict["text"])
+    if b.get("smoke"):
+        verdict["text"] = ("SMOKE TEST (budget " + str(b.get("name")) + ": tiny data, 1 epoch): these numbers "
+                           "mean nothing. " + verdict["text"])
     return json_ready({"schema": "erf.study.controlled/2", "command": command,
                   **({"report_command": report_command} if report_command else {}), "data": doc["data"], "budget": b,
             "settings": doc["settings"], "rule": RULE, "verdict": {"label": verdict["label"],

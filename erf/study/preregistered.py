@@ -234,6 +234,9 @@ def analyse(cells: Sequence[dict[str, Any]], positive_control: dict[str, Any] | 
     if frac < MIN_INCLUDED:
         lines.insert(0, f"Verdict: INCONCLUSIVE. Only {len(inc)} of {len(cells)} cells trained (plain twin above "
                         f"chance + {100 * CHANCE_MARGIN:.0f} pp); the rule needs {100 * MIN_INCLUDED:.0f}%.")
+    elif positive_control is None:
+        lines.insert(0, "Verdict: INCONCLUSIVE. The positive control was not run, so the experiment's power to "
+                        "see attention help is not shown.")
     elif not pc_ok:
         lines.insert(0, "Verdict: INCONCLUSIVE. The positive control did not pass: with this training budget "
                         "attention does not show an effect even where one must exist, so the experiment lacks "

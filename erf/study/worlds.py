@@ -1,0 +1,181 @@
+"""Simulated worlds for the pre-registered interaction rule (:mod:`erf.study.interaction`): cheap numpy.
+
+A **world** says how each arm's test accuracy depends on ``x = log2(ERF/object)`` at fixed capacity; the
+simulation draws many replicate grids of one design and applies the rule's own decision
+(:func:`erf.study.interaction.judge`) to each, so the operating characteristics below are those of the code
+that will judge the real run.
+
+Noise model (fractions), per cell ``(capacity, scale, dilation, seed)`` and arm::
+
+    acc = 0.5 + SCALE[scale] + block + arm_block + level[arm] + effect[arm](x) + eps
+
+``block`` ~ N(0, ``sd_block``) is shared by every arm and dilation of a ``(capacity, scale, seed)`` block
+(same canvases and initialisation); ``arm_block`` ~ N(0, ``sd_arm_block``) is shared by the dilations of one
+arm in one block (a seed that suits one gate); ``eps`` ~ N(0, ``sd``) is the model's own noise, so a
+difference of two arms has SD ``sd * sqrt(2)`` (the pilot's cell SD of the gain was 2.4 pp: ``sd`` = 1.7 pp).
+
+Worlds (:data:`WORLDS`): the global null, hypothesis 2 (linear in x, or a hinge: a benefit only where the ERF
+is smaller), hypothesis 2 plus a flat cost of every gate, a flat cost alone, a benefit of *any* gating at
+small ERF (the local gate shares the slope: not hypothesis 2's mechanism), and hypothesis 2 where the ERF does
+not limit the plain twin (the manipulation check must stop it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from erf.study.interaction import ALPHA, EQUIVALENCE_BOUND, judge
+
+
+@dataclass(frozen=True)
+class World:
+    """One simulated world (fractions; slopes per doubling of ERF/object).
+
+    Attributes:
+        name, words: registry key and one line.
+        h2: slope of CBAM's benefit (negative: hypothesis 2); ``shape``: ``linear`` (``h2 * x``) or ``hinge``
+            (``h2 * min(x, 0)``: a benefit only where the ERF is smaller than the object, superfluous above).
+        local_share: the fraction of that effect the local gate shares (1: any gating helps alike).
+        cost: flat accuracy change of every gated arm (negative: a cost).
+        limit: the plain twin's slope on ``min(x, 0)`` (> 0: a small ERF limits it, the manipulation).
+        expect: the label this world must (``supports`` / ``contradicts``) or must not (``not supports``) get.
+    """
+
+    name: str
+    words: str
+    h2: float = 0.0
+    shape: str = "linear"
+    local_share: float = 0.0
+    cost: float = 0.0
+    limit: float = 0.03
+    expect: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def effect(self, x: np.ndarray) -> np.ndarray:
+        """CBAM's ERF-dependent benefit at ``x`` (fractions)."""
+        return self.h2 * (x if self.shape == "linear" else np.minimum(x, 0.0))
+
+
+WORLDS: dict[str, World] = {w.name: w for w in (
+    World("null", "global null: no effect, no cost, the ERF limits the plain twin", expect="not supports"),
+    World("h2", "hypothesis 2, -2 pp per doubling, no cost", h2=-0.02, expect="supports"),
+    World("h2_hinge", "hypothesis 2 as a hinge: -3 pp per doubling below ratio 1, flat above", h2=-0.03,
+          shape="hinge", expect="supports"),
+    World("h2_cost", "hypothesis 2 (-2 pp per doubling) plus a flat -5 pp cost of every gate", h2=-0.02, cost=-0.05,
+          expect="supports"),
+    World("cost", "no effect, a flat -5 pp cost of every gate", cost=-0.05, expect="not supports"),
+    World("any_gate", "any gating helps at small ERF (local gate shares the -2 pp slope): not H2's mechanism",
+          h2=-0.02, local_share=1.0, expect="not supports"),
+    World("no_limit", "hypothesis 2 (-2 pp per doubling) but the ERF never limits the plain twin", h2=-0.02,
+          limit=0.0, expect="not supports"),
+)}
+"""The simulated worlds (registry)."""
+
+
+@dataclass(frozen=True)
+class Design:
+    """A grid layout for the simulation: design points ``(capacity, scale, dilation, x)`` and seeds."""
+
+    points: tuple[tuple[Any, Any, Any, float], ...]
+    seeds: int
+
+    def cells(self) -> tuple[np.ndarray, list[tuple[Any, Any, int]], list[Any]]:
+        """``(x (n,), blocks (capacity, scale, seed), scales)`` of every cell, seeds outermost."""
+        x, blocks, scales = [], [], []
+        for seed in range(self.seeds):
+            for cap, scale, _d, xi in self.points:
+                x.append(float(xi))
+                blocks.append((cap, scale, seed))
+                scales.append(scale)
+        return np.asarray(x), blocks, scales
+
+
+def design_from(erf_px: dict[int, float], object_px: dict[Any, float], seeds: int, capacity: Any = "c") -> Design:
+    """The design of a grid whose plain ERF diameter per dilation (px) and object extent per scale (px) are given."""
+    pts = tuple((capacity, k, d, float(np.log2(e / o))) for k, o in object_px.items() for d, e in erf_px.items())
+    return Design(pts, seeds)
+
+
+PLANNED = design_from({1: 6.0, 2: 10.0, 4: 17.0, 8: 28.0}, {0.5: 6.0, 1: 12.0, 2: 24.0}, seeds=5)
+"""The planned layout (``BUDGETS["grid_cpu"]``): 4 dilations x 3 object scales x 5 seeds at one capacity, with
+nominal plain ERF diameters 2 r50 (px) per dilation and object extents 2 r50 (px) per scale; x from -2 to +2.2."""
+
+
+def simulate(world: World, design: Design, reps: int, rng: np.random.Generator, sd: float = 0.017,
+             sd_block: float = 0.02, sd_arm_block: float = 0.005) -> dict[str, np.ndarray]:
+    """``reps`` replicate grids of ``design`` in ``world``: ``{"x", "blocks", "plain", "cbam", "localgate"}``
+    (accuracy arrays ``(n, reps)``, fractions)."""
+    x, blocks, scales = design.cells()
+    n = len(x)
+    bkeys = {b: i for i, b in enumerate(dict.fromkeys(blocks))}
+    bidx = np.array([bkeys[b] for b in blocks])
+    skeys = {s: i for i, s in enumerate(dict.fromkeys(scales))}
+    scale_level = np.array([-0.05 * skeys[s] for s in scales])[:, None]
+    shared = rng.normal(0.0, sd_block, (len(bkeys), reps))[bidx]
+    base = 0.5 + scale_level + shared
+    eff = world.effect(x)[:, None]
+    out = {"x": x, "blocks": blocks}
+    for arm, level, slope in (("plain", 0.0, world.limit * np.minimum(x, 0.0)[:, None]),
+                              ("cbam", world.cost, world.limit * np.minimum(x, 0.0)[:, None] + eff),
+                              ("localgate", world.cost,
+                               world.limit * np.minimum(x, 0.0)[:, None] + world.local_share * eff)):
+        arm_block = rng.normal(0.0, sd_arm_block, (len(bkeys), reps))[bidx]
+        out[arm] = base + level + slope + arm_block + rng.normal(0.0, sd, (n, reps))
+    return out
+
+
+def rates(world: World, design: Design, reps: int = 2000, seed: int = 0, **noise: float) -> dict[str, float]:
+    """Fractions of ``reps`` simulated grids labelled supports / contradicts / inconclusive (and the
+    manipulation check's pass rate)."""
+    sim = simulate(world, design, reps, np.random.default_rng(seed), **noise)
+    res = judge(sim["x"], sim["blocks"], sim["plain"], sim["cbam"], sim["localgate"])
+    lab = np.asarray(res["label"])
+    return {"supports": float(np.mean(lab == "supports")), "contradicts": float(np.mean(lab == "contradicts")),
+            "inconclusive": float(np.mean(lab == "inconclusive")),
+            "manipulation_passed": float(np.mean(np.asarray(res["reason"]) != "manipulation"))}
+
+
+def operating_characteristics(design: Design, reps: int = 2000, seed: int = 0, worlds: Sequence[str] | None = None,
+                              **noise: float) -> dict[str, dict[str, float]]:
+    """:func:`rates` of every world (default :data:`WORLDS`) on ``design``."""
+    return {name: rates(WORLDS[name], design, reps, seed, **noise) for name in (worlds or WORLDS)}
+
+
+def min_detectable(design: Design, power: float = 0.8, reps: int = 1000, seed: int = 0,
+                   grid: Sequence[float] = tuple(-0.0025 * k for k in range(1, 17)),
+                   shape: str = "linear", **noise: float) -> float | None:
+    """The smallest hypothesis-2 slope (of ``grid``, fractions per doubling) that the rule SUPPORTS with at
+    least ``power`` (``None``: none of the grid)."""
+    for h in grid:
+        if rates(World("mde", "", h2=h, shape=shape), design, reps, seed, **noise)["supports"] >= power:
+            return float(h)
+    return None
+
+
+def cells_of(world: World, design: Design, seed: int = 0, **noise: float) -> list[dict[str, Any]]:
+    """One simulated grid as main cells in :mod:`erf.study.interaction`'s format (ERF and object extents chosen so
+    that the design points' ratios are the design's), for checking ``analyse`` against ``judge``."""
+    sim = simulate(world, design, 1, np.random.default_rng(seed), **noise)
+    out = []
+    i = 0
+    for s in range(design.seeds):
+        for cap, scale, d, xi in design.points:
+            obj = {f"d{q}": 10.0 for q in (25, 50, 75, 95)}
+            erf = {f"d{q}": 10.0 * 2.0 ** xi * (1.0 + q / 100) for q in (25, 50, 75, 95)}
+            erf["d50"] = 10.0 * 2.0 ** xi
+            arms = {a: {"accuracy": float(sim[a][i, 0]), "train_accuracy": float(sim[a][i, 0]) + 0.02,
+                        "erf": {"object_centred": erf}} for a in ("plain", "cbam", "localgate")}
+            arms["cbam_spatial"] = {"accuracy": float(sim["plain"][i, 0]), "train_accuracy": float(sim["plain"][i, 0]),
+                                    "erf": {"object_centred": erf}}
+            out.append({"kind": "main", "capacity": cap, "scale": scale, "dilation": d, "seed": s, "classes": 10,
+                        "object_extent": obj, "arms": arms})
+            i += 1
+    return out
+
+
+__all__ = ["ALPHA", "EQUIVALENCE_BOUND", "PLANNED", "WORLDS", "Design", "World", "cells_of", "design_from",
+           "min_detectable", "operating_characteristics", "rates", "simulate"]
