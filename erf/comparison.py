@@ -429,7 +429,10 @@ def compare(
     first = measurements[0]
     outside = first.outside
     comparisons = []
-    for name in chosen:
+    from tqdm import tqdm
+
+    for name in tqdm(chosen, desc="paired bootstrap", unit="layer", dynamic_ncols=True,
+                     disable=not progress or bootstrap == 0):
         erfs = [m.layers[chosen.index(name)] for m in measurements]
         comparisons.append(compare_layer(name, erfs, names, outside, bootstrap, seed))
     g = int((first.layers[0].group_counts > 0).sum())

@@ -468,7 +468,9 @@ def measure(
     if outside is None and size != (h, w):
         _, outside = embed(images[:1], size, fill)
     results = []
-    for t in targets:
+    label = progress if isinstance(progress, str) else "ERF"
+    for t in tqdm(targets, desc=f"{label}: metrics + bootstrap", unit="layer", dynamic_ncols=True,
+                  disable=not shown or bootstrap == 0):
         acc = accs[t.name]
         gm = acc.group_maps.cpu().numpy()
         gc = acc.group_counts.cpu().numpy()

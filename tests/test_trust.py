@@ -204,3 +204,35 @@ def test_repr_is_short_and_a_module_keeps_its_path_name() -> None:
     assert "r95=" in repr(result.layers[0]) and "1 layers" in repr(result)
     cmp = erf.compare([mine, mine], torch.randn(4, 3, 32, 32), layers=["stage1"], bootstrap=0)
     assert len(repr(cmp)) < 300 and "array" not in repr(cmp)
+
+
+# ----------------------------------------------------------------------------- figures say what they draw
+def test_figures_legends_and_captions_match_what_is_drawn() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.patches import Rectangle
+
+    from erf.plotting import SCALE, compare_heatmaps, erf_grid, erf_heatmap, erf_vs_depth
+
+    torch.manual_seed(0)
+    model = create_model("resnet20_cbam")
+    result = measure(model, ["stem", "stage3"], load_source("bundled", count=2), bootstrap=0)
+    stem, s3 = result.layers
+    fig = erf_heatmap(s3)
+    texts = " ".join(t.get_text() for t in fig.texts)
+    boxes = [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
+    assert "no box" in texts and "encloses the whole 32 px input" in texts and not boxes  # 207 px box: not drawn
+    assert fig.axes[0].get_xlabel() == "x (input px)" and len(fig.axes[0].get_xticks()) > 2
+    fig = erf_heatmap(stem)
+    assert "dashed: its 3 px TRF" in " ".join(t.get_text() for t in fig.texts)
+    assert [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
+    legend = [t.get_text() for t in erf_vs_depth({"cbam": [s3]}).axes[0].get_legend().get_texts()]
+    assert not any("TRF" in t for t in legend)  # every layer global: no TRF line, no TRF entry
+    legend = [t.get_text() for t in erf_vs_depth({"cbam": [stem, s3]}).axes[0].get_legend().get_texts()]
+    assert any("TRF half-size" in t for t in legend)
+    fig = compare_heatmaps([s3, s3], ["a", "b"])
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert any(SCALE in lab for lab in labels) and fig.axes[0].get_xlabel() == "x (input px)"
+    grid = erf_grid({"cbam": [stem, s3], "again": [stem, s3]})
+    assert sum(1 for ax in grid.axes if SCALE in ax.get_ylabel()) == 1  # one colour bar for the grid
