@@ -747,6 +747,8 @@ def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> Loa
         if weights is not None:
             loaded = _from_payload(read_checkpoint_file(weights), str(weights))
             loaded.source = f"{text} (bundled weights)"
+            # the package stores its own weights as float16 on purpose: the cast back is no news to the user
+            loaded.notes = [n for n in loaded.notes if not (n.startswith("cast ") and n.endswith("to float32"))]
             return loaded
         torch.manual_seed(seed)
         model = create_model(text).eval()

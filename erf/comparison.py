@@ -179,6 +179,17 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        labels = ", ".join(m.label for m in self.models)
+        layers = ", ".join(lc.name for lc in self.layers[:6]) + (", ..." if len(self.layers) > 6 else "")
+        return (f"Comparison([{labels}], {len(self.layers)} layers [{layers}], {self.images} images paired per "
+                f"{self.pairing}, input {self.input_size[0]}x{self.input_size[1]}, {len(self.notes)} notes)")
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """How the images were brought to the input (the same for every model, see ``Measurement.preprocessing``)."""
+        return self.measurements[0].preprocessing
+
     @property
     def outside(self) -> np.ndarray | None:
         """``(H, W)`` bool mask of canvas padding, or ``None``."""
@@ -209,6 +220,7 @@ class Comparison:
             "images": self.images,
             "input_size": list(self.input_size),
             "image_size": list(self.image_size),
+            "preprocessing": dict(self.preprocessing),
             "reference": self.models[0].label,
             "metrics": list(COMPARED_METRICS),
             "metric_notes": dict(METRIC_NOTES),
@@ -348,6 +360,7 @@ def compare(
     evaluate_data: ImageSet | None = None,
     labels: Sequence[str] | None = None,
     progress: bool = False,
+    preprocessing: dict[str, Any] | None = None,
 ) -> Comparison:
     """Compare the TRF and ERF of ``models`` layer by layer on the same images.
 
@@ -366,7 +379,8 @@ def compare(
         evaluate_data: evaluate test accuracy on these labelled images instead of reading it from
             checkpoint metadata.
         labels: display labels (default: model names, made unique).
-        progress: show progress bars.
+        progress: show a progress bar per model (stderr).
+        preprocessing: how the images were prepared (recorded as in :func:`erf.measure`).
 
     Returns:
         A :class:`Comparison`.
@@ -407,14 +421,18 @@ def compare(
         result = measure(net, chosen, data, probe=probe, probe_options=probe_options, input_size=input_size,
                          normalization=lm.normalization,
                          fill=fill, batch_size=batch_size, device=device, bootstrap=0, groups=groups, seed=seed,
-                         progress=progress, info={"checkpoint": info.spec, "model": info.name})
+                         progress=f"{info.letter}: {info.label}" if progress else False,
+                         info={"checkpoint": info.spec, "model": info.name}, preprocessing=preprocessing)
         measurements.append(result)
         notes.extend(f"{info.label}: {n}" for n in result.notes if n not in data.notes)
     notes.extend(data.notes)
     first = measurements[0]
     outside = first.outside
     comparisons = []
-    for name in chosen:
+    from tqdm import tqdm
+
+    for name in tqdm(chosen, desc="paired bootstrap", unit="layer", dynamic_ncols=True,
+                     disable=not progress or bootstrap == 0):
         erfs = [m.layers[chosen.index(name)] for m in measurements]
         comparisons.append(compare_layer(name, erfs, names, outside, bootstrap, seed))
     g = int((first.layers[0].group_counts > 0).sum())

@@ -29,9 +29,62 @@ from erf.probes import TRF, Target, make_probe, trace_receptive_fields
 from erf.statistics import check_resamples
 
 SCHEMA = "erf.measure/1"
+FRAME_LIMIT = 0.9
+"""A layer's ERF is *bounded by the frame* when its r95 reaches this share of the distance from the probed unit's
+centre to the outermost pixel row or column of the model input. For a Gaussian ERF (sigma 3-12 px) cut by frames of
+many sizes, ``tests/test_trust.py`` checks that every one whose r95 the cut shrinks by more than 5 % is flagged, and
+none whose uncut r95 stays below 80 % of the distance to the border."""
+PADDING_LIMIT = 0.05
+"""A layer's ERF is *decided by the padding* when more than this share of its mass lies on canvas padding: the
+images then hold less than 95 % of the mass, so the disk of radius r95 must reach into the padding."""
 
 
-@dataclass
+@dataclass(frozen=True)
+class Trust:
+    """Whether a layer's ERF is bounded by the input frame or decided by canvas padding (see :data:`FRAME_LIMIT`,
+    :data:`PADDING_LIMIT`).
+
+    Attributes:
+        r95: px, the radius holding 95 % of the mass.
+        border: px, distance from the probed unit's centre to the nearest outermost pixel row or column of the
+            model input (negative: the centre lies outside the input).
+        padding_mass: share of the mass on canvas padding, in [0, 1] (0 without a canvas).
+    """
+
+    r95: float
+    border: float
+    padding_mass: float
+
+    @property
+    def frame_bound(self) -> bool:
+        """r95 reaches :data:`FRAME_LIMIT` of the distance to the border: the frame bounds the ERF."""
+        return self.border <= 0 or self.r95 >= FRAME_LIMIT * self.border
+
+    @property
+    def padding_bound(self) -> bool:
+        """More than :data:`PADDING_LIMIT` of the mass lies on canvas padding: the padding decides r95."""
+        return self.padding_mass > PADDING_LIMIT
+
+    @property
+    def flags(self) -> list[str]:
+        """``"frame"`` and/or ``"padding"``, what decides the result (empty: neither)."""
+        return [f for f, on in (("frame", self.frame_bound), ("padding", self.padding_bound)) if on]
+
+    def to_json(self) -> dict[str, Any]:
+        """The layer's ``trust`` entry of ``measure.json``."""
+        return {"r95_over_border": self.r95 / self.border if self.border > 0 else None, "border_px": self.border,
+                "padding_mass": self.padding_mass, "frame_bound": self.frame_bound,
+                "padding_bound": self.padding_bound, "frame_limit": FRAME_LIMIT, "padding_limit": PADDING_LIMIT}
+
+
+def trust_of(metrics: ERFMetrics, center: Sequence[float], shape: Sequence[int]) -> Trust:
+    """The :class:`Trust` of a layer's metrics, its unit centre ``(cy, cx)`` (px) and the ``(H, W)`` input."""
+    cy, cx = float(center[0]), float(center[1])
+    border = min(cy, shape[0] - 1 - cy, cx, shape[1] - 1 - cx)
+    return Trust(float(metrics.radius[0.95]), float(border), float(metrics.clipped_fraction))
+
+
+@dataclass(repr=False)
 class LayerERF:
     """TRF and ERF of one layer.
 
@@ -44,6 +97,7 @@ class LayerERF:
         images: images summed.
         metrics: :class:`~erf.metrics.ERFMetrics` of ``sum_map``.
         ci: ``{metric key: (low, high)}`` 95 % bootstrap intervals over images.
+        trust: whether the frame or the canvas padding decides the ERF (:class:`Trust`).
     """
 
     name: str
@@ -57,6 +111,15 @@ class LayerERF:
     images: int
     metrics: ERFMetrics | None = None
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    trust: Trust | None = None
+
+    def __repr__(self) -> str:
+        trf = "global" if self.trf.is_global else f"{self.trf.size[0]} px"
+        m = self.metrics
+        erf = f"r50={m.radius[0.5]:.1f} px, r95={m.radius[0.95]:.1f} px" if m else "no metrics"
+        flags = f", bounded by {' and '.join(self.trust.flags)}" if self.trust and self.trust.flags else ""
+        return (f"LayerERF({self.name!r}, module={self.path!r}, TRF {trf}, unit={self.unit}, {erf}, "
+                f"{self.images} images, map {self.sum_map.shape[0]}x{self.sum_map.shape[1]}{flags})")
 
     @property
     def center(self) -> tuple[float, float]:
@@ -86,11 +149,12 @@ class LayerERF:
             "trf": self.trf.to_json(self.unit),
             "erf": erf,
             "images": self.images,
+            "trust": self.trust.to_json() if self.trust else None,
             "map": map_path,
         }
 
 
-@dataclass
+@dataclass(repr=False)
 class Measurement:
     """Result of :func:`measure` for one model.
 
@@ -100,6 +164,9 @@ class Measurement:
         image_size: ``(h, w)`` of the images before canvas embedding;
         outside: ``(H, W)`` bool mask of canvas padding, or ``None``.
         settings: probe, data, fill, seed... as given; ``notes``: remarks for the user.
+        preprocessing: how the images were brought to the input: ``{"kind": "none"}``, a canvas
+            (``{"kind": "canvas", "source_size", "canvas", "fill"}``) or the caller's resize
+            (:meth:`erf.data.Preprocessing.to_json`).
     """
 
     layers: list[LayerERF]
@@ -109,6 +176,15 @@ class Measurement:
     outside: np.ndarray | None
     settings: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    preprocessing: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
+
+    def __repr__(self) -> str:
+        names = ", ".join(layer.name for layer in self.layers[:6]) + (", ..." if len(self.layers) > 6 else "")
+        flagged = [layer.name for layer in self.layers if layer.trust and layer.trust.flags]
+        warn = f", {len(flagged)} bounded by frame or padding" if flagged else ""
+        return (f"Measurement({len(self.layers)} layers [{names}], {self.images} images, input "
+                f"{self.input_size[0]}x{self.input_size[1]}, images {self.preprocessing.get('kind', 'none')}"
+                f"{warn}, {len(self.notes)} notes)")
 
     def layer(self, name: str) -> LayerERF:
         """The layer called ``name``."""
@@ -126,6 +202,7 @@ class Measurement:
             "images": self.images,
             "input_size": list(self.input_size),
             "image_size": list(self.image_size),
+            "preprocessing": dict(self.preprocessing),
             "notes": list(self.notes),
             "layers": [layer.to_json((map_paths or {}).get(layer.name)) for layer in self.layers],
         }
@@ -175,7 +252,8 @@ def make_targets(
     The unit of a layer is ``units[name]`` if given, else the unit whose TRF
     centre is nearest the input centre (:meth:`TRF.central_unit`), or with
     ``replknet_unit`` RepLKNet's ``(h // 2, w // 2)`` of the ``h x w`` map.
-    A layer named twice (``stage3`` and its module path ``layer3``) is probed once, under its stable name.
+    A layer named twice (``stage3`` and its module path ``layer3``) is probed once, under its stable name; a
+    module object is reported under its own module path (``layer3``, ``2`` for ``mine[2]``).
 
     Returns:
         ``(targets, {name: unit rule})``.
@@ -190,7 +268,7 @@ def make_targets(
     seen: set[str] = set()
     for name in layers:
         layer = resolve_layer(model, name)
-        key = layer.name if isinstance(name, nn.Module) or name == layer.path else name
+        key = layer.path if isinstance(name, nn.Module) else layer.name if name == layer.path else name
         if key in seen:
             continue
         seen.add(key)
@@ -258,11 +336,12 @@ def measure(
     groups: int = 64,
     seed: int = 0,
     exact_replknet: bool = False,
-    progress: bool = False,
+    progress: bool | str = False,
     distributed: bool = False,
     info: dict[str, Any] | None = None,
     normalization: tuple[Sequence[float], Sequence[float]] | None = None,
     notes: Sequence[str] = (),
+    preprocessing: dict[str, Any] | None = None,
 ) -> Measurement:
     """TRF and ERF metrics of ``layers`` of ``model`` over the images of ``data``.
 
@@ -270,11 +349,12 @@ def measure(
         model: the network, any ``nn.Module`` (switched to eval mode and left so, a note says so if it was
             training; moved to ``device``).
         layers: stable layer names, module paths or submodules of ``model`` (default: every block, see
-            :func:`erf.layers.default_layers`); a module is reported under its stable name or path.
+            :func:`erf.layers.default_layers`); a module is reported under its module path.
         images: an :class:`~erf.data.ImageSet` (normalised or raw) or a tensor ``(N, C, H, W)`` of normalised
             model input (:func:`as_image_set`).
         probe: a name in :data:`erf.probes.PROBES`; ``probe_options`` its options.
-        input_size: ``(H, W)`` canvas the images are embedded in (default: image size).
+        input_size: ``(H, W)`` canvas the images are pasted in (default: image size); to bring images to a model's
+            own input size by resizing instead, apply :class:`erf.data.Preprocessing` first (``erf measure`` does).
         fill: canvas fill, ``zero`` or ``mean`` (see :func:`embed`).
         units: ``{layer: (i, j)}`` overriding the nearest-centre unit.
         batch_size: images per forward pass.
@@ -286,13 +366,16 @@ def measure(
         seed: bootstrap seed.
         exact_replknet: RepLKNet's own area-ratio loop and centre unit ``(h // 2, w // 2)``
             (their published numbers; combine with ``probe_options={"mode": "relu"}``).
-        progress: show a progress bar.
+        progress: show a progress bar on stderr (maps done of images x layers, the layer in progress, ETA); a
+            string is the bar's label.
         distributed: shard batches over ``torch.distributed`` ranks and all-reduce the sums
             (the process group must be initialised, e.g. by ``torchrun``).
         info: ``checkpoint``/``model``/``data`` strings copied into the settings.
         normalization: ``(mean, std)`` applied to raw images (default: CIFAR-10's; torchvision and timm models
             carry their own, ``LoadedModel.normalization``).
         notes: remarks of the caller put first in the result's notes (how the images were prepared).
+        preprocessing: how the caller prepared the images (:meth:`erf.data.Preprocessing.to_json`), kept in the
+            result's ``preprocessing`` (a canvas made here is recorded there too).
 
     Returns:
         A :class:`Measurement`.
@@ -335,11 +418,6 @@ def measure(
                          f"{need / 2**30:.0f} GiB; use a smaller input size or fewer layers", param="input_size")
     warn_if_costly(model, channels, size, n_total, dev)  # before any work: a 4096 px canvas can take hours
     targets, rules = make_targets(model, names, size, units, channels, replknet_unit=exact_replknet)
-    for t in targets:
-        if not t.trf.is_global and (t.trf.size[0] > size[0] or t.trf.size[1] > size[1]):
-            notes.append(f"{t.name}: its TRF ({t.trf.size[0]} px) exceeds the {size[0]} px input, so the image border "
-                         "cuts its ERF (clipped_fraction counts only mass on canvas padding); a larger --input-size "
-                         "shows it whole")
     options = dict(probe_options or {})
     prb = make_probe(probe, **options)
     rank, world = 0, 1
@@ -359,23 +437,34 @@ def measure(
     # deterministic cuDNN kernels: the same command gives byte-identical maps on a GPU too
     with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True,
                                   allow_tf32=torch.backends.cudnn.allow_tf32):
-        bar = tqdm(total=n_total, disable=not progress or rank != 0, desc="ERF", unit="img", dynamic_ncols=True)
-        for start, stop in _batches(n_total, batch_size, rank, world):
-            x, outside = embed(images[start:stop], size, fill)
-            maps = prb.batch_maps(model, targets, x.to(dev, dtype=dtype))
-            for t in targets:
-                accs[t.name].add(maps[t.name], start)
-            used = stop
-            bar.update(stop - start)
-            if tol is not None:
-                done, blocking = _converged(targets, accs, tol, outside, exact_replknet, seed)
-                if done:
-                    notes.append(f"--tol {tol}: stopped after {used} of {n_total} images")
-                    break
-                if stop == n_total:
-                    notes.append(f"--tol {tol} not reached after all {n_total} images ({blocking}); more --images "
-                                 "would narrow it")
-        bar.close()
+        shown = bool(progress) and rank == 0
+        bar = tqdm(total=n_total * len(targets), disable=not shown,
+                   desc=progress if isinstance(progress, str) else "ERF maps", unit="map",
+                   dynamic_ncols=True)
+        reports = shown and hasattr(prb, "on_map")
+        if reports:  # the probe reports every layer's maps of every sub-batch as they are made
+            prb.on_map = lambda name, count: (bar.set_postfix_str(name, refresh=False), bar.update(count))
+        try:
+            for start, stop in _batches(n_total, batch_size, rank, world):
+                x, outside = embed(images[start:stop], size, fill)
+                maps = prb.batch_maps(model, targets, x.to(dev, dtype=dtype))
+                for t in targets:
+                    accs[t.name].add(maps[t.name], start)
+                used = stop
+                if not reports:
+                    bar.update((stop - start) * len(targets))
+                if tol is not None:
+                    done, blocking = _converged(targets, accs, tol, outside, exact_replknet, seed)
+                    if done:
+                        notes.append(f"--tol {tol}: stopped after {used} of {n_total} images")
+                        break
+                    if stop == n_total:
+                        notes.append(f"--tol {tol} not reached after all {n_total} images ({blocking}); more "
+                                     "--images would narrow it")
+        finally:
+            bar.close()
+            if reports:
+                prb.on_map = None
     if distributed:
         for acc in accs.values():
             acc.all_reduce()
@@ -383,7 +472,9 @@ def measure(
     if outside is None and size != (h, w):
         _, outside = embed(images[:1], size, fill)
     results = []
-    for t in targets:
+    label = progress if isinstance(progress, str) else "ERF"
+    for t in tqdm(targets, desc=f"{label}: metrics + bootstrap", unit="layer", dynamic_ncols=True,
+                  disable=not shown or bootstrap == 0):
         acc = accs[t.name]
         gm = acc.group_maps.cpu().numpy()
         gc = acc.group_counts.cpu().numpy()
@@ -392,12 +483,56 @@ def measure(
                                     "overflow), so its ERF is undefined")
         layer = LayerERF(t.name, t.path, t.trf, t.unit, rules[t.name], gm.sum(axis=0), gm, gc, int(gc.sum()))
         layer.metrics, layer.ci = _metrics_with_ci(layer, outside, exact_replknet, bootstrap, seed)
+        layer.trust = trust_of(layer.metrics, layer.center, size)
         results.append(layer)
     settings = {"probe": probe, "probe_options": options, "fill": fill, "batch_size": batch_size,
                 "tol": tol, "bootstrap": bootstrap, "groups": groups, "seed": seed,
                 "exact_replknet": exact_replknet, "data": data.description, **(info or {})}
     settings["probe"] = probe
-    return Measurement(results, int(results[0].images), size, (h, w), outside, settings, notes + data.notes)
+    prep = dict(preprocessing or {"kind": "none"})
+    if size != (h, w):
+        prep = {"kind": "canvas", "source_size": [h, w], "canvas": list(size), "fill": fill,
+                **({"resized": preprocessing} if preprocessing else {})}
+    return Measurement(results, int(results[0].images), size, (h, w), outside, settings,
+                       notes + data.notes + trust_notes(results, size, (h, w), fill), prep)
+
+
+def _names(layers: Sequence[LayerERF]) -> str:
+    names = [layer.name for layer in layers]
+    return ", ".join(names) if len(names) <= 4 else f"{', '.join(names[:3])} and {len(names) - 3} more"
+
+
+def _range(values: Sequence[float], unit: str = " px", digits: int = 1) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.{digits}f}{unit}" if f"{lo:.{digits}f}" == f"{hi:.{digits}f}" else \
+        f"{lo:.{digits}f}-{hi:.{digits}f}{unit}"
+
+
+def trust_notes(layers: Sequence[LayerERF], input_size: Sequence[int], image_size: Sequence[int],
+                fill: str = "zero") -> list[str]:
+    """In words, the layers whose ERF the frame bounds or the canvas padding decides (:class:`Trust`), and what to
+    do: at most two notes (one per cause), naming the layers."""
+    out = []
+    framed = [layer for layer in layers if layer.trust and layer.trust.frame_bound]
+    padded = [layer for layer in layers if layer.trust and layer.trust.padding_bound]
+    size = f"{input_size[0]}x{input_size[1]}"
+    if framed:
+        r95 = _range([layer.trust.r95 for layer in framed])
+        border = _range([max(layer.trust.border, 0.0) for layer in framed])
+        out.append(f"bounded by the frame: {_names(framed)}: r95 ({r95}) reaches the border of the {size} input "
+                   f"({border} from the unit's centre), so the ERF is cut by the frame and r95 is a lower bound, "
+                   "not the ERF's size; to see it whole give a larger --input-size: photos (--data folder:DIR) "
+                   "are then loaded at that size, fixed-size images pasted on a canvas whose padding share is "
+                   "reported")
+    if padded:
+        share = _range([100 * layer.trust.padding_mass for layer in padded], unit=" %", digits=0)
+        what = ("0 in the model's input space (the data-set mean colour)" if fill == "zero"
+                else "each image's mean colour")
+        out.append(f"decided by the padding: {_names(padded)}: {share} of the ERF mass lies on the canvas padding "
+                   f"around the {image_size[0]}x{image_size[1]} images (filled with {what}), so r95 describes the "
+                   "model's response to that flat fill more than to the images; without --input-size, models with "
+                   "a known input size get images resized to it (no padding)")
+    return out
 
 
 def _stat_fn(layer_center: tuple[float, float], trf: TRF, outside: np.ndarray | None, exact: bool):

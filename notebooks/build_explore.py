@@ -42,19 +42,19 @@ so every block after the first CBAM has a *global* TRF."""),
         print(f"  {name:<15} map {t.feature_size}  TRF {size:<8} stride {t.stride[0]}")"""),
     ("md", """## ERF layer by layer
 Luo et al.'s gradient ERF over 32 real test images, embedded in a 64 px canvas so the border does not
-clip the deeper layers."""),
-    ("code", """from erf.plotting import draw_erf
+clip the deeper layers. Each result says in its notes which layers the frame bounds or the canvas padding
+decides (`layer.trust`)."""),
+    ("code", """from erf.plotting import erf_grid
 
 images = erf.load_source("bundled", count=32)
 layers = ["stem", "stage1.block3", "stage2.block3", "stage3.block3"]
 results = {loaded.name: erf.measure(loaded.model, layers, images, input_size=(64, 64), bootstrap=100)
            for loaded in (plain, cbam)}
-
-fig, axes = plt.subplots(2, len(layers), figsize=(3 * len(layers), 6))
-for row, (name, result) in enumerate(results.items()):
-    for col, layer in enumerate(result.layers):
-        draw_erf(axes[row, col], layer, title=f"{name} {layer.name}")
-fig.tight_layout()"""),
+for name, result in results.items():
+    print(result)
+    for note in result.notes:
+        print("  note:", note)
+erf_grid({name: result.layers for name, result in results.items()});"""),
     ("code", """fig, ax = plt.subplots(figsize=(6, 3.5))
 for name, result in results.items():
     r95 = [layer.metrics.radius[0.95] for layer in result.layers]

@@ -186,7 +186,11 @@ def test_input_size_embedding_and_clipped_fraction() -> None:
     assert 0 < s3.metrics.clipped_fraction < 1
     assert big.layer("stem").metrics.clipped_fraction == 0.0
     assert small.layer("stage3").metrics.clipped_fraction == 0.0
-    assert any("clipped" in note for note in small.notes)
+    # at 32 px the frame bounds stage3 (said in words); on the 96 px canvas the padding decides it instead
+    assert small.layer("stage3").trust.frame_bound and not big.layer("stage3").trust.frame_bound
+    assert any(n.startswith("bounded by the frame") and "stage3" in n for n in small.notes)
+    assert big.layer("stage3").trust.padding_mass == s3.metrics.clipped_fraction
+    assert big.preprocessing == {"kind": "canvas", "source_size": [32, 32], "canvas": [96, 96], "fill": "zero"}
     # the stem's 3x3 field sees the same pixels in both runs (it is inside the image)
     np.testing.assert_allclose(small.layer("stem").sum_map.sum(), big.layer("stem").sum_map.sum(), rtol=1e-5)
 

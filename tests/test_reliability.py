@@ -676,20 +676,20 @@ def test_wrong_channels_reach_measure_directly() -> None:
 
 @pytest.mark.parametrize("side", [1, 4])
 def test_images_smaller_than_the_trf(side: int, tmp_path: Path, run_cli) -> None:
-    """Tiny images are measured (the ERF is clipped by the border) and every clipped layer gets a note."""
+    """Tiny images are measured (the ERF is clipped by the border) and every clipped layer is named in the note."""
     torch.manual_seed(0)
     model = create_model("resnet20")
     data = ImageSet(torch.rand(2, 3, side, side), torch.full((2,), -1), f"{side}px images", raw=True)
     result = measure(model, ["stage1.block1", "stage3"], data, bootstrap=0)
+    note = next(n for n in result.notes if n.startswith("bounded by the frame"))
     for layer in result.layers:
-        assert any(n.startswith(f"{layer.name}: its TRF") and f"exceeds the {side} px input" in n
-                   for n in result.notes), result.notes
+        assert layer.trust.frame_bound and layer.name in note
         assert np.isfinite(layer.sum_map).all()
         assert layer.metrics.radius[0.95] <= np.hypot(side, side)
     np.save(tmp_path / "tiny.npy", data.normalized().numpy())
     code, _, err = run_cli("measure", "resnet20", "--data", f"tensor:{tmp_path / 'tiny.npy'}", *FAST)
     assert code == 0, err
-    assert f"exceeds the {side} px input" in err
+    assert f"reaches the border of the {side}x{side} input" in err
 
 
 def test_train_mode_is_switched_to_eval_with_a_note() -> None:

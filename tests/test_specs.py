@@ -82,8 +82,10 @@ def test_measure_cli_on_a_file_class_at_its_input_size(net_file: Path, tmp_path:
     code, stdout, stderr = run_cli("measure", f"{net_file}:Net", "--images", "2", "--bootstrap", "0", "--json")
     assert code == 0, stderr
     doc = json.loads(stdout)
-    assert doc["input_size"] == [40, 40] and doc["image_size"] == [32, 32]
-    assert any("pasted at the centre of a 40x40 canvas" in n for n in doc["notes"])
+    # the 32 px images are resized to the file model's own 40 px input (no canvas, no padding)
+    assert doc["input_size"] == [40, 40] and doc["image_size"] == [40, 40]
+    assert doc["preprocessing"]["kind"] == "resize" and doc["preprocessing"]["source_size"] == [32, 32]
+    assert any("resized from 32x32 to 40x40" in n for n in doc["notes"])
     assert [layer["name"] for layer in doc["layers"]]  # layers found for a model without a naming convention
 
 

@@ -216,7 +216,7 @@ def test_measure_takes_a_module_a_tensor_and_modules_as_layers() -> None:
     x = torch.randn(6, 3, 32, 32)
     by_name = erf.measure(model, ["stage2"], x, bootstrap=0)
     by_module = erf.measure(model, [model.layer2], x, bootstrap=0)
-    assert by_module.layers[0].name == "stage2" and by_module.images == 6
+    assert by_module.layers[0].name == "layer2" and by_module.images == 6  # a module keeps its own path
     np.testing.assert_array_equal(by_name.layers[0].sum_map, by_module.layers[0].sum_map)
     # the same images as an ImageSet give the same maps
     as_set = erf.measure(model, ["stage2"], erf.ImageSet(x, torch.full((6,), -1), "six"), bootstrap=0)

@@ -88,7 +88,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from erf.atomic import write_json
     from erf.checkpoints import load_checkpoint
-    from erf.commands.measure import load_images, parse_size, probe_options
+    from erf.commands.measure import load_images, parse_size, preprocessing_of, probe_options, show_progress
     from erf.comparison import compare
     from erf.data import load_source
     from erf.devices import pick_device
@@ -106,7 +106,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             lm = load_checkpoint(spec, trust=args.trust, seed=args.seed)
             print_notes([f"{spec}: {n}" for n in lm.notes])
             loaded.append(lm)
-        size = parse_size(args.input_size)
+        canvas = size = parse_size(args.input_size)
+        prep = None
         if size is None:
             native = {lm.input_size for lm in loaded if lm.input_size}
             if len(native) > 1:
@@ -114,7 +115,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 raise InputError(f"the models expect different input sizes ({sizes}): give one canvas for all "
                                  "with --input-size")
             size = native.pop() if native else None
-        data, notes = load_images(args.data, args.images, size)
+            sized = [lm for lm in loaded if lm.input_size]
+            preps = [preprocessing_of(lm, canvas) for lm in sized]
+            prep = preps[0] if preps else None
+            if any(p != prep for p in preps[1:]):
+                print_notes([f"the models' own preprocessing differs; every model sees the images prepared as "
+                             f"{sized[0].name}'s ({prep.origin}), so that they stay paired"])
+        data, notes, record = load_images(args.data, args.images, size, prep, args.fill)
         print_notes(notes)
         evaluate_data = load_source(args.evaluate_data, "test") if args.evaluate_data else None
         options = probe_options(args.probe, {"mode": args.mode}, "--mode")
@@ -122,7 +129,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         result = compare(loaded, data, layers=args.layer, count=args.images, input_size=size, device=device,
                          seed=args.seed, bootstrap=args.bootstrap, probe=args.probe, probe_options=options,
                          fill=args.fill, batch_size=args.batch_size, all_layers=args.all_layers,
-                         evaluate_data=evaluate_data, progress=not args.json)
+                         evaluate_data=evaluate_data, progress=show_progress(args), preprocessing=record)
         print_notes(result.notes)
         if stage is not None:
             if not args.no_plots:
@@ -151,8 +158,11 @@ def _args_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=int, default=64,
                    help="use the first N images; up to 64 the test pairs single images, above it 64 groups")
     p.add_argument("--input-size", default=None,
-                   help="embed images in a larger canvas (e.g. 96) so an ERF clipped by the border shows whole")
+                   help="paste the images at the centre of a canvas of this size (e.g. 96), so an ERF cut by the "
+                        "image border shows whole (see erf measure); default: the models' own input size, smaller "
+                        "images resized to it with the reference model's preprocessing")
     p.add_argument("--fill", default="zero", choices=["zero", "mean"], help="canvas fill (see erf measure)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (none is shown when stderr is not a terminal)")
     from erf.probes.registry import PROBES
 
     p.add_argument("--probe", default="gradient", choices=list(PROBES),

@@ -43,9 +43,13 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="bundled", help="image source (see below)")
     p.add_argument("--images", type=int, default=100, help="use the first N images")
     p.add_argument("--input-size", default=None,
-                   help="embed images in a larger canvas (e.g. 96) so an ERF clipped by the border shows whole")
+                   help="paste the images at the centre of a canvas of this size (e.g. 96), so an ERF cut by the "
+                        "image border shows whole; the padding's share of the ERF mass is reported. Default: the "
+                        "model's own input size (torchvision, timm, code specs), smaller images resized to it with "
+                        "the model's preprocessing; else the images' size")
     p.add_argument("--fill", default="zero", choices=["zero", "mean"],
                    help="canvas fill: 0 in input space (data-set mean colour) or each image's mean")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (none is shown when stderr is not a terminal)")
     from erf.probes.registry import PROBES
 
     p.add_argument("--probe", default="gradient", choices=list(PROBES),
@@ -90,25 +94,64 @@ def input_size_for(loaded: Any, text: str | None) -> tuple[int, int] | None:
     return parse_size(text) or getattr(loaded, "input_size", None)
 
 
-def load_images(spec: str, count: int | None, size: tuple[int, int] | None) -> tuple[Any, list[str]]:
-    """The images of ``--data`` for a model with input ``size``: noise, constant and folder images are made or
-    resized to that size; fixed-size images (CIFAR-10, 32 px) are left as they are and a note says, once, that
-    they will be pasted at the centre of the larger canvas."""
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether to draw progress bars: stderr is a terminal, and neither ``--quiet`` nor ``--json`` was given."""
+    return sys.stderr.isatty() and not getattr(args, "quiet", False) and not getattr(args, "json", False)
+
+
+def preprocessing_of(loaded: Any, canvas: tuple[int, int] | None) -> Any:
+    """The model's own :class:`~erf.data.Preprocessing` at its input size, or ``None`` when a canvas was asked for
+    (``--input-size``) or the model has no known input size."""
+    from erf.data import preprocessing_for
+
+    if canvas is not None:
+        return None
+    return preprocessing_for(loaded.name, loaded.model, getattr(loaded, "input_size", None))
+
+
+def load_images(spec: str, count: int | None, size: tuple[int, int] | None, preprocessing: Any = None,
+                fill: str = "zero") -> tuple[Any, list[str], dict[str, Any] | None]:
+    """The images of ``--data`` for a model input of ``size`` ``(H, W)`` px.
+
+    Noise and constant images are made at that size. Folder images and fixed-size images (CIFAR-10's 32 px, a
+    ``tensor:`` file) are brought to it by ``preprocessing`` (a model's own
+    :class:`~erf.data.Preprocessing`: resize + centre crop) when given; without it (a canvas was asked for with
+    ``--input-size``) fixed-size images are left as they are, to be pasted at the centre of the canvas.
+
+    Returns:
+        ``(ImageSet, notes saying what was done, the preprocessing record for the JSON or None)``.
+    """
     from pathlib import Path
 
     from erf.data import load_source
 
     kind = spec.split(":")[0]
-    resizable = kind in ("noise", "constant", "folder") or Path(spec).is_dir()
-    side = size[0] if size and size[0] == size[1] and resizable else 32
-    data = load_source(spec, "test", count=count, image_size=side)
-    notes = []
+    folder = kind == "folder" or (":" not in spec and Path(spec).is_dir())
+    square = bool(size) and size[0] == size[1]
+    side = size[0] if square and (folder or kind in ("noise", "constant")) else 32
+    resize = preprocessing.resize if preprocessing is not None and folder and square else None
+    data = load_source(spec, "test", count=count, image_size=side, resize=resize)
+    notes: list[str] = []
+    record = None
+    if resize is not None:
+        record = {"kind": "resize", "source_size": None, "resized": None, "crop": list(size), "resize": resize,
+                  "interpolation": "bilinear (PIL)", "origin": preprocessing.origin}
+        notes.append(f"the images of {data.description} were resized (shorter side {resize} px) and centre-cropped "
+                     f"to the model's {size[0]}x{size[1]} input ({preprocessing.origin})")
     h, w = data.images.shape[-2:]
-    if size and (h < size[0] or w < size[1]):
-        notes.append(f"the {h}x{w} px images of {data.description} are pasted at the centre of a "
-                     f"{size[0]}x{size[1]} canvas filled with the mean colour (the model's input size or "
-                     "--input-size); for images at that size use --data folder:DIR")
-    return data, notes
+    if size and (h, w) != tuple(size) and preprocessing is not None and not folder:
+        record = preprocessing.to_json(h, w)
+        data = preprocessing.apply(data)
+        scale = record["scale"]
+        notes.append(f"the {h}x{w} px images of {data.description} were brought to the model's {size[0]}x{size[1]} "
+                     f"input: {preprocessing.describe(h, w)}; radii are in model-input px"
+                     + (f" (1 source pixel = {scale:.3g} px: an upsampled image holds no finer detail)"
+                        if scale > 1 else ""))
+    elif size and (h < size[0] or w < size[1]):
+        what = "0 in input space (the data-set mean colour)" if fill == "zero" else "each image's mean colour"
+        notes.append(f"the {h}x{w} px images of {data.description} are pasted at the centre of a {size[0]}x{size[1]} "
+                     f"canvas (--input-size) filled with {what}; the ERF mass on that padding is reported (pad)")
+    return data, notes, record
 
 
 def run_measure(loaded: Any, layers: list[str] | None, args: argparse.Namespace, info: dict[str, Any],
@@ -117,17 +160,17 @@ def run_measure(loaded: Any, layers: list[str] | None, args: argparse.Namespace,
     from erf.devices import pick_device
     from erf.measurement import measure
 
-    size = input_size_for(loaded, args.input_size)
-    data, notes = load_images(args.data, args.images, size)
+    canvas = parse_size(args.input_size)
+    size = canvas or getattr(loaded, "input_size", None)
+    data, notes, record = load_images(args.data, args.images, size, preprocessing_of(loaded, canvas), args.fill)
     options = probe_options(args.probe, {"mode": "relu" if args.replknet else args.mode, "crop": not args.no_crop},
                             "--mode/--replknet/--no-crop")
     return measure(loaded.model, layers, data, probe=args.probe, probe_options=options, input_size=size,
                    normalization=loaded.normalization,
                    fill=args.fill, units=units, batch_size=args.batch_size, device=str(pick_device(args.device)),
                    tol=args.tol, bootstrap=args.bootstrap, seed=args.seed, exact_replknet=args.replknet,
-                   progress=not getattr(args, "json", False) and sys.stderr.isatty(),
-                   distributed=getattr(args, "distributed", False),
-                   info=info, notes=notes)
+                   progress=show_progress(args), distributed=getattr(args, "distributed", False),
+                   info=info, notes=notes, preprocessing=record)
 
 
 def _fmt_ci(layer: Any, key: str, value: float, digits: int = 1) -> str:
@@ -135,23 +178,54 @@ def _fmt_ci(layer: Any, key: str, value: float, digits: int = 1) -> str:
     return f"{value:.{digits}f} [{lo:.{digits}f},{hi:.{digits}f}]"
 
 
+BOUND_WORDS = {"frame": "frame", "padding": "pad"}
+"""A :class:`~erf.measurement.Trust` flag -> its word in the tables' ``bounded`` column."""
+
+
+def bounded_text(layer: Any) -> str:
+    """The ``bounded`` cell of a layer: ``frame``, ``pad``, ``frame,pad`` or ``""``."""
+    return ",".join(BOUND_WORDS[f] for f in layer.trust.flags) if layer.trust else ""
+
+
+def input_text(result: Any) -> str:
+    """``input 224x224 (images resized from 32x32)`` / ``(32x32 images on a canvas)``: what the model was fed."""
+    kind = result.preprocessing.get("kind")
+    h, w = result.input_size
+    if kind == "resize" and result.preprocessing.get("source_size"):
+        sh, sw = result.preprocessing["source_size"]
+        return f"input {h}x{w} (images resized from {sh}x{sw})"
+    if kind == "resize":
+        return f"input {h}x{w} (images resized)"
+    if kind == "canvas":
+        return f"input {h}x{w} ({result.image_size[0]}x{result.image_size[1]} images on a padded canvas)"
+    return f"input {h}x{w}"
+
+
 def print_table(result: Any, title: str) -> None:
-    """Aligned per-layer table of a :class:`~erf.measurement.Measurement` (columns as wide as their content):
-    TRF side / stride, probed unit, ERF radii r50 and r95 (px), area ratio at 50 %, clipped fraction;
-    [95 % bootstrap CI]."""
-    print(f"{title}: {result.images} images, input {result.input_size[0]}x{result.input_size[1]}")
+    """Aligned per-layer table of a :class:`~erf.measurement.Measurement` (columns as wide as their content, 80 in
+    all for the bundled models): TRF side / stride, probed unit, ERF radii r50 and r95 (px) [95 % bootstrap CI], area
+    ratio at 50 %, padding mass, r95 over the distance to the border and what bounds the ERF (frame, padding)."""
+    print(f"{title}: {result.images} images, {input_text(result)}")
     rows = []
     for layer in result.layers:
         trf = "global" if layer.trf.is_global else f"{layer.trf.size[0]}/s{layer.trf.stride[0]}"
-        m = layer.metrics
+        m, t = layer.metrics, layer.trust
+        edge = f"{t.r95 / t.border:.2f}" if t and t.border > 0 else "-"
         rows.append([layer.name, trf, f"{layer.unit[0]},{layer.unit[1]}", f"{m.radius[0.5]:.1f}",
-                     _fmt_ci(layer, "radius.95", m.radius[0.95]), _fmt_ci(layer, "area_ratio.50", m.area_ratio[0.5], 3),
-                     f"{m.clipped_fraction:.2f}"])
-    print_aligned(["layer", "TRF/stride", "unit", "r50", "r95 px [95% CI]", "AR50 [95% CI]", "clip"], rows, gap=1)
-    if result.outside is not None or any(not layer.trf.is_global and max(layer.trf.size) > max(result.input_size)
-                                         for layer in result.layers):
-        print("clip: share of the ERF mass on canvas padding (from --input-size); a TRF larger")
-        print("than the input is cut by the image border, which no column counts")
+                     _fmt_ci(layer, "radius.95", m.radius[0.95]), f"{m.area_ratio[0.5]:.3f}",
+                     f"{m.clipped_fraction:.2f}" if result.outside is not None else "-", edge, bounded_text(layer)])
+    print_aligned(["layer", "TRF/stride", "unit", "r50", "r95 px [95% CI]", "AR50", "pad", "r95/edge", "bounded"],
+                  rows, gap=1)
+    print_bound_legend()
+
+
+def print_bound_legend() -> None:
+    """The legend of the ``pad``, ``r95/edge`` and ``bounded`` columns (at most 80 columns)."""
+    from erf.measurement import FRAME_LIMIT, PADDING_LIMIT
+
+    print("pad: ERF mass share on canvas padding (-: no canvas); r95/edge: r95 over the")
+    print(f"distance from the unit's centre to the border; bounded: frame (r95/edge >= {FRAME_LIMIT:g}:")
+    print(f"the frame cuts the ERF) or pad (pad > {PADDING_LIMIT:g}: the padding decides r95)")
 
 
 DISPLAYS = {"log": True, "linear": False, "log1p": "log1p"}
@@ -312,7 +386,9 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 def _args_layers(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="model spec (see below)")
-    p.add_argument("--input-size", default=None, help="input size for feature-map sizes (default 32)")
+    p.add_argument("--input-size", default=None,
+                   help="input size for feature-map sizes (default: the model's own input size where known, e.g. "
+                        "224 for torchvision models, else 32)")
     p.add_argument("--modules", action="store_true", help="also list every other module path")
     p.add_argument("--stages", action="store_true", help="only the stem and the stages (no blocks)")
     p.add_argument("--json", action="store_true", help="print the erf.layers/1 document")

@@ -17,7 +17,8 @@ def _args(p: argparse.ArgumentParser) -> None:
         "`erf objects instances_val.json --resize 256 --center-crop 224 --out runs/objects` or, for CIFAR-10 "
         "(no boxes: a model-free foreground-segmentation ESTIMATE), `erf objects --estimate bundled --pad-to 64`.")
     p.add_argument("src", nargs="?", default=None,
-                   help="annotation file or folder (COCO JSON, VOC XML, YOLO labels, mask PNGs, CSV)")
+                   help="annotation file or folder (COCO JSON, VOC XML or the devkit's .mat cache, YOLO labels, "
+                        "mask PNGs, CSV)")
     from erf.objects.readers.registry import READERS, formats
 
     p.add_argument("--format", default="auto", choices=list(formats()),
@@ -25,7 +26,10 @@ def _args(p: argparse.ArgumentParser) -> None:
                         + "; ".join(f"{r.name}: {r.description}" for r in READERS.values()))
     p.add_argument("--sizes", default=None, help="YOLO: image sizes file (CSV image,width,height or JSON)")
     p.add_argument("--exclude-difficult", action="store_true",
-                   help="leave out objects flagged difficult (VOC XML, tables with a difficult column)")
+                   help="leave out objects flagged difficult (VOC XML and .mat, tables with a difficult column)")
+    p.add_argument("--exclude-crowd", action="store_true",
+                   help="leave out COCO crowd objects (iscrowd = 1: one box around a group); by default they are "
+                        "counted and a note says how many")
     from erf.objects.readers.registry import BOX_CONVENTIONS
 
     p.add_argument("--box-convention", default="auto", choices=list(BOX_CONVENTIONS),
@@ -49,6 +53,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="folder for objects.json, histogram.png, cdf.png")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     p.add_argument("--json", action="store_true", help="print the objects.json document")
+    p.epilog = None  # the model-spec / data-source block of the other commands does not apply here
 
 
 ESTIMATOR_BACKGROUNDS = ("flat", "noise", "study", "photo")
@@ -90,9 +95,18 @@ def build_document(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
         sizes, extra = _estimate(args, preprocess)
     else:
         ann = read_annotations(args.src, args.format, skip_bad=args.skip_bad, image_sizes=args.sizes,
-                               exclude_difficult=args.exclude_difficult, box_convention=args.box_convention)
+                               exclude_difficult=args.exclude_difficult, box_convention=args.box_convention,
+                               exclude_crowd=args.exclude_crowd)
         sizes = annotation_sizes(ann, preprocess, area=args.area)
+        if args.area == "mask":
+            masked = sum(b.mask_area is not None for b in ann.boxes)
+            sizes.notes.append(f"--area mask: sqrt(area) is the mask area's for the {masked} of {len(ann.boxes)} "
+                               "objects with a mask (COCO segmentations, mask PNGs), the box area's for the others")
     return sizes.to_json(args.bins, extra), sizes
+
+
+AREA_WORDS = {"box": "sqrt(box area)", "mask": "sqrt(mask area)"}
+"""``--area`` -> the name of the first row of the table (the area kind is always said)."""
 
 
 def _fmt(v: float | None, digits: int) -> str:
@@ -107,12 +121,14 @@ def print_table(doc: dict[str, Any], title: str) -> None:
     from erf.objects.sizes import SIZE_MEASURES
 
     for key, name in SIZE_MEASURES:
+        name = AREA_WORDS.get(doc.get("area"), "sqrt(area)") + " px" if key == "sqrt_area" else name
         d = s[key]
         q = d["quantiles"]
         digits = 3 if key == "relative" else 1
         print(f"{name:<16}" + "".join(f"{_fmt(q[k], digits):>8}" for k in ("5", "25", "50", "75", "95"))
               + f"{_fmt(d['mean'], digits):>8}")
-    print_aligned(["class", "objects", "median sqrt(area)"],  # widths from the content: labels are never cut
+    area = AREA_WORDS.get(doc.get("area"), "sqrt(area)")
+    print_aligned(["class", "objects", f"median {area}"],  # widths from the content: labels are never cut
                   [[label, entry["count"], _fmt(entry["sqrt_area"]["quantiles"]["50"], 1)]
                    for label, entry in s["per_class"].items()])
     if doc.get("estimator_error"):

@@ -139,6 +139,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _args_models(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'cbam_*'")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.epilog = None  # the model-spec / data-source block of the other commands does not apply here
 
 
 def _args_train(p: argparse.ArgumentParser) -> None:

@@ -20,8 +20,10 @@ from erf.data.sources import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     ImageSet,
+    Preprocessing,
     augment_batch,
     load_source,
+    preprocessing_for,
     subset_count,
     to_uint8,
 )
@@ -30,8 +32,10 @@ __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "ImageSet",
+    "Preprocessing",
     "augment_batch",
     "load_source",
+    "preprocessing_for",
     "subset_count",
     "to_uint8",
 ]

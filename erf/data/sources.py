@@ -93,6 +93,112 @@ def normalize(images: torch.Tensor, mean: Sequence[float] = CIFAR10_MEAN,
     return (images - m) / s
 
 
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+"""Resampling modes of :class:`Preprocessing` (``torch.nn.functional.interpolate`` modes, antialiased when
+shrinking except ``nearest``)."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """A model's own evaluation preprocessing: resize the shorter side to ``resize`` px, then centre-crop to
+    ``crop`` (torchvision's ``Resize(resize)`` + ``CenterCrop(crop)`` on tensors: same output sizes and crop
+    offsets, antialiased resampling when shrinking).
+
+    Attributes:
+        crop: ``(H, W)`` px, the model's input size.
+        resize: px of the shorter side before the crop (``>= max(crop)``; equal: no margin cut off).
+        interpolation: a mode of :data:`INTERPOLATIONS`.
+        origin: where the recipe comes from, for notes and JSON (``torchvision ResNet18_Weights.IMAGENET1K_V1``).
+    """
+
+    crop: tuple[int, int]
+    resize: int
+    interpolation: str = "bilinear"
+    origin: str = ""
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise InputError(f"interpolation {self.interpolation!r}: use {', '.join(INTERPOLATIONS)}")
+        if min(self.crop) < 1 or self.resize < 1:
+            raise InputError(f"preprocessing sizes must be positive, got resize {self.resize}, crop {self.crop}")
+
+    def resized_shape(self, h: int, w: int) -> tuple[int, int]:
+        """``(h', w')`` after the resize step of an ``h x w`` image (the shorter side becomes ``resize``, the longer
+        keeps the aspect ratio, truncated as torchvision does); never smaller than the crop."""
+        if h <= w:
+            out = (self.resize, int(self.resize * w / h))
+        else:
+            out = (int(self.resize * h / w), self.resize)
+        return (max(out[0], self.crop[0]), max(out[1], self.crop[1]))
+
+    def apply(self, data: ImageSet) -> ImageSet:
+        """``data`` resized and centre-cropped to ``crop``: a new :class:`ImageSet` (raw images stay raw, clamped to
+        [0, 1]; normalised ones are interpolated as they are: resampling is linear, so it commutes with the
+        per-channel normalisation up to the clamp). Images already ``crop``-sized are returned as they are."""
+        import torch.nn.functional as F
+
+        h, w = data.images.shape[-2:]
+        if (h, w) == tuple(self.crop):
+            return data
+        rh, rw = self.resized_shape(h, w)
+        x = data.images
+        if (rh, rw) != (h, w):
+            kwargs = {} if self.interpolation == "nearest" else {
+                "align_corners": False, "antialias": rh < h or rw < w}
+            x = F.interpolate(x, size=(rh, rw), mode=self.interpolation, **kwargs)
+        top, left = int(round((rh - self.crop[0]) / 2.0)), int(round((rw - self.crop[1]) / 2.0))
+        x = x[:, :, top: top + self.crop[0], left: left + self.crop[1]]
+        if data.raw:
+            x = x.clamp(0.0, 1.0)
+        return ImageSet(x.contiguous(), data.labels, data.description, data.classes, data.raw, list(data.notes))
+
+    def describe(self, h: int, w: int) -> str:
+        """In words, what :meth:`apply` does to ``h x w`` images (for the note)."""
+        rh, rw = self.resized_shape(h, w)
+        scale = rh / h
+        kind = "an upsampling" if scale > 1 else "a downsampling" if scale < 1 else "no resampling"
+        crop = (f", then centre-cropped to {self.crop[0]}x{self.crop[1]}" if (rh, rw) != tuple(self.crop) else "")
+        return (f"resized from {h}x{w} to {rh}x{rw} px ({self.interpolation}, {kind} by {scale:.3g}x){crop}"
+                + (f" ({self.origin})" if self.origin else ""))
+
+    def to_json(self, h: int, w: int) -> dict[str, Any]:
+        """The ``preprocessing`` entry of ``measure.json`` for ``h x w`` source images."""
+        rh, rw = self.resized_shape(h, w)
+        return {"kind": "resize", "source_size": [h, w], "resized": [rh, rw], "crop": list(self.crop),
+                "resize": self.resize, "interpolation": self.interpolation, "scale": rh / h, "origin": self.origin}
+
+
+def preprocessing_for(name: str, model: Any, input_size: Sequence[int] | None) -> Preprocessing | None:
+    """The evaluation preprocessing of a model with a known ``input_size`` (``None`` when unknown).
+
+    * ``torchvision:ARCH``: its default weights' transforms (``resize_size``, ``crop_size``, interpolation; read
+      locally, nothing downloaded), e.g. 256 -> 224 bilinear for ResNet-18, 236 -> 224 for ConvNeXt-T;
+    * a model with a timm ``pretrained_cfg``: ``floor(crop / crop_pct)`` and its interpolation;
+    * anything else with an input size (a code spec's ``input_size`` attribute): a plain resize to it (no margin).
+    """
+    if not input_size:
+        return None
+    crop = (int(input_size[0]), int(input_size[1]))
+    if name.startswith("torchvision:"):
+        try:
+            import torchvision
+
+            weights = torchvision.models.get_model_weights(name.partition(":")[2]).DEFAULT
+            t = weights.transforms()
+            mode = str(getattr(t.interpolation, "value", t.interpolation)).lower()
+            if mode in INTERPOLATIONS and list(t.crop_size) and list(t.resize_size):
+                return Preprocessing(crop, int(list(t.resize_size)[0]), mode,
+                                     f"the eval transforms of torchvision's {type(weights).__name__}.{weights.name}")
+        except (ValueError, KeyError, AttributeError, TypeError, ImportError):
+            pass
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and isinstance(cfg.get("crop_pct"), (int, float)) and cfg["crop_pct"] > 0:
+        mode = str(cfg.get("interpolation", "bilinear")).lower()
+        return Preprocessing(crop, int(math.floor(max(crop) / cfg["crop_pct"])),
+                             mode if mode in INTERPOLATIONS else "bilinear", "timm's pretrained_cfg (crop_pct)")
+    return Preprocessing(crop, min(crop), "bilinear", "the model's input_size")
+
+
 def augment_batch(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Random crop (zero padding ``pad``, same size) and horizontal flip, per image, vectorised.
 
@@ -285,8 +391,9 @@ def _to_set(x: np.ndarray, y: np.ndarray, desc: str, classes: tuple[str, ...]) -
     return ImageSet(images.contiguous(), torch.from_numpy(y.astype(np.int64)), desc, classes, raw=True)
 
 
-def _load_folder(root: Path, image_size: int) -> ImageSet:
-    """Every image file under ``root`` (recursive; sub-folder names are the classes), resized and centre-cropped.
+def _load_folder(root: Path, image_size: int, resize: int | None = None) -> ImageSet:
+    """Every image file under ``root`` (recursive; sub-folder names are the classes): the shorter side resized to
+    ``resize`` px (default ``image_size``, PIL bilinear), then centre-cropped to ``image_size`` x ``image_size``.
 
     Symlinks are followed to regular files only; anything else with an image suffix (a device, a FIFO, a broken
     link) is refused, and so is an image over :data:`MAX_IMAGE_PIXELS` before it is decoded.
@@ -311,7 +418,7 @@ def _load_folder(root: Path, image_size: int) -> ImageSet:
         try:
             with open_bounded(p, MAX_IMAGE_PIXELS) as im:
                 im = im.convert("RGB")
-                scale = image_size / min(im.size)
+                scale = (resize or image_size) / min(im.size)
                 im = im.resize((max(image_size, round(im.width * scale)),
                                 max(image_size, round(im.height * scale))), Image.BILINEAR)
                 left, top = (im.width - image_size) // 2, (im.height - image_size) // 2
@@ -331,6 +438,7 @@ def load_source(
     subset: float | int | str | None = None,
     image_size: int = 32,
     channels: int = 3,
+    resize: int | None = None,
 ) -> ImageSet:
     """Load the images of a source spec (see :mod:`erf.data`).
 
@@ -341,6 +449,8 @@ def load_source(
         subset: the article's subset rule (:func:`subset_count`), applied before ``count``.
         image_size: side in pixels for folders, noise and constant images.
         channels: channels of noise/constant images.
+        resize: folders: the shorter side before the centre crop to ``image_size`` (a model's
+            :class:`Preprocessing`; default ``image_size``, no margin).
 
     Raises:
         DataError: missing, empty, corrupt or mis-shaped data.
@@ -373,7 +483,7 @@ def load_source(
         if note:
             data.notes.append(note)
     elif kind == "folder" or (not arg and Path(spec).is_dir()):
-        data = _load_folder(Path(arg or spec), image_size)
+        data = _load_folder(Path(arg or spec), image_size, resize)
     elif kind in ("noise", "constant"):
         n = count or 64
         shape = (n, channels, image_size, image_size)

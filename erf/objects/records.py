@@ -86,6 +86,8 @@ class Collector:
         self.boxes: list[ObjectBox] = []
         self.skipped = 0
         self.excluded = 0  # objects left out on purpose (exclude_difficult), not malformed
+        self.crowd = 0  # COCO iscrowd objects kept (each box holds a group of objects)
+        self.crowd_excluded = 0  # COCO iscrowd objects left out (exclude_crowd)
         self.notes: list[str] = []
 
     def bad(self, message: str) -> None:

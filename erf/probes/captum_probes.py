@@ -8,6 +8,7 @@ gives exactly the gradient probe's map (tested to float tolerance).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -46,6 +47,8 @@ class CaptumProbe:
     def __init__(self, method: str = "captum-gradient") -> None:
         self.name = method
         self.class_name, self.options = CAPTUM_METHODS[method]
+        self.on_map: Callable[[str, int], None] | None = None
+        """Called ``(layer name, images)`` after each layer's maps (progress bars)."""
 
     def batch_maps(self, model: nn.Module, targets: list[Target], x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{target name: (B, H, W) float64}`` absolute attributions summed over channels."""
@@ -59,5 +62,7 @@ class CaptumProbe:
                 xin = x.detach().clone().requires_grad_(True)
                 attr = method.attribute(xin, neuron_selector=_selector(t.unit, t.trf), **self.options)
                 out[t.name] = attr.detach().abs().sum(dim=1, dtype=torch.float64)
+                if self.on_map is not None:
+                    self.on_map(t.name, x.shape[0])
         return out
 

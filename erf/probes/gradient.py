@@ -40,7 +40,7 @@ from __future__ import annotations
 import contextlib
 import math
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -308,6 +308,8 @@ class GradientProbe:
         self.mode = mode
         self.crop = crop
         self.merge_ratio = merge_ratio
+        self.on_map: Callable[[str, int], None] | None = None
+        """Called ``(layer name, images)`` after each layer's maps of each sub-batch (progress bars)."""
 
     def batch_maps(self, model: nn.Module, targets: list[Target], x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{target name: (B, H, W) float64}`` maps for the batch ``x`` ``(B, C, H, W)``."""
@@ -376,4 +378,6 @@ class GradientProbe:
                 full[:, y0:y1, x0:x1] = m
                 m = full
             maps[t.name] = m
+            if self.on_map is not None:
+                self.on_map(t.name, b)
         return maps

@@ -14,7 +14,7 @@ from erf.errors import AnnotationError, InputError
 
 # isort: off
 # each module registers its format; this order is the order formats are listed in help texts and messages
-from erf.objects.readers import coco, voc, yolo, masks, csv_table  # noqa: F401
+from erf.objects.readers import coco, voc, voc_mat, yolo, masks, csv_table  # noqa: F401
 # isort: on
 from erf.objects.readers.masks import mask_boxes
 from erf.objects.readers.registry import (
@@ -34,7 +34,8 @@ __all__ = ["BOX_CONVENTIONS", "READERS", "ReadOptions", "Reader", "formats", "gu
 
 def read_annotations(path: str | Path, fmt: str = "auto", skip_bad: bool = False,
                      image_sizes: str | Path | Mapping[str, Sequence[float]] | None = None,
-                     exclude_difficult: bool = False, box_convention: str = "auto") -> Annotations:
+                     exclude_difficult: bool = False, box_convention: str = "auto",
+                     exclude_crowd: bool = False) -> Annotations:
     """Read every object box of an annotation set.
 
     Args:
@@ -46,6 +47,8 @@ def read_annotations(path: str | Path, fmt: str = "auto", skip_bad: bool = False
             * ``voc``: a Pascal VOC XML file or a folder of them (searched recursively).
               VOC corners are 1-based inclusive pixel indices: ``x0 = xmin - 1``,
               ``x1 = xmax`` (``xmin = 0``, written by some tools, is taken as 1).
+            * ``voc-mat``: the official VOC devkit's annotation cache, a MATLAB ``.mat`` file holding
+              ``recs`` (``test_anno.mat``, ``recs_train.mat``), read with scipy; corners as in VOC XML.
             * ``yolo``: a folder of ``.txt`` label files, one object per line,
               ``class cx cy w h`` normalised to [0, 1]. Image sizes come from
               ``image_sizes`` or from the images beside the labels (same stem, in the
@@ -62,7 +65,7 @@ def read_annotations(path: str | Path, fmt: str = "auto", skip_bad: bool = False
               continuous px (a header row with these names is optional), or a header naming them
               in a common way (``filename``/``image_id``, ``xmin``..``ymax``, ``width``/``height``,
               ``class``/``label``/``category``, ``difficult``); a note says which mapping was used.
-        fmt: one of ``auto, coco, voc, yolo, masks, csv``; ``auto`` guesses from the
+        fmt: one of ``auto, coco, voc, voc-mat, yolo, masks, csv``; ``auto`` guesses from the
             file suffix or the folder content.
         skip_bad: skip malformed records or files and count them in
             :attr:`Annotations.skipped` instead of raising.
@@ -71,6 +74,8 @@ def read_annotations(path: str | Path, fmt: str = "auto", skip_bad: bool = False
         exclude_difficult: leave out objects flagged ``difficult`` (VOC XML; tables with a ``difficult``
             column); a note counts them.
         box_convention: how table corners are read, one of :data:`~erf.objects.readers.registry.BOX_CONVENTIONS`.
+        exclude_crowd: leave out COCO crowd objects (``iscrowd = 1``); by default they are kept and a note
+            counts them.
 
     Raises:
         AnnotationError: a malformed file or record (message names the file and
@@ -93,9 +98,16 @@ def read_annotations(path: str | Path, fmt: str = "auto", skip_bad: bool = False
     if image_sizes is not None and not reader.uses_image_sizes:
         col.notes.append(f"image sizes are only used for YOLO labels; ignored for {fmt}")
         image_sizes = None
-    reader.read(path, col, ReadOptions(image_sizes, exclude_difficult, box_convention))
+    if exclude_crowd and fmt != "coco":
+        col.notes.append(f"crowd objects exist in COCO files only; exclude_crowd ignored for {fmt}")
+    reader.read(path, col, ReadOptions(image_sizes, exclude_difficult, box_convention, exclude_crowd))
     if col.excluded:
         col.notes.append(f"left out {col.excluded} object(s) flagged difficult")
+    if col.crowd:
+        col.notes.append(f"counted {col.crowd} COCO crowd object(s) (iscrowd = 1: one box around a group of "
+                         "objects, box area only); --exclude-crowd leaves them out")
+    if col.crowd_excluded:
+        col.notes.append(f"left out {col.crowd_excluded} COCO crowd object(s) (iscrowd = 1, --exclude-crowd)")
     if not col.boxes:
         raise AnnotationError(f"{path}: no valid object found ({fmt} format, {col.skipped} malformed record(s) "
                               "skipped)" if col.skipped else f"{path}: no object found ({fmt} format)")

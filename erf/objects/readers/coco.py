@@ -1,5 +1,6 @@
 """COCO instances JSON: ``images`` with ``width``/``height``, ``annotations`` with ``bbox = [x, y, w, h]``,
-optional ``categories``; ``area`` is kept as the mask area of segmented (non-crowd) objects.
+optional ``categories``; ``area`` is kept as the mask area of segmented (non-crowd) objects. Crowd objects
+(``iscrowd = 1``: one box around a group of objects) are kept and counted, or left out with ``exclude_crowd``.
 """
 
 from __future__ import annotations
@@ -87,7 +88,12 @@ def read_coco(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS
             col.bad(f"{where}: category_id {_show(cat)} is not an integer or a string")
             continue
         label = cats.get(cat, None if cat is None else str(cat))
-        area = ann.get("area") if ann.get("segmentation") and not ann.get("iscrowd") else None
+        crowd = bool(ann.get("iscrowd"))
+        if crowd and options.exclude_crowd:
+            col.crowd_excluded += 1
+            continue
+        col.crowd += crowd
+        area = ann.get("area") if ann.get("segmentation") and not crowd else None
         col.add(where, str(im.get("file_name", im["id"])), label, x, y, x + bw, y + bh,
                 im["width"], im["height"], area)
 

@@ -31,11 +31,14 @@ class ReadOptions:
         image_sizes: YOLO only: ``image stem -> (width, height)`` mapping, or a CSV/JSON file of them.
         exclude_difficult: drop objects flagged ``difficult`` (VOC XML, tables with a ``difficult`` column).
         box_convention: one of :data:`BOX_CONVENTIONS` (tables).
+        exclude_crowd: drop COCO ``iscrowd`` objects (one box around a group of objects); kept and counted by
+            default.
     """
 
     image_sizes: Any = None
     exclude_difficult: bool = False
     box_convention: str = "auto"
+    exclude_crowd: bool = False
 
 
 DEFAULT_OPTIONS = ReadOptions()
