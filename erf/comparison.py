@@ -361,6 +361,7 @@ def compare(
     labels: Sequence[str] | None = None,
     progress: bool = False,
     preprocessing: dict[str, Any] | None = None,
+    precision: str = "fp32",
 ) -> Comparison:
     """Compare the TRF and ERF of ``models`` layer by layer on the same images.
 
@@ -381,6 +382,7 @@ def compare(
         labels: display labels (default: model names, made unique).
         progress: show a progress bar per model (stderr).
         preprocessing: how the images were prepared (recorded as in :func:`erf.measure`).
+        precision: ``fp32`` (default) or ``bf16``, as in :func:`erf.measure` (recorded in the settings).
 
     Returns:
         A :class:`Comparison`.
@@ -422,7 +424,8 @@ def compare(
                          normalization=lm.normalization,
                          fill=fill, batch_size=batch_size, device=device, bootstrap=0, groups=groups, seed=seed,
                          progress=f"{info.letter}: {info.label}" if progress else False,
-                         info={"checkpoint": info.spec, "model": info.name}, preprocessing=preprocessing)
+                         info={"checkpoint": info.spec, "model": info.name}, preprocessing=preprocessing,
+                         precision=precision)
         measurements.append(result)
         notes.extend(f"{info.label}: {n}" for n in result.notes if n not in data.notes)
     notes.extend(data.notes)
@@ -444,7 +447,8 @@ def compare(
         notes.append(f"only {g} paired samples: the two-sided signed-rank test cannot reach p < 0.05 with fewer "
                      "than 6 (use more --images)")
     settings = {"probe": probe, "probe_options": dict(probe_options or {}), "fill": fill, "batch_size": batch_size,
-                "bootstrap": bootstrap, "groups": groups, "seed": seed, "data": data.description,
+                "bootstrap": bootstrap, "groups": groups, "seed": seed, "precision": precision,
+                "data": data.description,
                 "device": str(device)}
     return Comparison(infos, comparisons, measurements, first.images, first.input_size, first.image_size,
                       pairing, g, settings, notes)

@@ -41,6 +41,15 @@ PRECISIONS: dict[str, Precision] = {p.name: p for p in (
 """The precisions registry: ``--precision`` choices and help come from here."""
 
 
+MEASURE_PRECISIONS = ("fp32", "bf16")
+"""The precisions ``erf measure`` / ``erf compare`` offer (``--precision``): fp32 is the default and the reference;
+bf16 is offered because ``erf bench --parts precision`` showed it pays on this project's reference machine."""
+MEASURE_PRECISION_HELP = ("arithmetic of the ERF maps: fp32 (default, the reference) or bf16 (bf16 autocast + "
+                          "channels-last on CPUs with bf16 units and CUDA: 2-5x faster here, r50/r95/sigma within "
+                          "about 0.3 %% of fp32 though single pixels of the maps differ more; check with "
+                          "`erf bench --parts precision --model YOURS`)")
+
+
 def precision_help() -> str:
     """``--precision``'s help text, from :data:`PRECISIONS`."""
     return "; ".join(f"{p.name}: {p.help}" for p in PRECISIONS.values())

@@ -10,6 +10,7 @@ from typing import Any
 from erf.cli import add_model_options, command, print_json, print_notes
 from erf.commands.tables import print_table as print_aligned
 from erf.errors import InputError
+from erf.precision import MEASURE_PRECISION_HELP, MEASURE_PRECISIONS
 
 
 def _safe(name: str) -> str:
@@ -129,7 +130,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         result = compare(loaded, data, layers=args.layer, count=args.images, input_size=size, device=device,
                          seed=args.seed, bootstrap=args.bootstrap, probe=args.probe, probe_options=options,
                          fill=args.fill, batch_size=args.batch_size, all_layers=args.all_layers,
-                         evaluate_data=evaluate_data, progress=show_progress(args), preprocessing=record)
+                         evaluate_data=evaluate_data, progress=show_progress(args), preprocessing=record,
+                         precision=args.precision)
         print_notes(result.notes)
         if stage is not None:
             if not args.no_plots:
@@ -178,6 +180,7 @@ def _args_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     p.add_argument("--json", action="store_true", help="print the compare.json document")
+    p.add_argument("--precision", default="fp32", choices=list(MEASURE_PRECISIONS), help=MEASURE_PRECISION_HELP)
     add_model_options(p)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from erf.cli import add_model_options, command, print_json, print_notes
 from erf.commands.tables import print_table as print_aligned
 from erf.errors import InputError
+from erf.precision import MEASURE_PRECISION_HELP, MEASURE_PRECISIONS
 
 
 def parse_unit(text: str | None) -> tuple[int, int] | None:
@@ -66,6 +67,7 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for CIs (0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (and of noise data)")
     p.add_argument("--no-crop", action="store_true", help="disable the exact TRF cropping of the engine")
+    p.add_argument("--precision", default="fp32", choices=list(MEASURE_PRECISIONS), help=MEASURE_PRECISION_HELP)
     add_model_options(p)
 
 
@@ -170,7 +172,7 @@ def run_measure(loaded: Any, layers: list[str] | None, args: argparse.Namespace,
                    fill=args.fill, units=units, batch_size=args.batch_size, device=str(pick_device(args.device)),
                    tol=args.tol, bootstrap=args.bootstrap, seed=args.seed, exact_replknet=args.replknet,
                    progress=show_progress(args), distributed=getattr(args, "distributed", False),
-                   info=info, notes=notes, preprocessing=record)
+                   info=info, notes=notes, preprocessing=record, precision=args.precision)
 
 
 def _fmt_ci(layer: Any, key: str, value: float, digits: int = 1) -> str:
