@@ -51,7 +51,7 @@ layers = ["stem", "stage1.block3", "stage2.block3", "stage3.block3"]
 results = {loaded.name: erf.measure(loaded.model, layers, images, input_size=(64, 64), bootstrap=100)
            for loaded in (plain, cbam)}
 for name, result in results.items():
-    print(result)
+    print(name, result)
     for note in result.notes:
         print("  note:", note)
 erf_grid({name: result.layers for name, result in results.items()});"""),
