@@ -137,9 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    import matplotlib
+    import os
 
-    matplotlib.use("Agg")  # files only, no display; the library leaves the backend to its caller
+    # files only, no display (the library leaves the backend to its caller); set without importing matplotlib,
+    # which `erf models` and other table-only commands never need (read when matplotlib is first imported)
+    os.environ["MPLBACKEND"] = "Agg"
+    if "matplotlib" in sys.modules:
+        sys.modules["matplotlib"].use("Agg")
     previous = _on_sigterm(_terminated)
     try:
         with warnings.catch_warnings():

@@ -540,8 +540,8 @@ def trust_notes(layers: Sequence[LayerERF], input_size: Sequence[int], image_siz
                    "reported")
     if padded:
         share = _range([100 * layer.trust.padding_mass for layer in padded], unit=" %", digits=0)
-        what = ("0 in the model's input space (the data-set mean colour)" if fill == "zero"
-                else "each image's mean colour")
+        what = "zeros of the model's input space, the data-set mean colour" if fill == "zero" else \
+            "each image's mean colour"
         out.append(f"decided by the padding: {_names(padded)}: {share} of the ERF mass lies on the canvas padding "
                    f"around the {image_size[0]}x{image_size[1]} images (filled with {what}), so r95 describes the "
                    "model's response to that flat fill more than to the images; without --input-size, models with "

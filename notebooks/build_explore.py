@@ -50,8 +50,8 @@ images = erf.load_source("bundled", count=32)
 layers = ["stem", "stage1.block3", "stage2.block3", "stage3.block3"]
 results = {loaded.name: erf.measure(loaded.model, layers, images, input_size=(64, 64), bootstrap=100)
            for loaded in (plain, cbam)}
-for result in results.values():
-    print(result)
+for name, result in results.items():
+    print(name, result)
     for note in result.notes:
         print("  note:", note)
 erf_grid({name: result.layers for name, result in results.items()});"""),

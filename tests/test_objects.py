@@ -354,7 +354,7 @@ def test_cli_json_validates_against_the_schema(run_cli, tmp_path):
     assert doc["summary"]["count"] == 4 and set(doc["summary"]["per_class"]) == {"car", "person"}
     code, out, err = run_cli("objects", FIX / "voc", "--resize", "64", "--center-crop", "64", "--out", tmp_path / "o")
     assert code == 0, err
-    assert "sqrt(area) px" in out and "dog" in out
+    assert "sqrt(box area) px" in out and "dog" in out  # the area kind is named
     assert set(snapshot(tmp_path / "o")) == {"objects.json", "histogram.png", "cdf.png"}
     validate(json.loads((tmp_path / "o" / "objects.json").read_text()), "objects")
     code, out, err = run_cli("objects", FIX / "voc", "--out", tmp_path / "o")

@@ -93,3 +93,38 @@ def test_help_without_the_model_spec_block(name: str, run_cli) -> None:
     assert code == 0 and "model specs (CKPT)" not in stdout and "data sources (--data)" not in stdout
     code, stdout, _ = run_cli("measure", "--help")
     assert "model specs (CKPT)" in stdout
+
+
+# ----------------------------------------------------------------------------- erf models without torch
+def test_model_catalog_is_current_and_equals_the_registry() -> None:
+    from erf.catalog import CATALOG, build_catalog, read_catalog
+
+    rows = read_catalog()
+    assert rows is not None, (f"{CATALOG} is stale (erf/models/*.py changed): regenerate it with "
+                              "`python -m erf.catalog` and commit it")
+    assert rows == build_catalog()["models"]
+
+
+def test_a_stale_catalog_is_not_used(tmp_path: Path, monkeypatch, run_cli) -> None:
+    import erf.catalog as catalog
+
+    stale = json.loads(catalog.CATALOG.read_text())
+    stale["fingerprint"] = "0" * 64
+    stale["models"][0]["description"] = "A STALE DESCRIPTION"
+    (tmp_path / "catalog.json").write_text(json.dumps(stale))
+    monkeypatch.setattr(catalog, "CATALOG", tmp_path / "catalog.json")
+    assert catalog.read_catalog() is None
+    code, stdout, _ = run_cli("models")
+    assert code == 0 and "A STALE DESCRIPTION" not in stdout and "resnet20_cbam" in stdout
+
+
+def test_erf_models_does_not_import_torch_or_matplotlib() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, erf.cli; erf.cli.main(['models', 'resnet20*']); "
+            "print('HEAVY', sorted(m for m in ('torch', 'matplotlib', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.returncode == 0, out.stderr
+    assert "resnet20_cbam" in out.stdout and "HEAVY []" in out.stdout

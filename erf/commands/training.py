@@ -13,17 +13,16 @@ from erf.recipe import SCHEDULES
 
 # ----------------------------------------------------------------------------- models
 def cmd_models(args: argparse.Namespace) -> int:
-    """``erf models``: the registry with parameter counts (from the registry, never by training); exit code."""
-    from erf.checkpoints import bundled_weights
-    from erf.models import get_entry, list_models
+    """``erf models``: the registry with parameter counts (from the registry, never by training); exit code.
 
-    rows = []
-    for name in list_models(args.pattern):
-        entry = get_entry(name)
-        rows.append({"name": name, "params": entry.parameter_count(), "family": entry.family,
-                     "attention": entry.attention, "twin": entry.twin,
-                     "bundled_weights": bundled_weights(name) is not None,
-                     "aliases": list(entry.aliases), "description": entry.description})
+    Reads the torch-free copy of the registry's table (:mod:`erf.catalog`) while it is current, else the registry."""
+    import fnmatch
+
+    from erf.catalog import build_catalog, has_bundled_weights, read_catalog
+
+    table = read_catalog() or build_catalog()["models"]
+    rows = [{**row, "bundled_weights": has_bundled_weights(row["name"])}
+            for row in table if fnmatch.fnmatch(row["name"], args.pattern)]
     if args.json:
         print_json({"schema": "erf.models/1", "models": rows})
         return 0

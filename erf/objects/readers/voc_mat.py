@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from erf.errors import AnnotationError
 from erf.objects.readers.registry import (
     DEFAULT_OPTIONS,
@@ -31,6 +29,8 @@ def _field(obj: Any, name: str) -> Any:
 
 def _structs(value: Any) -> list[Any]:
     """A struct array (or one struct, or an empty array) as a list of structs."""
+    import numpy as np
+
     if value is None:
         return []
     if isinstance(value, np.ndarray):
@@ -40,6 +40,7 @@ def _structs(value: Any) -> list[Any]:
 
 def read_voc_mat(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS) -> None:
     """Feed every object of the VOC devkit cache ``path`` (``recs``) into ``col``."""
+    import numpy as np
     import scipy.io
 
     if path.is_dir():
