@@ -23,8 +23,9 @@ from erf.data.sources import ImageSet
 from erf.errors import DataError, InputError, UndefinedERFError
 from erf.layers import default_layers, resolve_layer
 from erf.metrics import ERFMetrics, bootstrap_ci, erf_metrics, level_key
-from erf.probes import TRF, Target, make_probe, trace_receptive_fields
+from erf.probes import Target, make_probe
 from erf.statistics import check_resamples
+from erf.trf import TRF, trace_receptive_fields
 
 SCHEMA = "erf.measure/1"
 

@@ -258,7 +258,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from erf.checkpoints import load_checkpoint
     from erf.layers import named_layers
     from erf.measurement import erf_defined
-    from erf.probes import trace_receptive_fields
+    from erf.trf import trace_receptive_fields
 
     loaded = load_checkpoint(args.checkpoint, trust=args.trust)
     print_notes(loaded.notes)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from erf.probes.base import Target, frozen_parameters
-from erf.probes.theoretical import TRF
+from erf.trf.field import TRF
 
 CAPTUM_METHODS = {
     "captum-gradient": ("NeuronGradient", {}),
