@@ -9,7 +9,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from erf.cli import add_model_options, command, print_json, print_notes
+from erf.commands._base import add_model_options, command, print_json, print_notes
 from erf.commands.tables import print_table as print_aligned
 from erf.errors import InputError
 
