@@ -205,6 +205,16 @@ def test_cli_choices_come_from_the_registries() -> None:
     assert _choices("study", "budget") == list(BUDGETS)
 
 
+def test_captum_methods_are_listed_once() -> None:
+    """The captum probes are registered from the one table the captum probe reads (no second list)."""
+    from erf.probes.registry import CAPTUM_METHODS, PROBES
+
+    captum = [n for n, spec in PROBES.items() if spec.factory.startswith("erf.probes.captum_probes:")]
+    assert captum == list(CAPTUM_METHODS) and all(PROBES[n].fixed == {"method": n} for n in captum)
+    source = (PACKAGE / "probes" / "captum_probes.py").read_text()
+    assert "CAPTUM_METHODS = " not in source and not any(f'"{n}"' in source for n in captum)
+
+
 def test_a_new_annotation_format_is_one_reader_and_its_registration(tmp_path: Path) -> None:
     """A tab-separated format, as a user would add it: a reader function and one register_reader call."""
     from erf.objects import read_annotations

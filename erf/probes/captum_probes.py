@@ -14,15 +14,8 @@ import torch
 from torch import nn
 
 from erf.probes.base import Target, frozen_parameters
+from erf.probes.registry import CAPTUM_METHODS
 from erf.trf.field import TRF
-
-CAPTUM_METHODS = {
-    "captum-gradient": ("NeuronGradient", {}),
-    "integrated-gradients": ("NeuronIntegratedGradients", {"n_steps": 16}),
-    "guided-backprop": ("NeuronGuidedBackprop", {}),
-    "deconvolution": ("NeuronDeconvolution", {}),
-}
-"""Probe name -> (captum class, extra ``attribute`` kwargs)."""
 
 
 def _selector(unit: tuple[int, int], trf: TRF | None = None) -> Any:
@@ -45,7 +38,7 @@ class CaptumProbe:
 
     def __init__(self, method: str = "captum-gradient") -> None:
         self.name = method
-        self.class_name, self.options = CAPTUM_METHODS[method]
+        self.class_name, self.options, _ = CAPTUM_METHODS[method]
 
     def batch_maps(self, model: nn.Module, targets: list[Target], x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{target name: (B, H, W) float64}`` absolute attributions summed over channels."""
