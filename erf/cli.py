@@ -1,5 +1,6 @@
-"""The ``erf`` command line. Library errors (:mod:`erf.errors`) become one-line
-messages and exit codes here, and only here.
+"""The ``erf`` command line's entry point: the parser over the registered subcommands (:mod:`erf.commands`,
+registered through :mod:`erf.commands._base`) and :func:`main`. Library errors (:mod:`erf.errors`) become
+one-line messages and exit codes here, and only here.
 
 Exit codes: 0 success, 1 a check failed (``erf compare --fail-on-difference``),
 2 bad input (file, argument, data), 130 interrupted.
@@ -8,12 +9,12 @@ Exit codes: 0 success, 1 a check failed (``erf compare --fail-on-difference``),
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from erf.commands._base import COMMANDS
 from erf.errors import ErfError
 
 EPILOG_SPECS = """\
@@ -44,43 +45,9 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
         return super()._get_help_string(action)
 
 
-def print_json(obj: Any) -> None:
-    """Print ``obj`` as indented, key-sorted JSON on stdout."""
-    print(json.dumps(obj, indent=2, sort_keys=True))
-
-
-def print_notes(notes: Sequence[str]) -> None:
-    """Print remarks for the user on stderr, one ``note:`` line each."""
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-
-
 # ----------------------------------------------------------------------------- parser
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """Add ``--trust`` (allow unpickling code from checkpoints) and ``--device`` (cpu, cuda, auto) to ``p``."""
-    p.add_argument("--trust", action="store_true",
-                   help="allow checkpoints that need arbitrary unpickling (can run code!)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-
-
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
-
-
-def command(name: str, help_text: str) -> Callable:
-    """Register a subcommand: ``name -> (one-line help, add_arguments, run)``."""
-
-    def wrap(add_arguments: Callable[[argparse.ArgumentParser], None]):
-        def bind(run: Callable[[argparse.Namespace], int]):
-            COMMANDS[name] = (help_text, add_arguments, run)
-            return run
-
-        return bind
-
-    return wrap
-
-
 def _load_subcommands() -> None:
-    """Import the modules that register the remaining subcommands."""
+    """Import every module of :mod:`erf.commands`: each registers its subcommands in ``COMMANDS``."""
     import importlib
     import pkgutil
 

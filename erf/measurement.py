@@ -26,8 +26,9 @@ from erf.errors import DataError, InputError, UndefinedERFError, check_seed
 from erf.layers import default_layers, resolve_layer
 from erf.metrics import ERFMetrics, bootstrap_ci, erf_metrics, level_key
 from erf.precision import autocast
-from erf.probes import TRF, Target, make_probe, trace_receptive_fields
+from erf.probes import Target, make_probe
 from erf.statistics import check_resamples
+from erf.trf import TRF, trace_receptive_fields
 
 SCHEMA = "erf.measure/1"
 FRAME_LIMIT = 0.9

@@ -3,7 +3,7 @@
 An ERF map ``M`` is a non-negative ``(H, W)`` array: for Luo et al.'s gradient
 probe, ``M[y, x] = sum_n sum_c |d u_n / d x_n[c, y, x]|`` for the probed unit
 ``u``. Its *centre* ``(cy, cx)`` is the centre of the unit's theoretical
-receptive field (a half-pixel for even maps, see :meth:`erf.probes.theoretical.TRF.central_unit`);
+receptive field (a half-pixel for even maps, see :meth:`erf.trf.TRF.central_unit`);
 squares are centred on the pixel ``(floor(cy + 1/2), floor(cx + 1/2))``.
 """
 

@@ -3,7 +3,7 @@
 Used by :func:`erf.layers.named_layers` for models without a known convention
 (erf's own models carry ``named_layers``; torchvision ResNets keep their mapping).
 
-Method. One traced forward (:func:`erf.probes.theoretical.trace_receptive_fields`)
+Method. One traced forward (:func:`erf.trf.tracer.trace_receptive_fields`)
 gives every module's output *reduction*: its effective stride in input pixels
 (the jump, which does not depend on the input size; a ViT's tokens have the
 patch size). The module tree is cut into *units*: the root's children, where a
@@ -44,6 +44,8 @@ import weakref
 from dataclasses import dataclass
 
 from torch import nn
+
+from erf.trf.tracer import TRFTrace, trace_receptive_fields
 
 HEADS = ("avgpool", "pool", "global_pool", "fc", "classifier", "head", "heads")
 """Top-level module names listed as heads (after the stages), never part of a stage."""
@@ -98,13 +100,11 @@ def _channels(model: nn.Module) -> int:
     return int(first.in_channels) if first is not None else 3
 
 
-def stage_trace(model: nn.Module):  # noqa: ANN201 (TRFTrace; imported lazily)
+def stage_trace(model: nn.Module) -> TRFTrace | None:
     """One TRF trace of ``model`` at the first size it accepts (declared size, then :data:`CANDIDATE_SIZES`).
 
     Returns ``None`` when the model runs at none of them.
     """
-    from erf.probes.theoretical import trace_receptive_fields
-
     channels = _channels(model)
     tried: list[tuple[int, int]] = []
     for size in [*_declared_sizes(model), *CANDIDATE_SIZES]:
@@ -118,7 +118,7 @@ def stage_trace(model: nn.Module):  # noqa: ANN201 (TRFTrace; imported lazily)
     return None
 
 
-def _units(model: nn.Module, trace) -> list[_Unit]:  # noqa: ANN001
+def _units(model: nn.Module, trace: TRFTrace) -> list[_Unit]:
     order = {path: k for k, path in enumerate(trace.trf)}
 
     def spatial(path: str) -> bool:
@@ -196,12 +196,12 @@ def _holder(unit: _Unit, ran: set[str]) -> str:
     return unit.path
 
 
-def derive_stages(model: nn.Module, trace=None) -> dict[str, str]:  # noqa: ANN001
+def derive_stages(model: nn.Module, trace: TRFTrace | None = None) -> dict[str, str]:
     """``{stem, stageK, stageK.blockM: module path}`` for any model (see the module docstring).
 
     Args:
         model: any ``nn.Module`` taking ``(N, C, H, W)`` images.
-        trace: a :class:`~erf.probes.theoretical.TRFTrace` of the model (default: :func:`stage_trace`).
+        trace: a :class:`~erf.trf.tracer.TRFTrace` of the model (default: :func:`stage_trace`).
 
     Returns:
         The names in forward order (empty when the model cannot be traced or has no spatial layer).

@@ -12,8 +12,8 @@ from references import reference_map
 from erf.checkpoints import load_checkpoint
 from erf.data import load_source
 from erf.layers import default_layers, named_layers
-from erf.probes import theoretical_rf
 from erf.schemas import load_schema, validate
+from erf.trf import theoretical_rf
 
 
 def test_measure_json_out(run_cli, tmp_path) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from closed_forms import receptive_field_size_formula
 from references import n_params
 
 from erf.models import DILATIONS, DILNET_GATES, create_model, get_entry
 from erf.models.attention import make_attention
-from erf.probes.theoretical import receptive_field_size_formula, trace_receptive_fields
 from erf.study.grid import model_facts
 from erf.study.object_centred import object_centred_erf
+from erf.trf import trace_receptive_fields
 
 SMALL = {"widths": (4, 8), "blocks": (1, 2)}
 

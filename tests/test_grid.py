@@ -85,7 +85,7 @@ def test_two_marks_are_d_apart_with_balanced_labels_and_the_right_colours():
 # ----------------------------------------------------------------------------- object-centred ERF
 @pytest.mark.parametrize("size", [16, 32])
 def test_object_centred_unit_lies_over_the_object(size):
-    from erf.probes import theoretical_rf
+    from erf.trf import theoretical_rf
 
     x, y = _objects(40)
     cs = fixed_canvases(x, y, size, 64, seed=2)

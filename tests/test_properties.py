@@ -15,7 +15,7 @@ Metrics (:mod:`erf.metrics`), for any non-negative map ``M`` with positive mass:
   non-decreasing in the threshold ``t``; bounds: ``0 < area_ratio <= 1``, the radius
   at ``q = 1`` is the distance of the farthest non-zero pixel.
 
-TRF (:mod:`erf.probes.theoretical`): for random stacks of convolutions, max and
+TRF (:mod:`erf.trf`): for random stacks of convolutions, max and
 average pools with random kernel, stride, dilation and padding, the traced TRF
 size equals Araujo et al.'s closed form ``r = 1 + sum_l d_l (k_l - 1) prod_{i<l} s_i``,
 the stride equals ``prod s_l``, the effective padding equals
@@ -31,15 +31,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from closed_forms import receptive_field_size_formula
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import nn
 
 from erf.metrics import area_ratio, gaussian_sigma, mass_radius, square_side
-from erf.probes import trace_receptive_fields
 from erf.probes.support import gradient_support
-from erf.probes.theoretical import receptive_field_size_formula
+from erf.trf import trace_receptive_fields
 
 # database=None: nothing is written into the repository (.hypothesis/); failures print their example
 FAST = settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,8 +12,8 @@ from torch import nn
 
 from erf.layers import default_layers, named_layers, resolve_layer
 from erf.models import list_models
-from erf.probes import theoretical_rf, trace_receptive_fields
 from erf.stages import derive_stages, derived_layers, stage_trace
+from erf.trf import theoretical_rf, trace_receptive_fields
 
 
 def _plain_cnn() -> nn.Sequential:

@@ -19,18 +19,39 @@ import erf
 PACKAGE = Path(erf.__file__).resolve().parent
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+def _module_name(path: Path, root: Path = PACKAGE) -> str:
+    rel = path.relative_to(root.parent).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join(parts)
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Static import graph of every ``erf`` module: module -> erf modules it imports, at any depth of its
-    code (functions, ``TYPE_CHECKING`` blocks and lazy imports included); parent packages are not edges."""
-    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+def _dynamic_targets(node: ast.AST, files: dict[str, Path]) -> set[str]:
+    """Modules a node imports at run time by name: ``importlib.import_module("pkg.mod")``;
+    ``import_module(f"pkg.sub.{name}")`` (as a ``pkgutil.iter_modules`` loop does: every module of ``pkg.sub``);
+    a ``"pkg.mod:Attr"`` spec string or a lazy-export table's ``"pkg.mod"`` value (resolved by ``import_module``)."""
+    if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module" \
+            and node.args:
+        arg = node.args[0]
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            return {arg.value} & set(files)
+        if isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+            prefix = str(arg.values[0].value)
+            return {m for m in files if m.startswith(prefix) and "." not in m[len(prefix):]}
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        name = node.value.split(":")[0] if node.value.count(":") == 1 else node.value
+        if "." in name and name in files:  # a dotted name (the op "erf" in a table is not the package)
+            return {name}
+    return set()
+
+
+def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """Static import graph of every module of the package at ``root``: module -> modules of it that it imports,
+    at any depth of its code (functions, ``TYPE_CHECKING`` blocks and lazy imports included) or loads by name
+    (``importlib`` / ``pkgutil``, spec strings, lazy-export tables: :func:`_dynamic_targets`); parent packages
+    are not edges."""
+    files = {_module_name(p, root): p for p in root.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         edges: set[str] = set()
@@ -41,7 +62,7 @@ def import_graph() -> dict[str, set[str]]:
                 targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module
                            for a in node.names]
             else:
-                continue
+                targets = list(_dynamic_targets(node, files))
             edges.update(t for t in targets if t in files and t != name)
         graph[name] = edges
     return graph
@@ -94,10 +115,62 @@ def test_the_cycle_detector_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
+def test_the_graph_sees_imports_made_by_name() -> None:
+    """The entry point loads every command module through pkgutil/importlib, the probe registry by spec
+    strings, packages by lazy-export tables: those are edges (the command line's old cycle, commands importing
+    erf.cli back for their helpers, would be found)."""
+    graph = import_graph()
+    assert {"erf.commands.measure", "erf.commands._base", "erf.commands.study"} <= graph["erf.cli"]
+    assert "erf.probes.gradient" in graph["erf.probes.registry"]
+    assert "erf.trf.tracer" in graph["erf.trf"]
+    assert not any("erf.cli" in graph[m] for m in graph if m.startswith("erf.commands"))
+
+
+def test_a_planted_cycle_through_pkgutil_is_found(tmp_path: Path) -> None:
+    """A package laid out as the CLI was (the entry point imports its commands with pkgutil + importlib, a
+    command imports the entry point back) has a cycle; with the helpers in a base module it has none."""
+    root = tmp_path / "pkg"
+    (root / "cmds").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "cmds" / "__init__.py").write_text("")
+    (root / "cli.py").write_text(
+        "import importlib, pkgutil\n"
+        "import pkg.cmds\n"
+        "def load():\n"
+        "    for info in pkgutil.iter_modules(pkg.cmds.__path__):\n"
+        "        importlib.import_module(f'pkg.cmds.{info.name}')\n")
+    (root / "cmds" / "run.py").write_text("from pkg.cli import load\n")
+    assert _cycles(import_graph(root)) == [["pkg.cli", "pkg.cmds.run"]]
+    (root / "cmds" / "base.py").write_text("def helper(): pass\n")
+    (root / "cmds" / "run.py").write_text("from pkg.cmds.base import helper\n")
+    assert _cycles(import_graph(root)) == []
+    (root / "cmds" / "spec.py").write_text("SPEC = 'pkg.cli:load'\n")  # a spec string resolved by importlib
+    assert _cycles(import_graph(root)) == [["pkg.cli", "pkg.cmds.spec"]]
+
+
+def test_the_trf_package_sits_below_stages_and_layers() -> None:
+    """The tracer and its rules import no erf module outside erf.trf but erf.errors (erf.trf.named, the TRF of
+    named layers, reads erf.layers); stages imports the tracer at the top, not lazily."""
+    graph = import_graph()
+    for module, edges in graph.items():
+        if module.startswith("erf.trf") and module not in ("erf.trf", "erf.trf.named"):
+            outside = {e for e in edges if not e.startswith("erf.trf")} - {"erf.errors", "erf._lazy"}
+            assert not outside, (module, outside)
+    tree = ast.parse((PACKAGE / "stages.py").read_text())
+    top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom)}
+    assert "erf.trf.tracer" in top
+
+
+def test_no_module_of_the_trf_package_exceeds_600_lines() -> None:
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (PACKAGE / "trf").rglob("*.py")}
+    assert max(sizes.values()) <= 600, sizes
+
+
 def test_help_answers_without_importing_torch() -> None:
     code = (
         "import contextlib, io, sys\n"
-        "from erf.cli import COMMANDS, build_parser\n"
+        "from erf.cli import build_parser\n"
+        "from erf.commands._base import COMMANDS\n"
         "parser = build_parser()\n"
         "for argv in [['--help']] + [[name, '--help'] for name in COMMANDS]:\n"
         "    with contextlib.redirect_stdout(io.StringIO()):\n"
@@ -130,6 +203,18 @@ def test_cli_choices_come_from_the_registries() -> None:
     assert _choices("measure", "probe") == list(PROBES) == _choices("compare", "probe")
     assert _choices("objects", "format") == list(formats())
     assert _choices("study", "budget") == list(BUDGETS)
+
+
+def test_captum_methods_are_listed_once() -> None:
+    """The captum probes are registered from the one table the captum probe reads (no second list)."""
+    from erf.probes.registry import CAPTUM_METHODS, PROBES
+
+    captum = [n for n, spec in PROBES.items() if spec.factory.startswith("erf.probes.captum_probes:")]
+    assert captum == list(CAPTUM_METHODS) and all(PROBES[n].fixed == {"method": n} for n in captum)
+    tree = ast.parse((PACKAGE / "probes" / "captum_probes.py").read_text())
+    assigned = {t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+    assert "CAPTUM_METHODS" not in assigned  # imported from the registry, not defined again
 
 
 def test_a_new_annotation_format_is_one_reader_and_its_registration(tmp_path: Path) -> None:

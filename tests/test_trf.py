@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from closed_forms import receptive_field_size_formula
 from references import BypassesHooks
 from torch import nn
 
@@ -13,8 +14,8 @@ from erf.errors import LayerDidNotRunError, LayerNotFoundError, UndefinedERFErro
 from erf.layers import named_layers
 from erf.models import create_model, get_entry, list_models
 from erf.models.attention import CBAM, SqueezeExcite
-from erf.probes import gradient_support, theoretical_rf, trace_receptive_fields
-from erf.probes.theoretical import receptive_field_size_formula
+from erf.probes import gradient_support
+from erf.trf import theoretical_rf, trace_receptive_fields
 
 
 def araujo(layers: list[tuple[int, int, int, int]]) -> tuple[int, int, int]:

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from zoo_oracle import compare
 
-from erf.probes import gradient_support, trace_receptive_fields
+from erf.probes import gradient_support
+from erf.trf import trace_receptive_fields
 
 
 class Wrap(nn.Module):

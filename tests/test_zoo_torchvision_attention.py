@@ -21,7 +21,8 @@ def test_swin_window_attention_is_conservative(one_thread) -> None:  # noqa: F81
     window attention, with the reason), while the support of the centre unit is its window only."""
     torch.manual_seed(0)
     model = randomise_norms(BUILT["swin_t"][0]("swin_t"))
-    from erf.probes import gradient_support, trace_receptive_fields
+    from erf.probes import gradient_support
+    from erf.trf import trace_receptive_fields
 
     trf = trace_receptive_fields(model, (64, 64)).trf["features.1.0"]
     assert trf.is_global and "features.1.0.attn" in trf.reason and "matmul" in trf.reason

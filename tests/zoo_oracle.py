@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from erf.layers import named_layers
-from erf.probes import gradient_support, trace_receptive_fields
-from erf.probes.theoretical import TRF, TRFTrace
+from erf.probes import gradient_support
+from erf.trf import TRF, TRFTrace, trace_receptive_fields
 
 
 def randomise_norms(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -9,7 +9,7 @@ import sys
 from contextlib import nullcontext
 from typing import Any
 
-from erf.cli import add_model_options, command, print_json
+from erf.commands._base import add_model_options, command, print_json
 from erf.commands.tables import print_table
 from erf.errors import InputError
 

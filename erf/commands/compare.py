@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from erf.cli import add_model_options, command, print_json, print_notes
+from erf.commands._base import add_model_options, command, print_json, print_notes
 from erf.commands.tables import print_table as print_aligned
 from erf.errors import InputError
 from erf.precision import MEASURE_PRECISION_HELP, MEASURE_PRECISIONS

@@ -9,7 +9,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from erf.cli import add_model_options, command, print_json, print_notes
+from erf.commands._base import add_model_options, command, print_json, print_notes
 from erf.commands.tables import print_table as print_aligned
 from erf.errors import InputError
 from erf.precision import MEASURE_PRECISION_HELP, MEASURE_PRECISIONS
@@ -334,7 +334,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from erf.checkpoints import load_checkpoint
     from erf.layers import named_layers
     from erf.measurement import erf_defined
-    from erf.probes import trace_receptive_fields
+    from erf.trf import trace_receptive_fields
 
     loaded = load_checkpoint(args.checkpoint, trust=args.trust)
     print_notes(loaded.notes)

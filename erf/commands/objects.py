@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from erf.cli import command, print_json, print_notes
+from erf.commands._base import command, print_json, print_notes
 from erf.commands.tables import print_table as print_aligned
 from erf.errors import InputError
 

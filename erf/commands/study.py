@@ -21,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from erf.cli import add_model_options, command, print_json, print_notes
+from erf.commands._base import add_model_options, command, print_json, print_notes
 from erf.commands.measure import parse_size
 from erf.errors import InputError
 

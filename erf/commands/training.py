@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from erf.cli import add_model_options, command, print_json, print_notes
+from erf.commands._base import add_model_options, command, print_json, print_notes
 from erf.errors import CheckpointError
 from erf.precision import PRECISIONS, precision_help
 from erf.recipe import SCHEDULES

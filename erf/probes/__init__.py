@@ -1,7 +1,6 @@
 """Receptive-field probes, one module per probe.
 
-* :mod:`erf.probes.theoretical`: analytic TRF of every layer (Araujo et al. 2019).
-* :mod:`erf.probes.support`: gradient-support TRF, an independent check of the former.
+* :mod:`erf.probes.support`: gradient-support TRF, an independent check of the analytic TRF (:mod:`erf.trf`).
 * :mod:`erf.probes.gradient`: Luo et al.'s gradient ERF with the cropping engine.
 * :mod:`erf.probes.captum_probes`: captum's neuron methods with the same output.
 * :mod:`erf.probes.registry`: ``PROBES`` maps probe names (``--probe``) to their specs; :func:`make_probe`.
@@ -23,9 +22,6 @@ _EXPORTS = {
     "CaptumProbe": "erf.probes.captum_probes",
     "GradientProbe": "erf.probes.gradient",
     "gradient_support": "erf.probes.support",
-    "TRF": "erf.probes.theoretical",
-    "theoretical_rf": "erf.probes.trf",
-    "trace_receptive_fields": "erf.probes.theoretical",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

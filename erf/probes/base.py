@@ -10,7 +10,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from erf.probes.theoretical import TRF
+from erf.trf.field import TRF
 
 
 @dataclass(frozen=True)

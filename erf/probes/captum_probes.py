@@ -15,15 +15,8 @@ import torch
 from torch import nn
 
 from erf.probes.base import Target, frozen_parameters
-from erf.probes.theoretical import TRF
-
-CAPTUM_METHODS = {
-    "captum-gradient": ("NeuronGradient", {}),
-    "integrated-gradients": ("NeuronIntegratedGradients", {"n_steps": 16}),
-    "guided-backprop": ("NeuronGuidedBackprop", {}),
-    "deconvolution": ("NeuronDeconvolution", {}),
-}
-"""Probe name -> (captum class, extra ``attribute`` kwargs)."""
+from erf.probes.registry import CAPTUM_METHODS
+from erf.trf.field import TRF
 
 
 def _selector(unit: tuple[int, int], trf: TRF | None = None) -> Any:
@@ -46,7 +39,7 @@ class CaptumProbe:
 
     def __init__(self, method: str = "captum-gradient") -> None:
         self.name = method
-        self.class_name, self.options = CAPTUM_METHODS[method]
+        self.class_name, self.options, _ = CAPTUM_METHODS[method]
         self.on_map: Callable[[str, int], None] | None = None
         """Called ``(layer name, images)`` after each layer's maps (progress bars)."""
 

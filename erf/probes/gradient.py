@@ -29,7 +29,7 @@ The engine:
   whose cropped forward the model rejects (a fixed input size).
 
 Layers whose output is not ``(N, C, H, W)`` are probed through their TRF's layout
-(:meth:`~erf.probes.theoretical.TRF.unit_index`): a channels-last ``(N, H, W, C)``
+(:meth:`~erf.trf.TRF.unit_index`): a channels-last ``(N, H, W, C)``
 map at ``[:, i, j, :]``, a ViT's token sequence ``(N, L, D)`` at its patch token
 ``prefix + i W + j`` (the class tokens are skipped); the map is the gradient with
 respect to the input pixels, as for a CNN.
@@ -50,7 +50,7 @@ from erf import hooks
 from erf.errors import ErfError, LayerDidNotRunError, UndefinedERFError
 from erf.hooks import first_tensor
 from erf.probes.base import Target, frozen_parameters
-from erf.probes.theoretical import TRF
+from erf.trf.field import TRF
 
 
 @dataclass(frozen=True)
@@ -249,7 +249,7 @@ def unit_gradient_map(output: torch.Tensor, unit: tuple[int, int], x: torch.Tens
     """Per-image map ``(B, h, w)`` float64 of one unit's input gradient (see module docstring).
 
     ``trf`` (the layer's TRF at this input size) says where the map lies in ``output``
-    (:meth:`~erf.probes.theoretical.TRF.unit_index`); without it ``output`` must be ``(N, C, H, W)``.
+    (:meth:`~erf.trf.TRF.unit_index`); without it ``output`` must be ``(N, C, H, W)``.
     """
     layout = trf is not None and trf.dims != (2, 3)
     if layout and output.ndim <= max(trf.dims):

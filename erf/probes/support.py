@@ -3,7 +3,7 @@
 For random weights and inputs in float64, the set of input pixels with a
 non-zero gradient of a unit's activation (summed over channels) is that
 unit's receptive field. Its bounding box must equal the analytic TRF box of
-:mod:`erf.probes.theoretical` (clipped to the input); for a global layer it
+:mod:`erf.trf` (clipped to the input); for a global layer it
 covers the whole input. Several random inputs are summed so that a ReLU that
 happens to be off for one input does not hide a pixel.
 """

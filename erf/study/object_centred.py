@@ -1,6 +1,6 @@
 """Object-centred ERF: the gradient map of the unit over each object's centre, measured on the test canvases.
 
-For a layer with theoretical receptive field :class:`~erf.probes.TRF` ``T`` (traced at the canvas
+For a layer with theoretical receptive field :class:`~erf.trf.TRF` ``T`` (traced at the canvas
 size) and an image whose object centre is ``c = (cy, cx)`` (canvas px, from the known box), the
 probed unit is the one whose TRF centre ``T.center(u)`` is nearest ``c`` (:func:`object_units`).
 Its map is Luo et al.'s ``M[y, x] = sum_ch |d a_u / d x[ch, y, x]|`` (``a_u`` summed over the
@@ -36,8 +36,8 @@ from erf.errors import StudyError
 from erf.hooks import capture_outputs
 from erf.layers import resolve_layer
 from erf.metrics import level_key, mass_radii
-from erf.probes.theoretical import TRF
-from erf.probes.trf import theoretical_rf
+from erf.trf.field import TRF
+from erf.trf.named import theoretical_rf
 
 LEVELS = (0.25, 0.5, 0.75, 0.95)
 """Mass fractions ``q`` whose diameters ``2 r_q`` are reported (``0.5`` primary)."""

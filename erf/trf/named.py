@@ -1,4 +1,4 @@
-"""The TRF of named layers (:func:`theoretical_rf`): the tracer of :mod:`erf.probes.theoretical` read at the
+"""The TRF of named layers (:func:`theoretical_rf`): the tracer of :mod:`erf.trf.tracer` read at the
 layers of :mod:`erf.layers` (stable names, module paths, or every named layer)."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from torch import nn
 
 from erf.errors import LayerDidNotRunError
 from erf.layers import named_layers, resolve_layer
-from erf.probes.theoretical import TRF, trace_receptive_fields
+from erf.trf.field import TRF
+from erf.trf.tracer import trace_receptive_fields
 
 
 def theoretical_rf(

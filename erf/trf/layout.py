@@ -1,5 +1,5 @@
 """Where the spatial axes of a tensor are: the per-dim *layout* the TRF tracer carries (see
-:mod:`erf.probes.theoretical`).
+:mod:`erf.trf.tracer`).
 
 A layout has one :class:`Dim` per tensor dim: the spatial factors the dim holds, most significant first.
 A factor is ``(label, size)`` with label ``("y" | "x", digit path)`` or ``None`` (channels, batch): path
