@@ -125,11 +125,11 @@ def _choices(command: str, dest: str) -> list[str]:
 def test_cli_choices_come_from_the_registries() -> None:
     from erf.objects.readers import formats
     from erf.probes.registry import PROBES
-    from erf.study.budgets import BUDGETS
+    from erf.study.budgets import BUDGETS, INTERACTION_BUDGETS
 
     assert _choices("measure", "probe") == list(PROBES) == _choices("compare", "probe")
     assert _choices("objects", "format") == list(formats())
-    assert _choices("study", "budget") == list(BUDGETS)
+    assert _choices("study", "budget") == list(BUDGETS) + list(INTERACTION_BUDGETS)
 
 
 def test_a_new_annotation_format_is_one_reader_and_its_registration(tmp_path: Path) -> None:
