@@ -330,6 +330,8 @@ def test_named_layers_exist_and_run(name):
             for b in (1, 2, 3):
                 assert f"stage{s}.block{b}" in names
                 assert names[f"stage{s}.block{b}"].startswith(names[f"stage{s}"] + ".")
+    elif family == "patchnet":  # the second hypothesis-2 grid's twins: three single-convolution stages
+        assert {"stage1", "stage2", "stage3"} <= set(names)
     else:  # the two-conv toy and the dilation twins have exactly two stages (documented exception: no stage3)
         assert family in ("twoconv", "dilnet") and {"stage1", "stage2"} <= set(names) and "stage3" not in names
     # every named layer fires its forward hook (no module is bypassed with .forward)

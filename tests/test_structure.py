@@ -198,11 +198,11 @@ def _choices(command: str, dest: str) -> list[str]:
 def test_cli_choices_come_from_the_registries() -> None:
     from erf.objects.readers import formats
     from erf.probes.registry import PROBES
-    from erf.study.budgets import BUDGETS
+    from erf.study.budgets import BUDGETS, INTERACTION_BUDGETS
 
     assert _choices("measure", "probe") == list(PROBES) == _choices("compare", "probe")
     assert _choices("objects", "format") == list(formats())
-    assert _choices("study", "budget") == list(BUDGETS)
+    assert _choices("study", "budget") == list(BUDGETS) + list(INTERACTION_BUDGETS)
 
 
 def test_captum_methods_are_listed_once() -> None:

@@ -27,7 +27,7 @@ from erf.errors import InputError
 
 
 def _args(p: argparse.ArgumentParser) -> None:
-    from erf.study.budgets import BUDGETS
+    from erf.study.budgets import BUDGETS, INTERACTION_BUDGETS
 
     p.add_argument("checkpoints", nargs="*", metavar="CKPT",
                    help="models to study (files or registry names); attention models are paired with their plain "
@@ -48,9 +48,15 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "clipped by its border (radii stay in image px)")
     p.add_argument("--seed", type=int, default=0, help="real study: seed of the bootstrap")
     p.add_argument("--controlled", action="store_true", help="run the controlled experiment instead")
-    p.add_argument("--budget", default=None, choices=list(BUDGETS),
-                   help="controlled grid size (required with --controlled): "
-                        + "; ".join(f"{k}: {b.help}" for k, b in BUDGETS.items()))
+    p.add_argument("--interaction", action="store_true",
+                   help="run the second controlled grid (issue #24: object scale x ERF level, plain / CBAM / local "
+                        "gate / spatial-only in every cell, judged by erf/study/interaction.py)")
+    p.add_argument("--worker", default="0/1", metavar="I/N",
+                   help="--interaction: run every N-th cell from the I-th (two single-thread workers: 0/2 and 1/2 "
+                        "share --out/cells.json under a file lock)")
+    p.add_argument("--budget", default=None, choices=list(BUDGETS) + list(INTERACTION_BUDGETS),
+                   help="grid size (required with --controlled / --interaction): "
+                        + "; ".join(f"{k}: {b.help}" for k, b in {**BUDGETS, **INTERACTION_BUDGETS}.items()))
     p.add_argument("--seeds", type=int, default=None, help="controlled: seeds per cell (default: the budget's)")
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="controlled: object sides in px")
     p.add_argument("--epochs", type=int, default=None, help="controlled: training epochs (default: the budget's)")
@@ -79,14 +85,23 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     device = str(pick_device(args.device))
     progress = not args.quiet and not args.json and sys.stderr.isatty()
+    if args.interaction:
+        rep = _interaction(args, device, progress)
+        if args.json:
+            print_json(rep)
+            return 0
+        print_notes(rep["notes"])
+        print(rep["verdict"]["text"])
+        print(f"wrote {args.out}/cells.json, study.json, verdict.txt, cells.md and interaction.png")
+        return 0
     if args.controlled:
         if args.checkpoints:
             raise InputError("--controlled trains its own models: give no CKPT")
         if args.out is None:
             raise InputError("--controlled needs --out (results are written and resumed there)")
-        if args.budget is None:
-            from erf.study.budgets import BUDGETS
+        from erf.study.budgets import BUDGETS
 
+        if args.budget not in BUDGETS:
             raise InputError("--controlled needs --budget (" + "; ".join(f"{k}: {b.help}" for k, b in BUDGETS.items())
                              + ")")
         doc, table = _controlled(args, device, progress)
@@ -168,6 +183,87 @@ def _controlled(args: argparse.Namespace, device: str, progress: bool) -> tuple[
         write_text(stage.path / "cells.md", table)
         save_figures(figures(report), stage.path, dpi=120)
     return report, table
+
+
+def _interaction(args: argparse.Namespace, device: str, progress: bool) -> dict:
+    """Run (or resume) this worker's share of the second grid into ``--out/cells.json`` (merged under a file lock
+    after every finished or half-finished cell, so two workers and a killed run keep everything), then write the
+    report from all the cells there."""
+    import fcntl
+
+    from erf.atomic import save_figures, write_json, write_text
+    from erf.study import h2grid
+    from erf.study.budgets import INTERACTION_BUDGETS, default_controlled_source
+
+    if args.checkpoints:
+        raise InputError("--interaction trains its own models: give no CKPT")
+    if args.out is None:
+        raise InputError("--interaction needs --out (cells are written and resumed there)")
+    if args.budget not in INTERACTION_BUDGETS:
+        raise InputError("--interaction needs --budget, one of: " + "; ".join(
+            f"{k}: {b.help}" for k, b in INTERACTION_BUDGETS.items()))
+    try:
+        i, n = (int(v) for v in args.worker.split("/"))
+    except ValueError:
+        raise InputError(f"--worker {args.worker!r}: use I/N, e.g. 0/2") from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cells_path, lock_path = out / "cells.json", out / ".cells.lock"
+    data = args.data or default_controlled_source()
+
+    def read() -> dict:
+        try:
+            return json.loads(cells_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def locked(fn):  # noqa: ANN001, ANN202 - a tiny local helper
+        with open(lock_path, "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                return fn()
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    empty = h2grid.header(args.budget, data)
+
+    def current() -> dict:
+        disk = read()
+        return disk if disk.get("settings") == empty["settings"] and disk.get("data") == data else empty
+
+    def on_cell(rec: dict) -> None:
+        locked(lambda: write_json(cells_path, h2grid.merge(current(), rec)))
+
+    disk = locked(read)
+    if disk and (disk.get("settings") != empty["settings"] or disk.get("data") != data) and not args.force:
+        raise InputError(f"{cells_path} holds cells of other settings or data (budget "
+                         f"{(disk.get('budget') or {}).get('name')!r}); use another --out, or --force to start over")
+    doc = h2grid.run(args.budget, data, device=device, previous=locked(current), on_cell=on_cell,
+                     time_limit=args.time_limit, progress=progress, worker=(i, n))
+    merged = locked(current)
+    if not cells_path.exists():
+        locked(lambda: write_json(cells_path, merged))
+    this = "erf " + shlex.join(sys.argv[1:])
+    earlier = out / "study.json"
+    command, report_command = this, None
+    if args.time_limit == 0 and earlier.is_file():
+        try:
+            command = json.loads(earlier.read_text()).get("command") or this
+            report_command = this if command != this else None
+        except (OSError, json.JSONDecodeError):
+            pass
+    del doc  # the report covers every worker's cells: the merged file
+    if not any(c["kind"] == "main" for c in merged.get("cells", [])):
+        return {"notes": [f"{len(merged.get('cells', []))} cell(s) and {len(merged.get('unfinished', {}))} "
+                          f"half-finished cell(s) in {cells_path}; no main cell finished yet, so no report"],
+                "verdict": {"text": "No report yet (rerun the same command to go on)."}}
+    rep = h2grid.report(merged, command=command, report_command=report_command)
+    write_json(out / "study.json", rep)
+    write_text(out / "verdict.txt", rep["verdict"]["text"] + "\n\nPre-registered rule (erf/study/interaction.py): "
+               + rep["rule"] + "\n")
+    write_text(out / "cells.md", h2grid.table(rep))
+    save_figures({"interaction.png": h2grid.figure(rep)}, out, dpi=120)
+    return rep
 
 
 def _print_summary(doc: dict) -> None:

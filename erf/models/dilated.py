@@ -180,15 +180,15 @@ class PatchDilatedNet(nn.Module):
     """The second grid's twin: a 4 px patch stem and three dilated 3x3 convolutions, no shortcuts.
 
     * ``stem``: ``conv4x4(3 -> width, stride 4)-BN-ReLU`` (96 px canvas -> 24 px map);
-    * ``block1..3``: ``conv3x3(dilation d_i, padding d_i)-BN-[gate]-ReLU`` with ``d`` from :data:`SCHEDULES`
+    * ``stage1..3``: ``conv3x3(dilation d_i, padding d_i)-BN-[gate]-ReLU`` with ``d`` from :data:`SCHEDULES`
       (``level``); the gate (``attention``) sits where CBAM sits in a block without shortcut;
-    * ``features`` (the last spatial layer, whose ERF is the network's), global average pooling, linear.
+    * ``stage3`` is the last spatial layer (its ERF is the network's); global average pooling, linear.
 
     Every level has the same parameters and FLOPs (a dilated kernel still has 9 taps); only the spread of the
     taps differs. ``reduction`` ``None``: :func:`gate_reduction` of the width.
 
     Shapes: ``(N, 3, H, W)`` normalised images (``H, W`` multiples of 4) -> ``(N, classes)`` logits;
-    ``features`` is ``(N, width, H/4, W/4)``.
+    ``stage1..3`` are ``(N, width, H/4, W/4)``.
     """
 
     def __init__(self, num_classes: int = 10, attention: str | None = None, level: int = 1, width: int = 32,
@@ -210,8 +210,8 @@ class PatchDilatedNet(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(width, num_classes)
-        self.named_layers = {"stem": "stem", **{f"block{i + 1}": f"blocks.{i}" for i in range(len(blocks))},
-                             "features": "blocks", "pool": "pool", "fc": "fc"}
+        self.named_layers = {"stem": "stem", **{f"stage{i + 1}": f"blocks.{i}" for i in range(len(blocks))},
+                             "pool": "pool", "fc": "fc"}
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -225,7 +225,7 @@ PATCHNET_PARAMS = {None: 29770, "cbam": 30946, "se": 30646, "cbam_spatial": 3007
 """Parameter counts per gate of ``patchnet_l{level}`` at width 32 (reduction 8: 4 hidden units), equal for every
 level (a test builds them)."""
 for _lv in SCHEDULES:
-    register_twins(f"patchnet_l{_lv}", PatchDilatedNet, "dilnet",
+    register_twins(f"patchnet_l{_lv}", PatchDilatedNet, "patchnet",
                    f"patch-stem dilation twin, ERF level {_lv} (3x3 dilations {SCHEDULES[_lv]})",
                    {f"patchnet_l{_lv}{suffix}": PATCHNET_PARAMS[kind] for kind, (suffix, _) in DILNET_VARIANTS.items()},
                    {"level": _lv}, variants=DILNET_VARIANTS)

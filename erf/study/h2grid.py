@@ -6,7 +6,7 @@ Judged by the rule of :mod:`erf.study.interaction` (committed before this module
   ``cbam``, ``localgate``, ``cbam_spatial`` of ``patchnet_l{l}``, :class:`erf.models.dilated.PatchDilatedNet`)
   trained from the same seed on the same per-epoch canvases (:class:`erf.study.canvases.EpochCanvases`: the same
   CIFAR-10 object resampled to ``k * base`` px on a fixed ``canvas``), evaluated on the scale's fixed test
-  canvases; every arm's object-centred ERF at ``features`` on the first ``erf_images`` of them; the objects'
+  canvases; every arm's object-centred ERF at ``stage3`` on the first ``erf_images`` of them; the objects'
   measured extent (:func:`object_extent`) at that scale.
 * ``plateau`` ``(k, l, seed < plateau_seeds)``: the plain and CBAM twins trained for twice the epochs (rule 2).
 * ``pc`` ``(D, seed)``: the positive control (:mod:`erf.study.positive_control`) with ``patchnet_l{pc_level}``.
@@ -38,7 +38,7 @@ from erf.study.budgets import INTERACTION_BUDGETS, InteractionBudget
 from erf.study.object_centred import LEVELS, object_centred_erf
 
 SCHEMA = "erf.study.interaction_grid/1"
-LAYER = "features"
+LAYER = "stage3"
 """The layer whose ERF is the network's ERF (the last spatial layer, before global pooling)."""
 ARM_SUFFIX = {"plain": "", "cbam": "_cbam", "localgate": "_localgate", "cbam_spatial": "_spatial", "se": "_se"}
 """Arm -> registry-name suffix of ``patchnet_l{level}``."""
@@ -257,13 +257,13 @@ def run(budget: InteractionBudget | str, data: str, device: str = "cpu", previou
     from tqdm import tqdm
 
     b = resolve(budget)
-    settings = json.loads(json.dumps(b.training()))
+    doc = header(b, data)
+    settings = doc["settings"]
     same = bool(previous) and previous.get("data") == data
     cells = [c for c in (previous or {}).get("cells", []) if same and c.get("settings") == settings]
     unfinished = {k: v for k, v in ((previous or {}).get("unfinished") or {}).items()
                   if same and v.get("settings") == settings}
-    doc = {"schema": SCHEMA, "budget": asdict(b), "data": data, "settings": settings, "cells": cells,
-           "unfinished": unfinished, "planned": len(plan(b))}
+    doc.update(cells=cells, unfinished=unfinished)
     done = {c["key"] for c in cells}
     pending = [c for c in plan(b, worker) if c["key"] not in done]
     if not pending or time_limit == 0:
@@ -293,6 +293,13 @@ def run(budget: InteractionBudget | str, data: str, device: str = "cpu", previou
             break
     bar.close()
     return doc
+
+
+def header(budget: InteractionBudget | str, data: str) -> dict[str, Any]:
+    """An empty cells document of ``budget`` on ``data`` (``cells`` and ``unfinished`` empty)."""
+    b = resolve(budget)
+    return {"schema": SCHEMA, "budget": asdict(b), "data": data, "settings": json.loads(json.dumps(b.training())),
+            "planned": len(plan(b)), "cells": [], "unfinished": {}}
 
 
 def merge(doc: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
@@ -410,5 +417,5 @@ def figure(rep: dict[str, Any]) -> Any:
     return fig
 
 
-__all__ = ["ARM_SUFFIX", "LAYER", "SCHEMA", "cell_key", "figure", "merge", "object_extent", "plan", "report",
+__all__ = ["ARM_SUFFIX", "LAYER", "SCHEMA", "cell_key", "figure", "header", "merge", "object_extent", "plan", "report",
            "resolve", "run", "run_cell", "table"]

@@ -81,8 +81,8 @@ PLATEAU_PP = 0.01
 EQUIVALENCE_BOUND = 0.015
 """DELTA: hypothesis 2's smallest slope of interest, 1.5 pp of gain per doubling of ERF/object (6 pp over the
 16x range the grid spans). CONTRADICTS needs both slopes shown above ``-DELTA``. On the planned design
-(:data:`erf.study.worlds.PLANNED`) the simulated power of that test in the global null is about 98 % at the
-pilot's noise (cell SD of a difference of two arms 2.4 pp) and about 77 % at 3.5 pp
+(:data:`erf.study.worlds.PLANNED`) the simulated power of that test in the global null is about 97 % at the
+pilot's noise (cell SD of a difference of two arms 2.4 pp) and about 74 % at 3.5 pp
 (``tests/test_interaction.py``)."""
 QUANTILE = 0.5
 """Q: the mass quantile of both the ERF diameter and the object extent in the ratio (2 r50 / 2 r50)."""

@@ -100,9 +100,10 @@ def design_from(erf_px: dict[int, float], object_px: dict[Any, float], seeds: in
     return Design(pts, seeds)
 
 
-PLANNED = design_from({1: 6.0, 2: 10.0, 4: 17.0, 8: 28.0}, {0.5: 6.0, 1: 12.0, 2: 24.0}, seeds=5)
-"""The planned layout (``BUDGETS["grid_cpu"]``): 4 dilations x 3 object scales x 5 seeds at one capacity, with
-nominal plain ERF diameters 2 r50 (px) per dilation and object extents 2 r50 (px) per scale; x from -2 to +2.2."""
+PLANNED = design_from({1: 17.0, 2: 37.0, 3: 67.0}, {0.5: 10.5, 1.0: 21.0, 2.0: 42.0, 3.0: 63.0}, seeds=5)
+"""The planned layout (``INTERACTION_BUDGETS["grid_cpu"]``): 3 ERF levels x 4 object scales x 5 seeds at one
+capacity, with the plain ERF diameters 2 r50 (px) of ``patchnet_l{1,2,3}`` measured after one epoch on 96 px
+canvases and the objects' measured extents 2 r50 (px; 21.0 at 32 px) per scale; x from -1.9 to +2.7."""
 
 
 def simulate(world: World, design: Design, reps: int, rng: np.random.Generator, sd: float = 0.017,
