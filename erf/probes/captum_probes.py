@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from erf.probes.base import Target, frozen_parameters
-from erf.probes.registry import CAPTUM_METHODS
+from erf.probes.captum_methods import CAPTUM_METHODS
 from erf.trf.field import TRF
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from erf.errors import InputError
+from erf.probes.captum_methods import CAPTUM_METHODS
 
 
 @dataclass(frozen=True)
@@ -75,14 +76,5 @@ def make_probe(name: str, **options: Any) -> Any:
 register_probe(ProbeSpec("gradient", "erf.probes.gradient:GradientProbe",
                          "Luo et al.'s input gradient of the unit, with the exact-cropping engine",
                          options=("mode", "crop")))
-CAPTUM_METHODS: dict[str, tuple[str, dict[str, Any], str]] = {
-    "captum-gradient": ("NeuronGradient", {}, "captum's NeuronGradient (equal to gradient, slower)"),
-    "integrated-gradients": ("NeuronIntegratedGradients", {"n_steps": 16},
-                             "captum's NeuronIntegratedGradients (16 steps)"),
-    "guided-backprop": ("NeuronGuidedBackprop", {}, "captum's NeuronGuidedBackprop"),
-    "deconvolution": ("NeuronDeconvolution", {}, "captum's NeuronDeconvolution"),
-}
-"""Captum probe name -> (captum class, extra ``attribute`` kwargs, description): the one table of captum
-methods (:class:`erf.probes.captum_probes.CaptumProbe` reads it)."""
 for _name, (_cls, _kwargs, _what) in CAPTUM_METHODS.items():
     register_probe(ProbeSpec(_name, "erf.probes.captum_probes:CaptumProbe", _what, fixed={"method": _name}))
