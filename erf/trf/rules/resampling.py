@@ -106,6 +106,15 @@ def _map_dims(state: TraceState, call: Call) -> tuple[list[Dim], list | None] | 
     return lay, (list(xinfo.axes) if xinfo.axes is not None else None)
 
 
+def _regridded(call: Call, lay: list, axes: list | None) -> FieldState:
+    """The output field of a pixel (un)shuffle: channels plain, the two map axes resized to the output's, the
+    input's field with the new ``axes`` (``None``: no local field)."""
+    out = call.outs[0]
+    lay[-3:] = [plain(out.shape[-3]), resized(lay[-2], out.shape[-2]), resized(lay[-1], out.shape[-1])]
+    info = call.xinfo
+    return FieldState((axes[0], axes[1]) if axes is not None else None, info.is_global, info.reason, tuple(lay))
+
+
 @register_rule("pixel_shuffle", signature="input, upscale_factor")
 def pixel_shuffle(state: TraceState, call: Call) -> RuleResult:
     """``pixel_shuffle(r)``: output unit ``r u + i`` reads input unit ``u`` (channels ``C r^2`` -> ``C``)."""
@@ -119,10 +128,7 @@ def pixel_shuffle(state: TraceState, call: Call) -> RuleResult:
         if any(axes[a][2] % r for a in (0, 1)):
             return _finer(state, call, "to a map finer than the input's jump")
         axes = [(lo - (r - 1) * (j // r), hi, j // r) for lo, hi, j in axes]
-    out = call.outs[0]
-    lay[-3:] = [plain(out.shape[-3]), resized(lay[-2], out.shape[-2]), resized(lay[-1], out.shape[-1])]
-    info = call.xinfo
-    return FieldState((axes[0], axes[1]) if axes is not None else None, info.is_global, info.reason, tuple(lay))
+    return _regridded(call, lay, axes)
 
 
 @register_rule("pixel_unshuffle", signature="input, downscale_factor")
@@ -136,10 +142,7 @@ def pixel_unshuffle(state: TraceState, call: Call) -> RuleResult:
     lay, axes = got
     if axes is not None:
         axes = [(lo, hi + (r - 1) * j, j * r) for lo, hi, j in axes]
-    out = call.outs[0]
-    lay[-3:] = [plain(out.shape[-3]), resized(lay[-2], out.shape[-2]), resized(lay[-1], out.shape[-1])]
-    info = call.xinfo
-    return FieldState((axes[0], axes[1]) if axes is not None else None, info.is_global, info.reason, tuple(lay))
+    return _regridded(call, lay, axes)
 
 
 @register_rule("unfold", signature="input, kernel_size, dilation=1, padding=0, stride=1")
