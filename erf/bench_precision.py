@@ -18,6 +18,7 @@ on a shared machine a loaded core slows whatever runs on it.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -57,7 +58,10 @@ def _best(fn: Callable[[], Any], repeat: int, sync: Callable[[], None]) -> float
 
 
 def _syncer(device: torch.device) -> Callable[[], None]:
-    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    """A no-argument :func:`erf.bench._sync` for ``device`` (waits for CUDA kernels; nothing on CPU)."""
+    from erf.bench import _sync
+
+    return functools.partial(_sync, device)
 
 
 def machine_peaks(device: str = "cpu", repeat: int = 3, size: int = 2048) -> dict[str, Any]:

@@ -151,6 +151,22 @@ def _precision_parts(args: argparse.Namespace, parts: list[str], device: str, la
     """Run the peaks / training / precision parts in this process and print their tables; the suite document."""
     import torch
 
+    from erf.bench import _torch_threads
+
+    with _torch_threads(args.threads or torch.get_num_threads()):
+        doc = _run_precision_parts(args, parts, device, layers, progress, erf_docs)
+    if not args.json:
+        load = doc["load_average_1min"]
+        print(f"({doc['threads']} threads; 1-minute load average {load:.2f} at the start: ratios are side by side "
+              "in one process, absolute numbers depend on what else runs)" if load is not None else "")
+    return doc
+
+
+def _run_precision_parts(args: argparse.Namespace, parts: list[str], device: str, layers: list[str] | None,
+                         progress: Any, erf_docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parts' measurements and tables, at the threads already set; the suite document."""
+    import torch
+
     from erf.bench_precision import (
         PAYS_RULE,
         TRAINING_MODELS,
@@ -160,43 +176,33 @@ def _precision_parts(args: argparse.Namespace, parts: list[str], device: str, la
         training_throughput,
     )
 
-    previous = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     doc: dict[str, Any] = {"schema": "erf.bench.suite/1", "parts": parts, "device": device,
                            "threads": torch.get_num_threads(), "load_average_1min": load_average(),
                            "torch": torch.__version__, "erf": erf_docs}
-    try:
-        if "peaks" in parts:
-            progress("machine peaks ...")
-            doc["peaks"] = machine_peaks(device, repeat=max(2, args.repeat))
-            if not args.json:
-                print_peaks(doc["peaks"])
-                print()
-        if "training" in parts:
-            progress("training throughput ...")
-            doc["training"] = training_throughput(args.train_model or TRAINING_MODELS, device,
-                                                  repeat=max(2, args.repeat), seed=args.seed)
-            if not args.json:
-                print_training(doc["training"])
-                print()
-        if "precision" in parts:
-            rows = []
-            for model in args.model or list(PRECISION_MODELS):
-                progress(f"{model}: ERF in fp32 and bf16 ...")
-                rows.append(erf_precision(model, images=args.precision_images, layers=layers, device=device,
-                                          repeat=args.repeat, seed=args.seed))
-            doc["precision"] = rows
-            doc["pays_rule"] = PAYS_RULE
-            doc["bf16_pays"] = all(r["pays"] for r in rows)
-            if not args.json:
-                print_precision(rows)
-    finally:
-        torch.set_num_threads(previous)
-    if not args.json:
-        load = doc["load_average_1min"]
-        print(f"({doc['threads']} threads; 1-minute load average {load:.2f} at the start: ratios are side by side "
-              "in one process, absolute numbers depend on what else runs)" if load is not None else "")
+    if "peaks" in parts:
+        progress("machine peaks ...")
+        doc["peaks"] = machine_peaks(device, repeat=max(2, args.repeat))
+        if not args.json:
+            print_peaks(doc["peaks"])
+            print()
+    if "training" in parts:
+        progress("training throughput ...")
+        doc["training"] = training_throughput(args.train_model or TRAINING_MODELS, device,
+                                              repeat=max(2, args.repeat), seed=args.seed)
+        if not args.json:
+            print_training(doc["training"])
+            print()
+    if "precision" in parts:
+        rows = []
+        for model in args.model or list(PRECISION_MODELS):
+            progress(f"{model}: ERF in fp32 and bf16 ...")
+            rows.append(erf_precision(model, images=args.precision_images, layers=layers, device=device,
+                                      repeat=args.repeat, seed=args.seed))
+        doc["precision"] = rows
+        doc["pays_rule"] = PAYS_RULE
+        doc["bf16_pays"] = all(r["pays"] for r in rows)
+        if not args.json:
+            print_precision(rows)
     return doc
 
 
