@@ -17,6 +17,9 @@ from typing import Any
 CATALOG = Path(__file__).with_name("catalog.json")
 MODEL_SOURCES = Path(__file__).with_name("models")
 WEIGHTS = Path(__file__).with_name("weights")
+BUNDLED_SUFFIXES = (".safetensors", ".pt")
+"""Suffixes of bundled weights ``erf/weights/NAME{suffix}``, in the order they are looked up (safetensors, which
+cannot carry code, first)."""
 FIELDS = ("name", "params", "family", "attention", "twin", "aliases", "description")
 """The columns of one model in the catalog (bundled weights are looked up as files at run time)."""
 
@@ -54,8 +57,9 @@ def read_catalog() -> list[dict[str, Any]] | None:
 
 
 def has_bundled_weights(name: str) -> bool:
-    """Whether the package ships trained weights for registry model ``name`` (``erf/weights/NAME.pt``)."""
-    return (WEIGHTS / f"{name}.pt").is_file()
+    """Whether the package ships trained weights for registry model ``name`` (``erf/weights/NAME.safetensors`` or
+    ``NAME.pt``)."""
+    return any((WEIGHTS / f"{name}{suffix}").is_file() for suffix in BUNDLED_SUFFIXES)
 
 
 def write_catalog() -> Path:

@@ -105,6 +105,19 @@ def test_model_catalog_is_current_and_equals_the_registry() -> None:
     assert rows == build_catalog()["models"]
 
 
+def test_the_catalog_sees_the_same_bundled_weights_as_the_loader() -> None:
+    """``erf models`` (torch-free) and the loader agree on which models ship weights, whatever their suffix (the
+    16x8d twins are .safetensors, resnet20 a .pt)."""
+    from erf.catalog import has_bundled_weights
+    from erf.checkpoints import bundled_weights
+    from erf.models import list_models
+
+    names = list_models()
+    seen = {name for name in names if has_bundled_weights(name)}
+    assert seen == {name for name in names if bundled_weights(name) is not None}
+    assert {"norm_8d", "cbam_8d", "resnet20"} <= seen
+
+
 def test_a_stale_catalog_is_not_used(tmp_path: Path, monkeypatch, run_cli) -> None:
     import erf.catalog as catalog
 
