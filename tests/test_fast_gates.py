@@ -2,7 +2,9 @@
 
 The fast path runs for bfloat16 / float16 maps (mixed-precision training); here it is called directly in float64
 so that it can be compared with the reference to rounding: outputs, input gradients, parameter gradients and the
-spatial gate's batch-norm running statistics, in both memory formats, in training and eval mode.
+spatial gate's batch-norm running statistics, in both memory formats, in training and eval mode. The local channel
+gate (every precision takes its fast path) is compared with its reference formulation, kept here as
+:func:`local_gate_reference`.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from erf.models import create_model
-from erf.models.attention import CBAM, ChannelGate, SpatialGate
+from erf.models.attention import CBAM, ChannelGate, LocalChannelGate, SpatialGate
 from erf.models.fast_gates import channel_gate, spatial_gate, use_fast_gates
 
 
@@ -95,3 +98,78 @@ def test_bf16_training_step_matches_reference_to_bf16_rounding():
     (l0, g0), (l1, g1) = grads
     assert abs(l0 - l1) < 0.02 * abs(l0)
     assert (g0 - g1).norm() < 0.1 * g0.norm()
+
+
+# ----------------------------------------------------------------------------- the local channel gate
+def local_gate_reference(gate: LocalChannelGate, x: torch.Tensor) -> torch.Tensor:
+    """The reference formulation of :class:`LocalChannelGate` (its code before the fast path): ``avg_pool2d`` with
+    ``count_include_pad=False``, ``max_pool2d``, the shared MLP as 1x1 convolutions on each pooled map."""
+    k, p = gate.kernel_size, gate.kernel_size // 2
+    first, last = gate.mlp[1], gate.mlp[3]
+
+    def mlp(pooled: torch.Tensor) -> torch.Tensor:
+        y = F.relu(F.conv2d(pooled, first.weight[:, :, None, None], first.bias))
+        return F.conv2d(y, last.weight[:, :, None, None], last.bias)
+
+    avg = F.avg_pool2d(x, k, 1, p, count_include_pad=False)
+    return x * torch.sigmoid(mlp(avg) + mlp(F.max_pool2d(x, k, 1, p)))
+
+
+def _local_run(gate: torch.nn.Module, x: torch.Tensor, g: torch.Tensor, reference: bool):
+    gate = copy.deepcopy(gate)
+    x = x.detach().clone().requires_grad_()
+    y = local_gate_reference(gate, x) if reference else gate(x)
+    y.backward(g)
+    return y.detach(), x.grad, [p.grad for p in gate.parameters()]
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 7), (8, 8)])
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_local_gate_equals_reference_in_float64(fmt, size, kernel):
+    """Tie-free random maps: output, input gradient and parameter gradients equal the reference to rounding."""
+    torch.manual_seed(3)
+    gate = LocalChannelGate(12, 3, kernel).double()
+    x = torch.randn(3, 12, *size, dtype=torch.float64).contiguous(memory_format=fmt)
+    g = torch.randn_like(x)
+    ref, fast = _local_run(gate, x, g, reference=True), _local_run(gate, x, g, reference=False)
+    torch.testing.assert_close(fast[0], ref[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast[1], ref[1], rtol=1e-12, atol=1e-12)
+    for a, b in zip(fast[2], ref[2]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_local_gate_ties_get_max_pool2d_gradient(fmt):
+    """Integer maps (many tied maxima in a window): the gradient is still the reference's (max_pool2d's: all of it
+    to the first maximum in row-major order), not split between the tied positions."""
+    torch.manual_seed(4)
+    gate = LocalChannelGate(8, 2, 3).double()
+    x = torch.randint(-2, 3, (2, 8, 6, 5)).double().contiguous(memory_format=fmt)
+    g = torch.randn_like(x)
+    ref, fast = _local_run(gate, x, g, reference=True), _local_run(gate, x, g, reference=False)
+    torch.testing.assert_close(fast[0], ref[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast[1], ref[1], rtol=1e-12, atol=1e-12)
+
+
+def test_local_gate_keeps_its_parameters_and_needs_an_odd_kernel():
+    gate = LocalChannelGate(24, 6)
+    assert {k: tuple(v.shape) for k, v in gate.state_dict().items()} == {
+        "mlp.1.weight": (4, 24), "mlp.1.bias": (4,), "mlp.3.weight": (24, 4), "mlp.3.bias": (24,)}
+    assert gate.kernel_size == 3
+    with pytest.raises(ValueError, match="odd"):
+        LocalChannelGate(24, 6, kernel_size=4)
+
+
+def test_local_gate_float32_and_bf16_close_to_reference():
+    """float32: the reference to float32 rounding; bf16 autocast on a channels-last map (mixed-precision
+    training): within bf16 rounding of the float32 reference."""
+    torch.manual_seed(5)
+    gate = LocalChannelGate(24, 6)
+    x = torch.randn(4, 24, 12, 12)
+    ref = local_gate_reference(gate, x)
+    torch.testing.assert_close(gate(x), ref, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = gate(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - ref).abs().max() < 0.05 * ref.abs().max()

@@ -17,6 +17,13 @@ def test_patchnet_twins_have_equal_parameters_at_every_level_and_enough_hidden_u
     assert 24 // gate_reduction(24) >= 4 and 32 // gate_reduction(32) >= 4 and gate_reduction(512) == 16
 
 
+def test_grid_cpu_trains_in_fp32_and_cells_depend_on_the_precision():
+    from erf.study.budgets import INTERACTION_BUDGETS
+
+    b = INTERACTION_BUDGETS["grid_cpu"]
+    assert b.precision == "fp32" and b.training()["precision"] == "fp32"  # a cell of another precision is not reused
+
+
 def test_plan_partitions_between_workers():
     full = [c["key"] for c in h2grid.plan("grid_cpu")]
     a, b = (c["key"] for c in h2grid.plan("grid_cpu", (0, 2))), (c["key"] for c in h2grid.plan("grid_cpu", (1, 2)))
@@ -34,6 +41,7 @@ def test_interaction_grid_smoke_through_the_cli(tmp_path, run_cli, cifar10_prefi
     code, stdout, stderr = run_cli(*args, "--worker", "1/2")
     assert code == 0, stderr
     cells = json.loads((out / "cells.json").read_text())
+    assert {r["precision"] for c in cells["cells"] for r in c["arms"].values()} <= {"fp32", "bf16"}
     assert len(cells["cells"]) == cells["planned"] == len(h2grid.plan("grid_tiny")) and not cells["unfinished"]
     rep = json.loads((out / "study.json").read_text())
     text = (out / "verdict.txt").read_text()

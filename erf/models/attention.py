@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from erf.models.fast_gates import channel_gate, spatial_gate, use_fast_gates
+from erf.models.fast_gates import channel_gate, local_channel_gate, spatial_gate, use_fast_gates
 
 
 class ChannelGate(nn.Module):
@@ -109,28 +109,27 @@ class LocalChannelGate(nn.Module):
     :class:`ChannelGate`'s) is applied at every position. The gate is multiplicative like CBAM's but
     sees only a ``k x k`` neighbourhood, so its receptive field stays local (it widens it by
     ``k - 1`` input-stride units): it separates "multiplicative gating" from "global context".
+
+    Every precision runs :func:`erf.models.fast_gates.local_channel_gate` (channels-last poolings, the MLP as
+    matrix products): the reference ``F.avg_pool2d(x, k, 1, k // 2, count_include_pad=False)`` /
+    ``F.max_pool2d(x, k, 1, k // 2)`` / per-position MLP formulation to float rounding, with ``max_pool2d``'s
+    gradient where a window's maximum ties (all of it to the first maximum of the window in row-major order, not
+    split). ``kernel_size`` must be odd (the map keeps its size).
     """
 
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 3) -> None:
         super().__init__()
         hidden = max(channels // reduction, 1)
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
         self.kernel_size = int(kernel_size)
         self.mlp = nn.Sequential(
             nn.Flatten(), nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels)
         )
 
-    def _mlp(self, pooled: torch.Tensor) -> torch.Tensor:
-        """The shared MLP at every position, ``(N, C, H, W) -> (N, C, H, W)``: its Linear layers as 1x1 convolutions."""
-        first, last = self.mlp[1], self.mlp[3]
-        y = F.relu(F.conv2d(pooled, first.weight[:, :, None, None], first.bias))
-        return F.conv2d(y, last.weight[:, :, None, None], last.bias)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` -> same shape, scaled per channel and position by the local gate in (0, 1)."""
-        k, p = self.kernel_size, self.kernel_size // 2
-        avg = F.avg_pool2d(x, k, 1, p, count_include_pad=False)
-        mx = F.max_pool2d(x, k, 1, p)
-        return x * torch.sigmoid(self._mlp(avg) + self._mlp(mx))
+        return local_channel_gate(x, self.mlp, self.kernel_size)
 
 
 class LocalCBAM(nn.Module):

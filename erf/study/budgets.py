@@ -104,6 +104,9 @@ class InteractionBudget:
         erf_images: test canvases the ERF is measured on; ``canvas``: canvas side (px); ``base``: object side
             (px) at scale 1; ``width``: channels of the twins.
         pc_distances, pc_images, pc_test_images, pc_epochs, pc_level: the positive control.
+        precision: the training arithmetic passed to :func:`erf.training.train` (``fp32``, ``bf16`` or ``auto``:
+            bf16 where the device has bf16 units, so machine-dependent); the precision that ran is in every model's
+            record.
         smoke: a pipeline check only (its report says its numbers mean nothing).
     """
 
@@ -128,6 +131,7 @@ class InteractionBudget:
     pc_test_images: int = 1000
     pc_epochs: int = 10
     pc_level: int = 1
+    precision: str = "auto"
     smoke: bool = False
 
     def training(self) -> dict[str, Any]:
@@ -148,7 +152,7 @@ INTERACTION_BUDGETS: dict[str, InteractionBudget] = {b.name: b for b in (
                                   "figures/h2_grid/design.md): 4 object scales x 3 ERF levels x 5 seeds x 4 arms, "
                                   "10 epochs, plateau check at 20",
                       scales=(0.5, 1.0, 2.0, 3.0), levels=(1, 2, 3), seeds=5, epochs=10, train_images=None,
-                      test_images=None, erf_images=64),
+                      test_images=None, erf_images=64, precision="fp32"),
     InteractionBudget("grid_gpu", "the same grid scaled for one GPU: width 32, 40 epochs (plateau at 80), 8 seeds",
                       scales=(0.5, 1.0, 2.0, 3.0), levels=(1, 2, 3), seeds=8, epochs=40, train_images=None,
                       test_images=None, erf_images=256, width=32, batch_size=128, lr=0.1, pc_epochs=20,

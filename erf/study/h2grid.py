@@ -11,11 +11,12 @@ Judged by the rule of :mod:`erf.study.interaction` (committed before this module
 * ``plateau`` ``(k, l, seed < plateau_seeds)``: the plain and CBAM twins trained for twice the epochs (rule 2).
 * ``pc`` ``(D, seed)``: the positive control (:mod:`erf.study.positive_control`) with ``patchnet_l{pc_level}``.
 
-Every model records its parameters, forward FLOPs, test accuracy (last epoch), running train accuracy of its
-last epoch and its seconds. :func:`plan` orders the cells seeds outermost (the plateau cells with seed 0, so a
-partial run learns early whether the recipe converged); ``worker=(i, n)`` takes every n-th cell from the i-th,
-so two single-thread processes can share one grid. :func:`run` hands every finished (or, at the time limit,
-half-finished) cell to ``on_cell``; the command merges it into ``cells.json`` under a file lock.
+Every model records its parameters, forward FLOPs, test accuracy (last epoch, evaluated in fp32), running train
+accuracy of its last epoch, its seconds and the training precision that ran (:attr:`InteractionBudget.precision`).
+:func:`plan` orders the cells seeds outermost (the plateau cells with seed 0, so a partial run learns early whether
+the recipe converged); ``worker=(i, n)`` takes every n-th cell from the i-th, so two single-thread processes can
+share one grid. :func:`run` hands every finished (or, at the time limit, half-finished) cell to ``on_cell``; the
+command merges it into ``cells.json`` under a file lock.
 :func:`report` turns the cells into the report (the rule's verdict, a row per cell with train and test accuracy
 of every arm); :func:`figure` draws it.
 """
@@ -179,13 +180,13 @@ def _train(name: str, classes: int, b: InteractionBudget, train_data: Any, test_
     recipe = Recipe(epochs=epochs, batch_size=b.batch_size, lr=b.lr, augment=False, seed=seed)
     t0 = time.perf_counter()
     summary = train(model, name, train_data, test_data, None, recipe, checkpoints="none", evaluate_every_epoch=False,
-                    device=device, progress=False)
+                    device=device, progress=False, precision=b.precision)
     seconds = time.perf_counter() - t0
     model = model.to(memory_format=torch.contiguous_format).eval()
     ev = evaluate(model, test_data, device=device)
     return model, {"name": name, **facts, "accuracy": float(ev.accuracy),
                    "train_accuracy": float(summary["last_train_accuracy"]), "epochs": int(epochs),
-                   "seconds": seconds, "correct": _correct_string(ev.correct)}
+                   "seconds": seconds, "precision": summary["precision"], "correct": _correct_string(ev.correct)}
 
 
 def run_cell(cell: dict[str, Any], b: InteractionBudget, src: _Sources, device: str = "cpu",
