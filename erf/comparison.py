@@ -45,7 +45,7 @@ from erf.errors import InputError
 from erf.layers import match_layers
 from erf.measurement import LayerERF, Measurement, as_image_set, measure
 from erf.metrics import erf_metrics
-from erf.statistics import check_resamples, percentile_interval, signed_rank_test
+from erf.uncertainty import check_resamples, percentile_interval, signed_rank_test
 
 SCHEMA = "erf.compare/1"
 COMPARED_METRICS = ("radius.25", "radius.50", "radius.75", "radius.95")

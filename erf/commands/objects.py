@@ -57,7 +57,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 ESTIMATOR_BACKGROUNDS = ("flat", "noise", "study", "photo")
-"""Canvases on which ``--estimate`` measures its estimator's error (:data:`erf.canvas.BACKGROUNDS`);
+"""Canvases on which ``--estimate`` measures its estimator's error (:data:`erf.pasting.BACKGROUNDS`);
 ``study`` are the controlled experiment's own canvases."""
 
 
