@@ -16,12 +16,12 @@ What ``load_checkpoint(spec)`` accepts:
   ``torch.load``: the format holds tensors and strings only, so it cannot carry code). ``erf train
   --safetensors`` writes them, with the architecture in the header's ``__metadata__``.
 
-Pickle files are scanned first (:mod:`erf.safeload`: a bounded opcode walk that refuses implausibly long
+Pickle files are scanned first (:mod:`erf.files.safeload`: a bounded opcode walk that refuses implausibly long
 streams and names what a file imports), then read with ``torch.load(weights_only=True)``; a file that needs
 arbitrary unpickling is refused with :class:`~erf.errors.UnsafeCheckpointError` unless ``trust=True``, and
 with ``trust=True`` a :class:`TrustedCodeWarning` says so before it is unpickled. Weights are checked: integer,
 bool and complex tensors where the model has floating weights are refused, fp16/bf16/fp64 cast with a note;
-no checkpoint may ask for more than :data:`~erf.safeload.MAX_PARAMETERS` parameters (estimated on the meta
+no checkpoint may ask for more than :data:`~erf.files.safeload.MAX_PARAMETERS` parameters (estimated on the meta
 device before allocating).
 """
 
@@ -41,8 +41,8 @@ import torch
 from torch import nn
 
 from erf import specs
-from erf.atomic import atomic_path
 from erf.errors import ArchitectureError, CheckpointError, UnsafeCheckpointError, check_seed
+from erf.files.atomic import atomic_path
 from erf.models import create_model, infer_family, is_model
 from erf.models.registry import canonical_name
 
@@ -212,7 +212,7 @@ def read_safetensors(path: str | Path) -> dict[str, Any]:
 
     from safetensors import safe_open
 
-    from erf.safeload import check_safetensors_header
+    from erf.files.safeload import check_safetensors_header
 
     try:
         check_safetensors_header(path)
@@ -249,7 +249,7 @@ def save_safetensors(path: str | Path, state: Mapping[str, torch.Tensor], name: 
 
     from safetensors.torch import save
 
-    from erf.atomic import write_bytes
+    from erf.files.atomic import write_bytes
 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "model": name,
@@ -274,7 +274,7 @@ def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
     """Read a checkpoint file safely, mapping every failure to a typed error naming ``path``.
 
     Safetensors files go to :func:`read_safetensors`. Pickle files are scanned first
-    (:func:`erf.safeload.scan_pickle`: refused when implausibly long for their tensors), then loaded with
+    (:func:`erf.files.safeload.scan_pickle`: refused when implausibly long for their tensors), then loaded with
     ``torch.load(weights_only=True)``; zip-format files are memory-mapped, so a large file is not read into memory
     twice. With ``trust``, a file the safe loader refuses is unpickled in full after a :class:`TrustedCodeWarning`.
 
@@ -283,7 +283,7 @@ def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
         UnsafeCheckpointError: it needs arbitrary unpickling and ``trust`` is false (the message names what it
             imports).
     """
-    from erf.safeload import scan_pickle
+    from erf.files.safeload import scan_pickle
 
     path = Path(path)
     try:
@@ -455,9 +455,9 @@ def _clean_state_dict(state: Mapping[str, Any], source: str, notes: list[str]) -
 
     Raises:
         CheckpointError: non-string keys, non-tensor values, complex / quantized / sparse / data-less tensors,
-            or more than :data:`~erf.safeload.MAX_PARAMETERS` elements in all.
+            or more than :data:`~erf.files.safeload.MAX_PARAMETERS` elements in all.
     """
-    from erf.safeload import MAX_PARAMETERS
+    from erf.files.safeload import MAX_PARAMETERS
 
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{source}: the state_dict is a {type(state).__name__}, not a mapping")
@@ -567,11 +567,11 @@ def check_model_kwargs(name: str, kwargs: Mapping[str, Any], source: str) -> int
 
     Raises:
         ArchitectureError: ``kwargs`` do not build the model (negative widths, unknown arguments...) or ask for
-            more than :data:`~erf.safeload.MAX_PARAMETERS` parameters.
+            more than :data:`~erf.files.safeload.MAX_PARAMETERS` parameters.
         UnknownModelError: ``name`` is not registered.
     """
+    from erf.files.safeload import MAX_MODULES, MAX_PARAMETERS, TooManyModules, estimate_parameters
     from erf.models import get_entry
-    from erf.safeload import MAX_MODULES, MAX_PARAMETERS, TooManyModules, estimate_parameters
 
     entry = get_entry(name)
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):

@@ -38,10 +38,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from erf.atomic import json_ready
 from erf.checkpoints import LoadedModel
 from erf.data.sources import ImageSet
 from erf.errors import InputError
+from erf.files.atomic import json_ready
 from erf.layers import match_layers
 from erf.measurement import LayerERF, Measurement, as_image_set, measure
 from erf.metrics import erf_metrics

@@ -20,13 +20,13 @@ from torch import nn
 
 from erf.cost import warn_if_costly
 from erf.data.sources import ImageSet
-from erf.devices import pick_device
 from erf.errors import DataError, InputError, UndefinedERFError, check_seed
 from erf.layers import default_layers, resolve_layer
 from erf.metrics import ERFMetrics, bootstrap_ci, erf_metrics, level_key
 from erf.pasting import embed
 from erf.precision import autocast
 from erf.probes import Target, make_probe
+from erf.runtime.devices import pick_device
 from erf.trf import TRF, trace_receptive_fields
 from erf.uncertainty import check_resamples
 

@@ -325,7 +325,7 @@ def test_bad_arguments_library(case) -> None:
 
 
 def test_distributed_environment_is_checked_by_the_library(monkeypatch) -> None:
-    from erf.distributed import env_rank
+    from erf.runtime.distributed import env_rank
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "two")
@@ -362,7 +362,7 @@ def test_the_none_bomb_is_refused_in_well_under_a_second_without_torch_load(tmp_
 def test_the_bound_admits_real_checkpoints(tmp_path: Path) -> None:
     """Every registered family's state dict and a training checkpoint with a 1000-epoch log and optimizer state
     stay far inside the opcode bound (a state dict needs about 35 opcodes per tensor)."""
-    from erf.safeload import BASE_OPS, OPS_PER_RECORD, scan_pickle
+    from erf.files.safeload import BASE_OPS, OPS_PER_RECORD, scan_pickle
 
     torch.manual_seed(0)
     model = create_model("resnet20_cbam")

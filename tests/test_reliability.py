@@ -32,7 +32,6 @@ from references import (
     snapshot,
 )
 
-from erf import atomic
 from erf.checkpoints import NonFiniteWeightsWarning, TrustedCodeWarning, load_checkpoint, save_checkpoint
 from erf.data import ImageSet, load_source
 from erf.errors import (
@@ -47,9 +46,10 @@ from erf.errors import (
     UnknownModelError,
     UnsafeCheckpointError,
 )
+from erf.files import atomic
+from erf.files.outputs import OutputSet
 from erf.measurement import measure
 from erf.models import create_model
-from erf.outputs import OutputSet
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "erf" / "schemas" / "measure.schema.json"
 FAST = ["--images", "4", "--bootstrap", "0", "--no-plots"]
@@ -640,7 +640,7 @@ def test_bad_input_library(case: BadInput, tmp_path: Path) -> None:
 
     from erf.cli import build_parser
     from erf.commands.measure import parse_size, parse_unit
-    from erf.devices import pick_device
+    from erf.runtime.devices import pick_device
 
     argv, named = case.build(tmp_path)
     args = build_parser().parse_args(["measure", "twoconv", *FAST, *argv])

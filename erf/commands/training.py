@@ -57,8 +57,8 @@ def _resumable_state(path: Path, name: str) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     """``erf train``: train a registry model with the article's recipe; exit code."""
     from erf.data import load_source
+    from erf.files.outputs import OutputSet
     from erf.models import canonical_name, create_model
-    from erf.outputs import OutputSet
     from erf.training import Recipe, check_recipe, train
 
     name = canonical_name(args.model)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from erf.images import ImageRefused, open_bounded
+from erf.files.images import ImageRefused, open_bounded
 from erf.objects.boxes import Collector
 from erf.objects.readers.registry import DEFAULT_OPTIONS, Reader, ReadOptions, files_with_suffix, register_reader
 
