@@ -32,7 +32,7 @@ from references import (
     snapshot,
 )
 
-from erf.checkpoints import NonFiniteWeightsWarning, TrustedCodeWarning, load_checkpoint, save_checkpoint
+from erf.checkpoints import NonFiniteWeightsWarning, load_checkpoint, save_checkpoint
 from erf.data import ImageSet, load_source
 from erf.errors import (
     ArchitectureError,
@@ -47,6 +47,7 @@ from erf.errors import (
     UnsafeCheckpointError,
 )
 from erf.files import atomic
+from erf.files.checkpoint_io import TrustedCodeWarning
 from erf.files.outputs import OutputSet
 from erf.measurement import measure
 from erf.models import create_model
@@ -432,7 +433,7 @@ def test_library_specs_with_bad_weights(tmp_path: Path, run_cli) -> None:
 
 def test_zip_checkpoints_are_memory_mapped(tmp_path: Path, monkeypatch) -> None:
     """A large file must not be read into memory twice: torch.load(mmap=True) for zip checkpoints."""
-    import erf.checkpoints as ck
+    import erf.files.checkpoint_io as ck
 
     calls: list[dict] = []
     real = torch.load
