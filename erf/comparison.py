@@ -38,14 +38,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from erf.atomic import json_ready
 from erf.checkpoints import LoadedModel
 from erf.data.sources import ImageSet
 from erf.errors import InputError
+from erf.files.atomic import json_ready
 from erf.layers import match_layers
 from erf.measurement import LayerERF, Measurement, as_image_set, measure
 from erf.metrics import erf_metrics
-from erf.statistics import check_resamples, percentile_interval, signed_rank_test
+from erf.uncertainty import check_resamples, percentile_interval, signed_rank_test
 
 SCHEMA = "erf.compare/1"
 COMPARED_METRICS = ("radius.25", "radius.50", "radius.75", "radius.95")

@@ -18,17 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from erf.canvas import embed
 from erf.cost import warn_if_costly
 from erf.data.sources import ImageSet
-from erf.devices import pick_device
 from erf.errors import DataError, InputError, UndefinedERFError, check_seed
 from erf.layers import default_layers, resolve_layer
 from erf.metrics import ERFMetrics, bootstrap_ci, erf_metrics, level_key
+from erf.pasting import embed
 from erf.precision import autocast
 from erf.probes import Target, make_probe
-from erf.statistics import check_resamples
+from erf.runtime.devices import pick_device
 from erf.trf import TRF, trace_receptive_fields
+from erf.uncertainty import check_resamples
 
 SCHEMA = "erf.measure/1"
 FRAME_LIMIT = 0.9

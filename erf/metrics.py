@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from erf.statistics import percentile_interval
+from erf.uncertainty import percentile_interval
 
 AREA_THRESHOLDS = (0.2, 0.3, 0.5, 0.99)
 """RepLKNet's thresholds t of the high-contribution area ratio."""

@@ -1,7 +1,7 @@
 """The figures of ERF maps and metrics, comparisons and object sizes (matplotlib).
 
 Every function returns the :class:`matplotlib.figure.Figure` it drew (or draws on a given axis);
-nothing is written here: the commands save figures (:func:`erf.atomic.save_figure`), notebooks show
+nothing is written here: the commands save figures (:func:`erf.files.atomic.save_figure`), notebooks show
 them. The study's figures are in :mod:`erf.study.figures`. The backend is left to the caller: the
 command line selects Agg, notebooks keep theirs."""
 

@@ -26,13 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from erf.atomic import write_text
-from erf.checkpoints import read_checkpoint_file, save_checkpoint
+from erf.checkpoints import save_checkpoint
 from erf.data.sources import ImageSet, augment_batch, normalize
-from erf.devices import pick_device
 from erf.errors import CheckpointError, InputError
+from erf.files.atomic import write_text
+from erf.files.checkpoint_io import read_checkpoint_file
 from erf.precision import autocast, resolve_precision
 from erf.recipe import SCHEDULES, Recipe, check_recipe, onecycle_factor
+from erf.runtime.devices import pick_device
 
 __all__ = ["SCHEDULES", "EvalResult", "Recipe", "check_recipe", "evaluate", "make_scheduler", "train"]
 

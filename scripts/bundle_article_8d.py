@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from erf.checkpoints import read_checkpoint_file, save_safetensors  # noqa: E402
 from erf.data import load_source  # noqa: E402
+from erf.files.checkpoint_io import read_checkpoint_file, save_safetensors  # noqa: E402
 from erf.models import create_model  # noqa: E402
 from erf.training import evaluate  # noqa: E402
 

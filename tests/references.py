@@ -93,7 +93,7 @@ def assert_cli_error(run_cli, argv: list[str], command: str, fragments: list[str
 
 # ----------------------------------------------------------------------------- output folders
 MANIFEST = ".erf-manifest.json"
-"""erf's list of the files of a set (``erf.outputs.MANIFEST``), left out of :func:`snapshot` unless asked for."""
+"""erf's list of the files of a set (``erf.files.outputs.MANIFEST``), left out of :func:`snapshot` unless asked for."""
 
 
 def snapshot(folder: Path, manifest: bool = False) -> dict[str, bytes]:

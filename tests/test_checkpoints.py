@@ -9,15 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from erf.checkpoints import (
-    TrustedCodeWarning,
-    bundled_weights,
-    infer_architecture,
-    load_checkpoint,
-    read_checkpoint_file,
-    save_checkpoint,
-)
+from erf.checkpoints import bundled_weights, infer_architecture, load_checkpoint, save_checkpoint
 from erf.errors import ArchitectureError, CheckpointError, UnknownModelError, UnsafeCheckpointError
+from erf.files.checkpoint_io import TrustedCodeWarning, read_checkpoint_file
 from erf.models import create_model, list_models
 
 

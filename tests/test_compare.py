@@ -20,7 +20,7 @@ from erf.layers import match_layers
 from erf.models.resnet_cifar import ResNetCifar
 from erf.models.resnext import ResNeXtCifar
 from erf.models.twoconv import TwoConv
-from erf.statistics import signed_rank_test
+from erf.uncertainty import signed_rank_test
 
 
 def _load(*specs) -> list[LoadedModel]:

@@ -58,7 +58,7 @@ def test_process_group_is_destroyed_on_the_way_out(monkeypatch) -> None:
 
     import torch.distributed as dist
 
-    from erf.distributed import process_group
+    from erf.runtime.distributed import process_group
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

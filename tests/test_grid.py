@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from erf.canvas import draw_canvases, paste, resize_objects, seeded_generator
 from erf.data.sources import ImageSet, augment_batch, augment_batch_loop
 from erf.models import create_model
+from erf.pasting import draw_canvases, paste, resize_objects, seeded_generator
 from erf.study.canvases import EpochCanvases, fixed_canvases
 from erf.study.object_centred import object_centred_erf, object_units
 from erf.study.positive_control import COLOURS, MARK, draw_marks

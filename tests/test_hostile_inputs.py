@@ -325,7 +325,7 @@ def test_bad_arguments_library(case) -> None:
 
 
 def test_distributed_environment_is_checked_by_the_library(monkeypatch) -> None:
-    from erf.distributed import env_rank
+    from erf.runtime.distributed import env_rank
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "two")
@@ -344,7 +344,7 @@ def test_compare_layer_mismatch_is_a_layer_error() -> None:
 
 # ============================================================================ bounded loading
 def test_the_none_bomb_is_refused_in_well_under_a_second_without_torch_load(tmp_path: Path, monkeypatch) -> None:
-    import erf.checkpoints as ck
+    import erf.files.checkpoint_io as ck
 
     def no_load(*args, **kwargs):
         raise AssertionError("torch.load must not see this file")
@@ -362,7 +362,7 @@ def test_the_none_bomb_is_refused_in_well_under_a_second_without_torch_load(tmp_
 def test_the_bound_admits_real_checkpoints(tmp_path: Path) -> None:
     """Every registered family's state dict and a training checkpoint with a 1000-epoch log and optimizer state
     stay far inside the opcode bound (a state dict needs about 35 opcodes per tensor)."""
-    from erf.safeload import BASE_OPS, OPS_PER_RECORD, scan_pickle
+    from erf.files.safeload import BASE_OPS, OPS_PER_RECORD, scan_pickle
 
     torch.manual_seed(0)
     model = create_model("resnet20_cbam")
@@ -395,8 +395,8 @@ def test_model_kwargs_are_estimated_on_the_meta_device(monkeypatch, tmp_path: Pa
 def test_safetensors_load_without_torch_load(tmp_path: Path, monkeypatch, run_cli) -> None:
     from safetensors.torch import save_file
 
-    import erf.checkpoints as ck
-    from erf.checkpoints import save_safetensors
+    import erf.files.checkpoint_io as ck
+    from erf.files.checkpoint_io import save_safetensors
 
     torch.manual_seed(0)
     model = create_model("twoconv", widths=(4, 8))
@@ -710,7 +710,7 @@ def test_round_three_is_one_line_exit_2_in_seconds(case: Round3, tmp_path: Path)
 def test_old_protocol_pickles_load_under_trust(proto: int, tmp_path: Path) -> None:
     """Issue 25 case 18: ``--trust`` did not help; protocol 0 now loads through erf's reader (torch cannot read its
     text persistent ids), protocol 1 through torch, both after the warning line."""
-    from erf.checkpoints import read_checkpoint_file
+    from erf.files.checkpoint_io import read_checkpoint_file
 
     path = _protocol(proto)(tmp_path)
     torch.manual_seed(0)

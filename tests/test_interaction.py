@@ -12,10 +12,10 @@ import math
 import numpy as np
 import pytest
 
-from erf.statistics import fixed_effects_fit, within_slope
 from erf.study import interaction as rule
 from erf.study.preregistered import positive_control_result
 from erf.study.worlds import PLANNED, WORLDS, World, cells_of, min_detectable, operating_characteristics, rates
+from erf.uncertainty import fixed_effects_fit, within_slope
 
 REPS = 2000
 TOL = 3 * math.sqrt(rule.ALPHA * (1 - rule.ALPHA) / REPS)

@@ -8,11 +8,11 @@ import torch
 from references import BypassesHooks, reference_map
 from torch import nn
 
-from erf.canvas import embed
 from erf.data import ImageSet, load_source
 from erf.errors import InputError, LayerDidNotRunError, LayerNotFoundError, UndefinedERFError
 from erf.measurement import measure
 from erf.models import create_model
+from erf.pasting import embed
 from erf.probes.gradient import plan_groups
 
 LAYERS = ["stem", "stage1.block2", "stage2.block1", "stage2", "stage3"]

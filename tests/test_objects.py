@@ -308,8 +308,8 @@ def test_study_background_is_the_controlled_experiments_own_canvas():
     """One paster for the study's canvases: ``paste_objects`` with several sizes returns exactly the images
     and boxes of one ``paste_objects`` call per size (every ``len(sizes)``-th image), so the estimator error
     reported for the ``study`` background is measured on the controlled data set itself."""
-    from erf.canvas import paste_objects
     from erf.objects import controlled_check
+    from erf.pasting import paste_objects
 
     x = np.load(SAMPLE)["x_test"][:12]
     pasted = paste_objects(x, (12, 24), background="study", seed=3)

@@ -1,7 +1,7 @@
 """Output sets (issue 17): whole or not at all, one writer per ``--out``, checked before any work.
 
 Concurrent and interrupted runs are real processes receiving real signals: a small writer that uses
-:class:`erf.outputs.OutputSet` the way every command does (it starts in a fraction of a second), and the
+:class:`erf.files.outputs.OutputSet` the way every command does (it starts in a fraction of a second), and the
 ``erf objects`` command itself for the issue's own cases (two runs into one ``--out``; Ctrl-C mid-write).
 ``ERF_TEST_PAUSE=write:S`` makes every file write sleep ``S`` seconds, so a signal lands mid-write.
 """
@@ -21,19 +21,19 @@ from pathlib import Path
 import pytest
 from references import assert_no_temporaries, snapshot
 
-from erf import outputs
-from erf.atomic import write_text
 from erf.errors import ErfError, OutputBusyError, OutputError, OutputExistsError
-from erf.outputs import JOURNAL, OutputFile, OutputSet
+from erf.files import outputs
+from erf.files.atomic import write_text
+from erf.files.outputs import JOURNAL, OutputFile, OutputSet
 
 REPO = Path(__file__).resolve().parents[1]
 PATTERNS = ("part*.txt", "sub/*.txt")
 
 WRITER = """
 import sys
-from erf.atomic import write_text
+from erf.files.atomic import write_text
 from erf.errors import ErfError
-from erf.outputs import OutputSet
+from erf.files.outputs import OutputSet
 
 out, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:

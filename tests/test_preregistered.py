@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from erf.statistics import fixed_effects_fit, mean_test, tost
 from erf.study.preregistered import (
     CHANCE_MARGIN,
     EQUIVALENCE_MARGIN,
@@ -16,6 +15,7 @@ from erf.study.preregistered import (
     capacity_guard,
     positive_control_result,
 )
+from erf.uncertainty import fixed_effects_fit, mean_test, tost
 
 ERF = {1: 14.0, 2: 24.0, 4: 38.0}  # plain 2 r50 per dilation (px), as measured at initialisation
 

@@ -32,8 +32,7 @@ from references import (
     snapshot,
 )
 
-from erf import atomic
-from erf.checkpoints import NonFiniteWeightsWarning, TrustedCodeWarning, load_checkpoint, save_checkpoint
+from erf.checkpoints import NonFiniteWeightsWarning, load_checkpoint, save_checkpoint
 from erf.data import ImageSet, load_source
 from erf.errors import (
     ArchitectureError,
@@ -47,9 +46,11 @@ from erf.errors import (
     UnknownModelError,
     UnsafeCheckpointError,
 )
+from erf.files import atomic
+from erf.files.checkpoint_io import TrustedCodeWarning
+from erf.files.outputs import OutputSet
 from erf.measurement import measure
 from erf.models import create_model
-from erf.outputs import OutputSet
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "erf" / "schemas" / "measure.schema.json"
 FAST = ["--images", "4", "--bootstrap", "0", "--no-plots"]
@@ -432,7 +433,7 @@ def test_library_specs_with_bad_weights(tmp_path: Path, run_cli) -> None:
 
 def test_zip_checkpoints_are_memory_mapped(tmp_path: Path, monkeypatch) -> None:
     """A large file must not be read into memory twice: torch.load(mmap=True) for zip checkpoints."""
-    import erf.checkpoints as ck
+    import erf.files.checkpoint_io as ck
 
     calls: list[dict] = []
     real = torch.load
@@ -640,7 +641,7 @@ def test_bad_input_library(case: BadInput, tmp_path: Path) -> None:
 
     from erf.cli import build_parser
     from erf.commands.measure import parse_size, parse_unit
-    from erf.devices import pick_device
+    from erf.runtime.devices import pick_device
 
     argv, named = case.build(tmp_path)
     args = build_parser().parse_args(["measure", "twoconv", *FAST, *argv])

@@ -1,5 +1,6 @@
-"""The package's structure: no import cycles, a torch-free ``--help``, registries that own their choices,
-extension by one file plus a registration, and the flat one-call API."""
+"""The package's structure: no import cycles, infrastructure (erf.files, erf.runtime) below the domain, no
+module over 600 lines, a torch-free ``--help``, registries that own their choices, extension by one file plus a
+registration, and the flat one-call API."""
 
 from __future__ import annotations
 
@@ -161,9 +162,53 @@ def test_the_trf_package_sits_below_stages_and_layers() -> None:
     assert "erf.trf.tracer" in top
 
 
-def test_no_module_of_the_trf_package_exceeds_600_lines() -> None:
-    sizes = {p.name: len(p.read_text().splitlines()) for p in (PACKAGE / "trf").rglob("*.py")}
-    assert max(sizes.values()) <= 600, sizes
+# ----------------------------------------------------------------------------- floors and sizes
+INFRASTRUCTURE = ("erf.files", "erf.runtime")
+"""The floor below the domain: file I/O and where the work runs. Its modules may import each other, the errors
+and the lazy-export helper, nothing that knows about receptive fields, models, data or commands."""
+
+BELOW_EVERYTHING = {"erf.errors", "erf._lazy"}
+
+
+def _upward_imports(graph: dict[str, set[str]], floor: tuple[str, ...] = INFRASTRUCTURE,
+                    allowed: set[str] = BELOW_EVERYTHING) -> dict[str, set[str]]:
+    """Modules of ``floor`` (packages by dotted prefix) -> the modules above it that they import."""
+    def inside(module: str) -> bool:
+        return any(module == f or module.startswith(f + ".") for f in floor)
+
+    found = {m: {e for e in edges if not inside(e) and e not in allowed} for m, edges in graph.items() if inside(m)}
+    return {m: e for m, e in found.items() if e}
+
+
+def test_infrastructure_sits_below_the_domain() -> None:
+    """erf.files and erf.runtime import nothing of the domain (a planted upward import is found), and the package
+    root holds no infrastructure module of theirs any more."""
+    graph = import_graph()
+    assert {"erf.files.atomic", "erf.files.outputs", "erf.files.safeload", "erf.files.images",
+            "erf.files.checkpoint_io", "erf.runtime.devices", "erf.runtime.distributed"} <= set(graph)
+    assert _upward_imports(graph) == {}
+    planted = {**graph, "erf.files.outputs": graph["erf.files.outputs"] | {"erf.measurement"}}
+    assert _upward_imports(planted) == {"erf.files.outputs": {"erf.measurement"}}
+    root = {p.stem for p in PACKAGE.glob("*.py")}
+    assert not root & {"atomic", "outputs", "safeload", "images", "devices", "distributed", "canvas", "statistics"}
+
+
+MAX_LINES = 600
+
+
+def _oversized(root: Path = PACKAGE, limit: int = MAX_LINES) -> dict[str, int]:
+    """Modules under ``root`` longer than ``limit`` lines -> their length."""
+    sizes = {str(p.relative_to(root.parent)): len(p.read_text().splitlines()) for p in root.rglob("*.py")}
+    return {name: n for name, n in sizes.items() if n > limit}
+
+
+def test_no_module_of_the_package_exceeds_600_lines(tmp_path: Path) -> None:
+    assert len(list(PACKAGE.rglob("*.py"))) > 40
+    assert _oversized() == {}
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "sub" / "long.py").write_text("x = 1\n" * (MAX_LINES + 1))
+    (tmp_path / "pkg" / "short.py").write_text("x = 1\n" * MAX_LINES)
+    assert _oversized(tmp_path / "pkg") == {str(Path("pkg/sub/long.py")): MAX_LINES + 1}
 
 
 def test_help_answers_without_importing_torch() -> None:

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from erf.canvas import paste_objects
 from erf.objects import ObjectSizes
+from erf.pasting import paste_objects
 from erf.study import (
     Accuracy,
     ModelERF,

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 
 import erf.training
-from erf.checkpoints import load_checkpoint, read_checkpoint_file, save_checkpoint
+from erf.checkpoints import load_checkpoint, save_checkpoint
 from erf.data import load_source
 from erf.data.sources import normalize
 from erf.errors import CheckpointError, InputError
+from erf.files.checkpoint_io import read_checkpoint_file
 from erf.models import create_model
 from erf.training import Recipe, evaluate, train
 

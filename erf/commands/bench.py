@@ -98,10 +98,10 @@ def print_precision(docs: list[dict[str, Any]]) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``erf bench``: time the engine against captum, a per-image loop and the autograd floor; exit code."""
-    from erf.atomic import write_json
     from erf.bench import DEFAULT_MODELS, METHODS, bench
-    from erf.devices import pick_device
-    from erf.outputs import OutputFile
+    from erf.files.atomic import write_json
+    from erf.files.outputs import OutputFile
+    from erf.runtime.devices import pick_device
 
     for name, value, low, high in (("--images", args.images, 1, MAX_IMAGES), ("--repeat", args.repeat, 1, 1000),
                                    ("--input-size", args.input_size, 1, 4096)):

@@ -23,7 +23,7 @@ def write_figures(result: Any, out: Path) -> dict[str, Any]:
     Returns:
         ``{"heatmaps": {layer: file}, "radial_profiles": {layer: file}, "radius_vs_depth": file}``.
     """
-    from erf.atomic import save_figure
+    from erf.files.atomic import save_figure
     from erf.plotting import compare_heatmaps, compare_radial_profiles, erf_vs_depth
 
     labels = [m.label for m in result.models]
@@ -87,13 +87,13 @@ COMPARE_FILES = ("compare.json", "heatmaps_*.png", "radial_profiles_*.png", "rad
 def cmd_compare(args: argparse.Namespace) -> int:
     """``erf compare``: paired TRF/ERF comparison of two or more models; exit code."""
 
-    from erf.atomic import write_json
     from erf.checkpoints import load_checkpoint
     from erf.commands.measure import load_images, parse_size, preprocessing_of, probe_options, show_progress
     from erf.comparison import compare
     from erf.data import load_source
-    from erf.devices import pick_device
-    from erf.outputs import output_set
+    from erf.files.atomic import write_json
+    from erf.files.outputs import output_set
+    from erf.runtime.devices import pick_device
 
     if len(args.checkpoints) < 2:
         raise InputError("erf compare needs two or more checkpoints (e.g. erf compare norm_8d.pt cbam_8d.pt)")

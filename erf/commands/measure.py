@@ -159,8 +159,8 @@ def load_images(spec: str, count: int | None, size: tuple[int, int] | None, prep
 def run_measure(loaded: Any, layers: list[str] | None, args: argparse.Namespace, info: dict[str, Any],
                 units: dict[str, tuple[int, int]] | None = None) -> Any:
     """Load ``--data`` and call :func:`erf.measure` on ``loaded`` (a LoadedModel) with the parsed options."""
-    from erf.devices import pick_device
     from erf.measurement import measure
+    from erf.runtime.devices import pick_device
 
     canvas = parse_size(args.input_size)
     size = canvas or getattr(loaded, "input_size", None)
@@ -245,7 +245,7 @@ def write_measurement(result: Any, out: Path, plots: bool = True, display: str =
         display: heatmap scale, a key of :data:`DISPLAYS`.
         extra: top-level fields added to the document (e.g. ``trained``).
     """
-    from erf.atomic import save_figure, write_json, write_npy
+    from erf.files.atomic import save_figure, write_json, write_npy
 
     maps = {}
     for layer in result.layers:
@@ -274,8 +274,8 @@ MEASURE_FILES = ("measure.json", "maps/*.npy", "heatmaps/*.png", "erf_vs_depth.p
 def cmd_measure(args: argparse.Namespace) -> int:
     """``erf measure``: TRF and ERF per layer, table, heatmaps and JSON; exit code."""
     from erf.checkpoints import load_checkpoint
-    from erf.distributed import env_rank
-    from erf.outputs import output_set
+    from erf.files.outputs import output_set
+    from erf.runtime.distributed import env_rank
 
     layers = None if args.all_layers or not args.layer else args.layer
     unit = parse_unit(args.unit)
@@ -287,7 +287,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     with output_set(args.out if writes else None, force=args.force, patterns=MEASURE_FILES) as stage:
         loaded = load_checkpoint(args.checkpoint, trust=args.trust, seed=args.seed)
         print_notes(loaded.notes)
-        from erf.distributed import process_group
+        from erf.runtime.distributed import process_group
 
         # torchrun: every rank measures its shard; the sums are all-reduced and rank 0 alone reports
         with process_group(args.device) if args.distributed else nullcontext((0, 1)) as (rank, _):

@@ -57,7 +57,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 ESTIMATOR_BACKGROUNDS = ("flat", "noise", "study", "photo")
-"""Canvases on which ``--estimate`` measures its estimator's error (:data:`erf.canvas.BACKGROUNDS`);
+"""Canvases on which ``--estimate`` measures its estimator's error (:data:`erf.pasting.BACKGROUNDS`);
 ``study`` are the controlled experiment's own canvases."""
 
 
@@ -146,8 +146,8 @@ MAX_BINS = 10_000
 
 def cmd_objects(args: argparse.Namespace) -> int:
     """``erf objects``: object-size statistics from annotations or an estimate; exit code."""
-    from erf.atomic import write_json
-    from erf.outputs import output_set
+    from erf.files.atomic import write_json
+    from erf.files.outputs import output_set
 
     if not 1 <= args.bins <= MAX_BINS:
         raise InputError(f"--bins {args.bins}: must be between 1 and {MAX_BINS}")
@@ -162,7 +162,7 @@ def cmd_objects(args: argparse.Namespace) -> int:
         if doc["is_estimate"]:
             title += f"\nmethod: {doc['method']}"
         if stage is not None:
-            from erf.atomic import save_figures
+            from erf.files.atomic import save_figures
             from erf.plotting import object_size_figures
 
             save_figures(object_size_figures(sizes, title, args.bins), stage.path)

@@ -79,9 +79,9 @@ STUDY_FILES = ("study.json", "verdict.txt", "cells.json", "cells.md", "gain_vs_r
 
 def cmd_study(args: argparse.Namespace) -> int:
     """``erf study``: hypothesis-2 study on real checkpoints or the controlled grid; exit code."""
-    from erf.atomic import save_figures, write_json, write_text
-    from erf.devices import pick_device
-    from erf.outputs import output_set
+    from erf.files.atomic import save_figures, write_json, write_text
+    from erf.files.outputs import output_set
+    from erf.runtime.devices import pick_device
 
     device = str(pick_device(args.device))
     progress = not args.quiet and not args.json and sys.stderr.isatty()
@@ -143,8 +143,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 def _controlled(args: argparse.Namespace, device: str, progress: bool) -> tuple[dict, str]:
     """Run or resume the dilation grid of :mod:`erf.study.grid` into an output set (published after every cell,
     so a killed run keeps its finished cells); write the report; return it and its cell table."""
-    from erf.atomic import save_figures, write_json, write_text
-    from erf.outputs import OutputSet
+    from erf.files.atomic import save_figures, write_json, write_text
+    from erf.files.outputs import OutputSet
     from erf.study.budgets import default_controlled_source
     from erf.study.grid import grid_report, run_grid
     from erf.study.grid_figures import cell_table, figures
@@ -191,7 +191,7 @@ def _interaction(args: argparse.Namespace, device: str, progress: bool) -> dict:
     report from all the cells there."""
     import fcntl
 
-    from erf.atomic import save_figures, write_json, write_text
+    from erf.files.atomic import save_figures, write_json, write_text
     from erf.study import h2grid
     from erf.study.budgets import INTERACTION_BUDGETS, default_controlled_source
 

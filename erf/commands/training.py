@@ -41,7 +41,7 @@ TRAIN_FILES = ("log.csv", "best.pt", "last.pt", "best.safetensors")
 def _resumable_state(path: Path, name: str) -> dict:
     """The contents of a ``last.pt`` that ``erf train --resume`` can continue; refuse one that is unreadable or
     not a training run of ``name`` (typed errors naming the file)."""
-    from erf.checkpoints import FORMAT, read_checkpoint_file
+    from erf.files.checkpoint_io import FORMAT, read_checkpoint_file
 
     state = read_checkpoint_file(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -57,8 +57,8 @@ def _resumable_state(path: Path, name: str) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     """``erf train``: train a registry model with the article's recipe; exit code."""
     from erf.data import load_source
+    from erf.files.outputs import OutputSet
     from erf.models import canonical_name, create_model
-    from erf.outputs import OutputSet
     from erf.training import Recipe, check_recipe, train
 
     name = canonical_name(args.model)
@@ -106,7 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def write_safetensors(checkpoint: Path, target: Path) -> None:
     """Write the weights of the erf checkpoint ``checkpoint`` as ``target`` (safetensors: tensors and strings
     only, so it cannot carry code), unless ``target`` is already newer (``best.pt`` changes only on improvement)."""
-    from erf.checkpoints import checkpoint_to_safetensors
+    from erf.files.checkpoint_io import checkpoint_to_safetensors
 
     if target.exists() and target.stat().st_mtime_ns >= checkpoint.stat().st_mtime_ns:
         return

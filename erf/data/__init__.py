@@ -12,8 +12,11 @@ A *source spec* is a string:
 ``tensor:FILE.npy``    an N x C x H x W float array, used exactly as given (already normalised)
 =====================  ==============================================================
 
-Every source yields normalised float32 images ``(N, C, H, W)`` and integer
-labels ``(N,)`` (``-1`` where unknown).
+Every source yields an :class:`ImageSet`: float32 images ``(N, C, H, W)`` and integer labels ``(N,)``
+(``-1`` where unknown). ``bundled``, ``cifar10:`` and ``folder:`` images are *raw*, values in [0, 1] with
+``raw=True`` (training augments them before normalising); ``noise``, ``constant`` and ``tensor:`` images are
+already in the model's normalised input space (``raw=False``). :meth:`ImageSet.normalized` gives either kind in
+the model's input space (raw images normalised, by default with CIFAR-10's mean and std).
 """
 
 from erf.data.sources import (

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from erf.errors import MAX_SEED, DataError, InputError
-from erf.images import ImageRefused, open_bounded
+from erf.files.images import ImageRefused, open_bounded
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 """Per-channel mean of the article's normalisation (RGB, images in [0, 1])."""

@@ -22,7 +22,7 @@ documented in :func:`estimate_masks`); its results are always flagged
 ``is_estimate=True``. :func:`estimator_error` measures its error where the truth
 is known (objects pasted at known positions, :func:`controlled_check`).
 
-Modules: :mod:`~erf.objects.records` (boxes), :mod:`~erf.objects.readers` (one module per format,
+Modules: :mod:`~erf.objects.boxes` (boxes), :mod:`~erf.objects.readers` (one module per format,
 registered in ``READERS``), :mod:`~erf.objects.preprocess`, :mod:`~erf.objects.sizes` (with the
 ``erf.objects/1`` document), :mod:`~erf.objects.estimator`, :mod:`~erf.objects.validation`.
 """
@@ -45,8 +45,8 @@ _EXPORTS = {
     "mask_boxes": "erf.objects.readers",
     "read_annotations": "erf.objects.readers",
     "register_reader": "erf.objects.readers",
-    "Annotations": "erf.objects.records",
-    "ObjectBox": "erf.objects.records",
+    "Annotations": "erf.objects.boxes",
+    "ObjectBox": "erf.objects.boxes",
     "QUANTILES": "erf.objects.sizes",
     "SCHEMA": "erf.objects.sizes",
     "SIZE_MEASURES": "erf.objects.sizes",

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from erf.errors import InputError
+from erf.objects.boxes import ObjectBox
 from erf.objects.preprocess import Preprocess
-from erf.objects.records import ObjectBox
 from erf.objects.sizes import ObjectSizes, object_sizes
 
 ESTIMATE_METHODS = ("border-contrast",)

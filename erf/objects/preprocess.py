@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from erf.errors import InputError
-from erf.objects.records import MAX_IMAGE_SIDE, ObjectBox
+from erf.objects.boxes import MAX_IMAGE_SIDE, ObjectBox
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Preprocess:
        side, that side is first zero-padded by ``(C - W') // 2`` on the left/top, so
        the offset is ``-((C - W') // 2)``. ``x -> x - left``.
     3. ``pad_to = P``: the image is placed at the centre of a ``P x P`` canvas, like
-       :func:`erf.canvas.embed`: ``x -> x + (P - W) // 2``; a side larger than ``P``
+       :func:`erf.pasting.embed`: ``x -> x + (P - W) // 2``; a side larger than ``P``
        is an error.
     4. ``input_size = S``: the model's input side. When the steps above do not end
        at ``S x S``, the image is finally stretched to ``S x S``

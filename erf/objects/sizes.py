@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from erf.errors import InputError
+from erf.objects.boxes import Annotations, ObjectBox
 from erf.objects.preprocess import Preprocess
-from erf.objects.records import Annotations, ObjectBox
 
 SCHEMA = "erf.objects/1"
 """Schema name of the object-size document."""

@@ -1,5 +1,5 @@
 """The object-size estimator's error where the truth is known: objects pasted at known positions
-(:func:`erf.canvas.paste_objects`), estimated and compared box by box."""
+(:func:`erf.pasting.paste_objects`), estimated and compared box by box."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from erf.canvas import paste_objects
 from erf.errors import InputError
 from erf.objects.estimator import estimate_boxes
+from erf.pasting import paste_objects
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -59,8 +59,8 @@ def estimator_error(images_uint8: np.ndarray, true_boxes: np.ndarray, method: st
 
 def controlled_check(images: np.ndarray, sizes: Sequence[int] = (12, 16, 24, 32, 40), canvas: int = 64,
                      background: str = "noise", seed: int = 0, method: str = "border-contrast") -> dict[str, Any]:
-    """:func:`estimator_error` on canvases of ``images`` pasted by :func:`erf.canvas.paste_objects`
-    (``background`` one of :data:`erf.canvas.BACKGROUNDS`), overall and per size ``s``."""
+    """:func:`estimator_error` on canvases of ``images`` pasted by :func:`erf.pasting.paste_objects`
+    (``background`` one of :data:`erf.pasting.BACKGROUNDS`), overall and per size ``s``."""
     made = paste_objects(images, sizes, canvas, background, seed)
     canv, boxes = made.uint8(), made.boxes.numpy().astype(np.float64)
     out = estimator_error(canv, boxes, method)

@@ -1,6 +1,6 @@
 """The controlled study's data: object canvases redrawn every epoch (:class:`EpochCanvases`) and the fixed test
-canvases of each object size (:func:`erf.canvas.fixed_canvases`, re-exported here), built by
-:func:`erf.canvas.draw_canvases`.
+canvases of each object size (:func:`erf.pasting.fixed_canvases`, re-exported here), built by
+:func:`erf.pasting.draw_canvases`.
 
 * **Training** canvases are redrawn every epoch: new positions, new backgrounds and a random horizontal flip of
   each object, from a generator seeded by ``(seed, size, epoch)``, so two models trained with the same seed see
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from erf.canvas import CanvasSet, draw_canvases, fixed_canvases, resize_objects, seeded_generator
 from erf.data.sources import ImageSet
+from erf.pasting import CanvasSet, draw_canvases, fixed_canvases, resize_objects, seeded_generator
 
 
 class EpochCanvases:

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from erf.atomic import json_ready
 from erf.errors import InputError, StudyError
+from erf.files.atomic import json_ready
 from erf.study.budgets import INTERACTION_BUDGETS, InteractionBudget
 from erf.study.object_centred import LEVELS, object_centred_erf
 

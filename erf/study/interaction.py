@@ -68,7 +68,7 @@ from typing import Any
 
 import numpy as np
 
-from erf.statistics import mean_test, t_sf, within_slope
+from erf.uncertainty import mean_test, t_sf, within_slope
 
 ALPHA = 0.05
 """One-sided level of every test."""
@@ -121,7 +121,7 @@ def slope_tests(y: np.ndarray, x: np.ndarray, blocks: Sequence[Any], bound: floa
         bound: DELTA of the test ``b > -bound``.
 
     Returns:
-        :func:`erf.statistics.within_slope`'s fit plus ``p_less`` (``b < 0``), ``p_greater`` (``b > 0``) and
+        :func:`erf.uncertainty.within_slope`'s fit plus ``p_less`` (``b < 0``), ``p_greater`` (``b > 0``) and
         ``p_above_bound`` (``b > -bound``), arrays or floats like the slope; NaN when not identified.
     """
     fit = within_slope(y, x, blocks)

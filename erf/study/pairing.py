@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from erf.statistics import accuracy_gain
 from erf.study.records import Accuracy, ModelERF, near_chance
+from erf.uncertainty import accuracy_gain
 
 
 def twin_of(name: str) -> str | None:
@@ -53,7 +53,7 @@ def pair_models(models: Sequence[ModelERF]) -> tuple[list[tuple[ModelERF, ModelE
 
 def gain(plain: Accuracy, attention: Accuracy, resamples: int = 2000, seed: int = 0,
          level: float = 0.95) -> dict[str, Any]:
-    """Attention gain ``acc(attention) - acc(plain)`` with a ``level`` interval (:func:`erf.statistics.accuracy_gain`:
+    """Attention gain ``acc(attention) - acc(plain)`` with a ``level`` interval (:func:`erf.uncertainty.accuracy_gain`:
     paired bootstrap over images when both have per-image ``correct`` vectors, else a normal approximation)."""
     return accuracy_gain(plain.value, attention.value, plain.images, attention.images, plain.correct,
                          attention.correct, resamples, seed, level)

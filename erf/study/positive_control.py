@@ -1,7 +1,7 @@
 """Positive control: a task whose label needs evidence from two places ``D`` px apart.
 
 Each canvas (``canvas x canvas`` px, 64 in the study) is grey smooth noise (per-image grey levels
-on a :data:`~erf.canvas.BACKGROUND_GRID` grid, equal in the three channels, plus N(0, 0.03)
+on a :data:`~erf.pasting.BACKGROUND_GRID` grid, equal in the three channels, plus N(0, 0.03)
 pixel noise) with two ``MARK x MARK`` px marks whose centres are exactly ``D`` px apart along a
 uniformly random direction, at a uniformly random place (both marks inside the canvas). Each mark
 is saturated red ``(1, 0, 0)`` or blue ``(0, 0, 1)``. **Label 1: same colour, 0: different**
@@ -25,9 +25,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from erf.canvas import BACKGROUND_GRID, PIXEL_NOISE, paste, seeded_generator
 from erf.data.sources import ImageSet
 from erf.errors import InputError
+from erf.pasting import BACKGROUND_GRID, PIXEL_NOISE, paste, seeded_generator
 
 MARK = 6
 """Side of each mark in px."""
@@ -86,7 +86,7 @@ def draw_marks(n: int, distance: int, canvas: int, generator: torch.Generator,
 class EpochMarks:
     """Two-mark training canvases redrawn every epoch: ``marks(epoch)`` -> raw ImageSet.
 
-    Epoch ``e`` uses :func:`~erf.canvas.seeded_generator` ``(seed, distance, e, 7)``.
+    Epoch ``e`` uses :func:`~erf.pasting.seeded_generator` ``(seed, distance, e, 7)``.
     """
 
     def __init__(self, n: int, distance: int, canvas: int, seed: int, device: torch.device | str = "cpu") -> None:

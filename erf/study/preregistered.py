@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from erf.statistics import fixed_effects_fit, mean_test, tost
+from erf.uncertainty import fixed_effects_fit, mean_test, tost
 
 CHANCE_MARGIN = 0.10
 """Inclusion: the plain twin must reach chance (1 / classes) plus this accuracy."""

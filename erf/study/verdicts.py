@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from erf.statistics import fixed_effects_fit, linear_fit, mean_interval
 from erf.study.records import CHANCE_MARGIN
+from erf.uncertainty import fixed_effects_fit, linear_fit, mean_interval
 
 
 def fit_gain(ratios: Sequence[float], gains: Sequence[float], level: float = 0.95) -> dict[str, Any] | None:
@@ -37,7 +37,7 @@ def verdict(points: Sequence[dict[str, Any]], fit: dict[str, Any] | None,
     plain twin's parameter count) support or contradict the hypothesis only through ratios that differ
     *within* one capacity; when every ratio difference is also a difference of architecture, a
     ``supports`` / ``contradicts`` label becomes ``inconclusive``, and otherwise it stands only if the fit
-    with one intercept per capacity (:func:`~erf.statistics.fixed_effects_fit`) has a slope of the
+    with one intercept per capacity (:func:`~erf.uncertainty.fixed_effects_fit`) has a slope of the
     same sign with a 95 % CI excluding 0.
     """
     lines: list[str] = []

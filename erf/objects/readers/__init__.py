@@ -16,6 +16,7 @@ from erf.errors import AnnotationError, InputError
 # each module registers its format; this order is the order formats are listed in help texts and messages
 from erf.objects.readers import coco, voc, voc_mat, yolo, masks, csv_table  # noqa: F401
 # isort: on
+from erf.objects.boxes import Annotations, Collector
 from erf.objects.readers.masks import mask_boxes
 from erf.objects.readers.registry import (
     BOX_CONVENTIONS,
@@ -26,7 +27,6 @@ from erf.objects.readers.registry import (
     guess_format,
     register_reader,
 )
-from erf.objects.records import Annotations, Collector
 
 __all__ = ["BOX_CONVENTIONS", "READERS", "ReadOptions", "Reader", "formats", "guess_format", "mask_boxes",
            "read_annotations", "register_reader"]

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from erf.errors import AnnotationError
+from erf.objects.boxes import Collector
 from erf.objects.readers.registry import DEFAULT_OPTIONS, Reader, ReadOptions, load_json, register_reader
-from erf.objects.records import Collector
 
 
 def _is_id(value: Any) -> bool:

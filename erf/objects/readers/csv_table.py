@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from erf.errors import AnnotationError
+from erf.objects.boxes import Collector
 from erf.objects.readers.registry import DEFAULT_OPTIONS, Reader, ReadOptions, is_number, read_text, register_reader
-from erf.objects.records import Collector
 
 CSV_COLUMNS = ("image", "x0", "y0", "x1", "y1", "image_w", "image_h", "label")
 """erf's own columns, in the order of a header-less file."""

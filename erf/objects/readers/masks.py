@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from erf.images import ImageRefused, open_bounded
+from erf.files.images import ImageRefused, open_bounded
+from erf.objects.boxes import Collector
 from erf.objects.readers.registry import DEFAULT_OPTIONS, Reader, ReadOptions, files_with_suffix, register_reader
-from erf.objects.records import Collector
 
 if TYPE_CHECKING:
     import numpy as np

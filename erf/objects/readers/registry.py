@@ -1,7 +1,7 @@
 """The registry of annotation formats: one :class:`Reader` per format, registered by its own module.
 
 A reader is a function ``read(path, collector, options)`` that feeds every box it finds into a
-:class:`~erf.objects.records.Collector`; its :class:`Reader` entry also says how to recognise the
+:class:`~erf.objects.boxes.Collector`; its :class:`Reader` entry also says how to recognise the
 format (a file suffix, which files of a folder belong to it), so :func:`guess_format` and the command
 line's ``--format`` choices come from here.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from erf.errors import AnnotationError
-from erf.objects.records import Collector
+from erf.objects.boxes import Collector
 
 BOX_CONVENTIONS = ("auto", "continuous", "voc")
 """How corner columns of table formats are read: ``continuous`` (``x0 <= x < x1`` in px, erf's own), ``voc``

@@ -7,8 +7,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from erf.objects.boxes import Collector
 from erf.objects.readers.registry import DEFAULT_OPTIONS, Reader, ReadOptions, files_with_suffix, register_reader
-from erf.objects.records import Collector
 
 
 def read_voc(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from erf.errors import AnnotationError
+from erf.objects.boxes import Collector
 from erf.objects.readers.registry import (
     DEFAULT_OPTIONS,
     MAX_ANNOTATION_BYTES,
@@ -19,7 +20,6 @@ from erf.objects.readers.registry import (
     ReadOptions,
     register_reader,
 )
-from erf.objects.records import Collector
 
 
 def _field(obj: Any, name: str) -> Any:

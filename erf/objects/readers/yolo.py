@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from erf.errors import AnnotationError
+from erf.objects.boxes import IMAGE_SUFFIXES, Collector
 from erf.objects.readers.registry import (
     DEFAULT_OPTIONS,
     Reader,
@@ -22,7 +23,6 @@ from erf.objects.readers.registry import (
     read_text,
     register_reader,
 )
-from erf.objects.records import IMAGE_SUFFIXES, Collector
 
 
 def load_sizes(spec: str | Path | Mapping[str, Sequence[float]] | None) -> dict[str, tuple[float, float]]:

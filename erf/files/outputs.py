@@ -40,7 +40,7 @@ Long runs (``erf train`` after every epoch, the controlled study after every cel
 folder is re-seeded with hard links of what was published so the run continues where it was. A crashed
 training therefore keeps the ``last.pt`` of its last finished epoch in ``OUT``.
 
-``ERF_TEST_PAUSE=POINT:SECONDS`` (``write``: before every file written through :mod:`erf.atomic`; ``swap``:
+``ERF_TEST_PAUSE=POINT:SECONDS`` (``write``: before every file written through :mod:`erf.files.atomic`; ``swap``:
 after the exchange or the first file moved) slows a run down so tests can send real signals mid-write.
 """
 
@@ -61,8 +61,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from erf.atomic import pause_for_tests, write_text
 from erf.errors import ErfError, OutputBusyError, OutputError, OutputExistsError
+from erf.files.atomic import pause_for_tests, write_text
 
 LOCK = ".erf-lock"
 STAGING = ".erf-staging-"
@@ -530,7 +530,7 @@ class OutputSet:
 
 class OutputFile:
     """One output file (``erf bench --out FILE``): the same checks and lock as :class:`OutputSet`; the file itself is
-    written atomically by :mod:`erf.atomic` (write to :attr:`path`).
+    written atomically by :mod:`erf.files.atomic` (write to :attr:`path`).
 
     Raises:
         OutputError, OutputExistsError, OutputBusyError: as :class:`OutputSet`.

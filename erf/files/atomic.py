@@ -47,7 +47,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def pause_for_tests(point: str) -> None:
     """Sleep when the environment variable ``ERF_TEST_PAUSE`` is ``POINT:SECONDS`` (a hook for tests that send real
-    signals mid-write, see :mod:`erf.outputs`; unset in normal use)."""
+    signals mid-write, see :mod:`erf.files.outputs`; unset in normal use)."""
     name, _, seconds = os.environ.get("ERF_TEST_PAUSE", "").partition(":")
     if name == point and seconds:
         with contextlib.suppress(ValueError):
