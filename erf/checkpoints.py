@@ -42,7 +42,7 @@ from torch import nn
 
 from erf import specs
 from erf.atomic import atomic_path
-from erf.errors import ArchitectureError, CheckpointError, UnsafeCheckpointError, check_seed
+from erf.errors import ArchitectureError, CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError, check_seed
 from erf.models import create_model, infer_family, is_model
 from erf.models.registry import canonical_name
 
@@ -288,13 +288,15 @@ def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
     path = Path(path)
     try:
         if not path.exists():
-            raise CheckpointError(f"{path}: no such file")
+            raise CheckpointNotFoundError(f"{path}: no such file")
         if path.is_dir():
             raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
         if not path.is_file():
             raise CheckpointError(f"{path}: not a regular file")
         if path.stat().st_size == 0:
             raise CheckpointError(f"{path}: empty file")
+    except CheckpointError:
+        raise
     except OSError as exc:
         raise CheckpointError(f"{path}: unreadable ({exc.strerror or exc})") from None
     if is_safetensors(path):
@@ -760,9 +762,9 @@ def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> Loa
         from erf.models import list_models
 
         if path.suffix or "/" in text:
-            raise CheckpointError(f"{text}: no such file")
+            raise CheckpointNotFoundError(f"{text}: no such file")
         canonical_name(text)  # raises UnknownModelError with suggestions
-        raise CheckpointError(f"{text}: no such file or model (models: {', '.join(list_models()[:4])}, ...)")
+        raise CheckpointNotFoundError(f"{text}: no such file or model (models: {', '.join(list_models()[:4])}, ...)")
     loaded = _from_payload(read_checkpoint_file(path, trust), str(path))
     if any(isinstance(v, float) and not math.isfinite(v) for v in loaded.metadata.values()):
         loaded.notes.append("metadata holds non-finite numbers")
