@@ -5,7 +5,7 @@ The public API is flat and small:
 >>> import erf
 >>> model = erf.load_checkpoint("resnet20_cbam").model        # or any torch.nn.Module
 >>> images = erf.load_source("bundled", count=16)             # or a tensor (N, C, H, W) of model input
->>> result = erf.measure(model, ["stage3"], images)           # TRF + ERF per layer
+>>> result = erf.measure(model, images, ["stage3"])           # TRF + ERF per layer
 >>> result.layer("stage3").metrics.radius[0.95]               # px holding 95 % of the gradient mass
 >>> erf.theoretical_rf(model)["stage3"].side                  # analytic TRF side in px (None: global)
 >>> erf.compare([plain, cbam], images)                        # paired comparison, layer by layer

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from erf import specs
-from erf.errors import ArchitectureError, CheckpointError, check_seed
+from erf.errors import ArchitectureError, CheckpointError, CheckpointNotFoundError, check_seed
 from erf.files.atomic import atomic_path
 from erf.files.checkpoint_io import (
     FORMAT,
@@ -487,9 +487,9 @@ def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> Loa
         from erf.models import list_models
 
         if path.suffix or "/" in text:
-            raise CheckpointError(f"{text}: no such file")
+            raise CheckpointNotFoundError(f"{text}: no such file")
         canonical_name(text)  # raises UnknownModelError with suggestions
-        raise CheckpointError(f"{text}: no such file or model (models: {', '.join(list_models()[:4])}, ...)")
+        raise CheckpointNotFoundError(f"{text}: no such file or model (models: {', '.join(list_models()[:4])}, ...)")
     loaded = _from_payload(read_checkpoint_file(path, trust), str(path))
     if any(isinstance(v, float) and not math.isfinite(v) for v in loaded.metadata.values()):
         loaded.notes.append("metadata holds non-finite numbers")

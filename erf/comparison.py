@@ -22,7 +22,7 @@ after the first (the *reference*):
 
 >>> import erf
 >>> models = [erf.load_checkpoint(name) for name in ("resnet20", "resnet20_cbam")]   # or nn.Modules
->>> result = erf.compare(models, erf.load_source("bundled"), layers=["stage3"], count=16)
+>>> result = erf.compare(models, erf.load_source("bundled"), ["stage3"], count=16)
 >>> result.difference("stage3", "radius.95").estimate    # px, resnet20_cbam minus resnet20
 """
 
@@ -40,10 +40,10 @@ from torch import nn
 
 from erf.checkpoints import LoadedModel
 from erf.data.sources import ImageSet
-from erf.errors import InputError
+from erf.errors import InputError, LayerNotFoundError, UnknownNameError
 from erf.files.atomic import json_ready
 from erf.layers import match_layers
-from erf.measurement import LayerERF, Measurement, as_image_set, measure
+from erf.measurement import LayerERF, Measurement, chosen_images, lent, measure
 from erf.metrics import erf_metrics
 from erf.uncertainty import check_resamples, percentile_interval, signed_rank_test
 
@@ -196,11 +196,15 @@ class Comparison:
         return self.measurements[0].outside
 
     def layer(self, name: str) -> LayerComparison:
-        """The layer called ``name``."""
+        """The layer called ``name``.
+
+        Raises:
+            LayerNotFoundError: no compared layer of that name (also a ``KeyError``); the message lists them.
+        """
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise KeyError(name)
+        raise LayerNotFoundError(f"no compared layer {name!r}; compared: {', '.join(lc.name for lc in self.layers)}")
 
     def difference(self, layer: str, metric: str, model: str | int = 1) -> Difference:
         """The difference of ``metric`` at ``layer`` for ``model`` (label or index >= 1) minus the reference."""
@@ -208,7 +212,8 @@ class Comparison:
         for d in self.layer(layer).differences:
             if d.metric == metric and d.model == label:
                 return d
-        raise KeyError((layer, metric, label))
+        raise UnknownNameError(f"no difference of {metric!r} for {label!r} at layer {layer!r}; metrics: "
+                               f"{', '.join(COMPARED_METRICS)}; models: {', '.join(m.label for m in self.models[1:])}")
 
     def to_json(self) -> dict[str, Any]:
         """The ``compare.json`` document (schema ``erf.compare/1``, see ``erf/schemas``)."""
@@ -346,7 +351,8 @@ def compare(
     models: Sequence[LoadedModel | nn.Module],
     images: ImageSet | torch.Tensor,
     layers: Sequence[str] | None = None,
-    count: int | None = 64,
+    *,
+    count: int | None = None,
     input_size: Sequence[int] | None = None,
     device: str = "cpu",
     seed: int = 0,
@@ -367,12 +373,13 @@ def compare(
 
     Args:
         models: two or more ``nn.Module`` or :class:`~erf.checkpoints.LoadedModel` (from
-            :func:`~erf.checkpoints.load_checkpoint`); the first is the reference.
-        images: an :class:`~erf.data.ImageSet` or a tensor ``(N, C, H, W)`` of normalised model input.
+            :func:`~erf.checkpoints.load_checkpoint`); the first is the reference. Each is given back as it
+            was given (training flags, devices: :func:`erf.measurement.lent`).
+        images: an :class:`~erf.data.ImageSet` or a tensor ``(N, C, h, w)`` of normalised model input. Required.
         layers: stable layer names every model has (default: shared ``stem``/``stageN``;
             ``all_layers``: every shared block).
-        count: use the first ``count`` images (``None``: all).
-        input_size: ``(H, W)`` canvas the images are embedded in (default: image size).
+        count: use the first ``count`` images (default ``None``: every image given); recorded in the settings.
+        input_size: ``(H, W)`` px canvas the images are embedded in (default: image size).
         device: ``cpu``, ``cuda``...
         seed: bootstrap seed.
         bootstrap: paired bootstrap resamples (0: no CIs).
@@ -385,42 +392,26 @@ def compare(
         precision: ``fp32`` (default) or ``bf16``, as in :func:`erf.measure` (recorded in the settings).
 
     Returns:
-        A :class:`Comparison`.
+        A :class:`Comparison`: per layer each model's :class:`~erf.measurement.LayerERF` and the paired
+        :class:`Difference` of every metric in :data:`COMPARED_METRICS` (px) to the reference.
 
     Raises:
-        InputError: fewer than two models, or images of different sizes.
+        InputError: fewer than two models, labels not unique, an invalid option.
         LayerError: a requested layer is missing from some model (message lists the shared names).
     """
     if len(models) < 2:
         raise InputError("compare needs two or more models")
     check_resamples(bootstrap)
     loaded = [as_loaded(m) for m in models]
-    specs = [lm.source for lm in loaded]
-    names = list(labels) if labels else _labels(loaded, specs)
-    if len(names) != len(loaded) or len(set(names)) != len(names):
-        raise InputError(f"labels must be unique, one per model: {names}")
-    infos = [ModelInfo(label, chr(ord("A") + k) if k < 26 else str(k + 1), spec, lm.name, lm.trained,
-                       notes=list(lm.notes))
-             for k, (label, spec, lm) in enumerate(zip(names, specs, loaded))]
+    infos = _model_infos(loaded, labels)
+    names = [info.label for info in infos]
     nets = [lm.model for lm in loaded]
     chosen = match_layers(nets, layers, names, all_layers)
-    data = as_image_set(images).head(count)
-    notes: list[str] = []
-    if evaluate_data is not None:
-        from erf.training import evaluate
-
-        for info, net in zip(infos, nets):
-            info.accuracy = evaluate(net, evaluate_data, device=device).accuracy
-            info.accuracy_source = "evaluated"
-        notes.append(f"accuracy evaluated on {evaluate_data.description}")
-    else:
-        for info, lm in zip(infos, loaded):
-            info.accuracy = lm.accuracy
-            info.accuracy_source = "metadata" if info.accuracy is not None else None
-
+    data = chosen_images(images, count)
+    notes = _accuracies(infos, loaded, evaluate_data, device)
     measurements = []
-    for info, net, lm in zip(infos, nets, loaded):
-        result = measure(net, chosen, data, probe=probe, probe_options=probe_options, input_size=input_size,
+    for info, lm in zip(infos, loaded):
+        result = measure(lm.model, data, chosen, probe=probe, probe_options=probe_options, input_size=input_size,
                          normalization=lm.normalization,
                          fill=fill, batch_size=batch_size, device=device, bootstrap=0, groups=groups, seed=seed,
                          progress=f"{info.letter}: {info.label}" if progress else False,
@@ -429,15 +420,66 @@ def compare(
         measurements.append(result)
         notes.extend(f"{info.label}: {n}" for n in result.notes if n not in data.notes)
     notes.extend(data.notes)
+    comparisons = _compare_layers(chosen, measurements, names, bootstrap, seed, progress)
     first = measurements[0]
-    outside = first.outside
-    comparisons = []
+    pairing, samples = _pairing(first, notes)
+    settings = {"probe": probe, "probe_options": dict(probe_options or {}), "fill": fill, "batch_size": batch_size,
+                "bootstrap": bootstrap, "groups": groups, "seed": seed, "precision": precision, "count": count,
+                "data": data.description,
+                "device": str(device)}
+    return Comparison(infos, comparisons, measurements, first.images, first.input_size, first.image_size,
+                      pairing, samples, settings, notes)
+
+
+def _model_infos(loaded: Sequence[LoadedModel], labels: Sequence[str] | None) -> list[ModelInfo]:
+    """One :class:`ModelInfo` per model, lettered ``A``, ``B``... and labelled (``labels`` or unique names).
+
+    Raises:
+        InputError: labels that are not one per model or not unique.
+    """
+    specs = [lm.source for lm in loaded]
+    names = list(labels) if labels else _labels(loaded, specs)
+    if len(names) != len(loaded) or len(set(names)) != len(names):
+        raise InputError(f"labels must be unique, one per model: {names}")
+    return [ModelInfo(label, chr(ord("A") + k) if k < 26 else str(k + 1), spec, lm.name, lm.trained,
+                      notes=list(lm.notes))
+            for k, (label, spec, lm) in enumerate(zip(names, specs, loaded))]
+
+
+def _accuracies(infos: Sequence[ModelInfo], loaded: Sequence[LoadedModel], evaluate_data: ImageSet | None,
+                device: str) -> list[str]:
+    """Fill every model's test accuracy (in [0, 1]): evaluated on ``evaluate_data`` when given (each model lent
+    and given back, :func:`~erf.measurement.lent`), else read from its checkpoint metadata. Returns the notes."""
+    if evaluate_data is None:
+        for info, lm in zip(infos, loaded):
+            info.accuracy = lm.accuracy
+            info.accuracy_source = "metadata" if info.accuracy is not None else None
+        return []
+    from erf.training import evaluate
+
+    for info, lm in zip(infos, loaded):
+        with lent(lm.model):  # evaluate moves it to the device in eval mode
+            info.accuracy = evaluate(lm.model, evaluate_data, device=device).accuracy
+        info.accuracy_source = "evaluated"
+    return [f"accuracy evaluated on {evaluate_data.description}"]
+
+
+def _compare_layers(chosen: Sequence[str], measurements: Sequence[Measurement], labels: Sequence[str],
+                    bootstrap: int, seed: int, progress: bool) -> list[LayerComparison]:
+    """:func:`compare_layer` for every chosen layer of the per-model measurements (same order of layers)."""
     from tqdm import tqdm
 
-    for name in tqdm(chosen, desc="paired bootstrap", unit="layer", dynamic_ncols=True,
-                     disable=not progress or bootstrap == 0):
-        erfs = [m.layers[chosen.index(name)] for m in measurements]
-        comparisons.append(compare_layer(name, erfs, names, outside, bootstrap, seed))
+    outside = measurements[0].outside
+    out = []
+    for k, name in enumerate(tqdm(chosen, desc="paired bootstrap", unit="layer", dynamic_ncols=True,
+                                  disable=not progress or bootstrap == 0)):
+        out.append(compare_layer(name, [m.layers[k] for m in measurements], labels, outside, bootstrap, seed))
+    return out
+
+
+def _pairing(first: Measurement, notes: list[str]) -> tuple[str, int]:
+    """``("image" or "group", paired samples)`` of a comparison whose first measurement is ``first``; notes when
+    samples are groups or too few for the test."""
     g = int((first.layers[0].group_counts > 0).sum())
     pairing = "image" if g == first.images else "group"
     if pairing == "group":
@@ -446,9 +488,4 @@ def compare(
     if g < 6:
         notes.append(f"only {g} paired samples: the two-sided signed-rank test cannot reach p < 0.05 with fewer "
                      "than 6 (use more --images)")
-    settings = {"probe": probe, "probe_options": dict(probe_options or {}), "fill": fill, "batch_size": batch_size,
-                "bootstrap": bootstrap, "groups": groups, "seed": seed, "precision": precision,
-                "data": data.description,
-                "device": str(device)}
-    return Comparison(infos, comparisons, measurements, first.images, first.input_size, first.image_size,
-                      pairing, g, settings, notes)
+    return pairing, g

@@ -2,13 +2,16 @@
 
 >>> import erf
 >>> model = erf.load_checkpoint("resnet20_cbam").model          # or any nn.Module
->>> result = erf.measure(model, ["stage3"], erf.load_source("bundled", count=16))
+>>> result = erf.measure(model, erf.load_source("bundled"), ["stage3"], count=16)
 >>> result.layer("stage3").metrics.radius[0.95]      # px holding 95 % of the gradient mass
->>> erf.measure(model, [model.layer3], torch.randn(8, 3, 32, 32))   # modules and tensors work too
+>>> erf.measure(model, torch.randn(8, 3, 32, 32), [model.layer3])   # modules and tensors work too
+
+The caller's model comes back as it was given (:func:`lent`): training flags, devices, memory format.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,14 +23,14 @@ from torch import nn
 
 from erf.cost import warn_if_costly
 from erf.data.sources import ImageSet
-from erf.errors import DataError, InputError, UndefinedERFError, check_seed
+from erf.errors import DataError, InputError, LayerNotFoundError, UndefinedERFError, check_seed
 from erf.layers import default_layers, resolve_layer
 from erf.metrics import ERFMetrics, bootstrap_ci, erf_metrics, level_key
 from erf.pasting import embed
 from erf.precision import autocast
 from erf.probes import Target, make_probe
 from erf.runtime.devices import pick_device
-from erf.trf import TRF, trace_receptive_fields
+from erf.trf import TRF, TRFTrace, trace_receptive_fields
 from erf.uncertainty import check_resamples
 
 SCHEMA = "erf.measure/1"
@@ -189,11 +192,15 @@ class Measurement:
                 f"{warn}, {len(self.notes)} notes)")
 
     def layer(self, name: str) -> LayerERF:
-        """The layer called ``name``."""
+        """The layer called ``name`` (stable name or module path).
+
+        Raises:
+            LayerNotFoundError: no measured layer of that name (also a ``KeyError``); the message lists them.
+        """
         for layer in self.layers:
             if layer.name == name or layer.path == name:
                 return layer
-        raise KeyError(name)
+        raise LayerNotFoundError(f"no measured layer {name!r}; measured: {_names(self.layers)}")
 
     def to_json(self, map_paths: dict[str, str] | None = None) -> dict[str, Any]:
         """The ``measure.json`` document (schema ``erf.measure/1``, see ``erf/schemas``)."""
@@ -249,7 +256,7 @@ def make_targets(
     channels: int = 3,
     replknet_unit: bool = False,
 ) -> tuple[list[Target], dict[str, str]]:
-    """Resolve layer names into probe targets (TRF + unit) at ``input_size``.
+    """Resolve layer names into probe targets (TRF + unit) at ``input_size`` ``(H, W)`` px.
 
     The unit of a layer is ``units[name]`` if given, else the unit whose TRF
     centre is nearest the input centre (:meth:`TRF.central_unit`), or with
@@ -263,9 +270,20 @@ def make_targets(
     Raises:
         LayerNotFoundError, LayerDidNotRunError, UndefinedERFError.
     """
+    trace = trace_receptive_fields(model, input_size, channels)
+    return targets_of(model, trace, layers, units, replknet_unit)
+
+
+def targets_of(
+    model: nn.Module,
+    trace: TRFTrace,
+    layers: Sequence[str | nn.Module],
+    units: dict[str, tuple[int, int]] | None = None,
+    replknet_unit: bool = False,
+) -> tuple[list[Target], dict[str, str]]:
+    """:func:`make_targets` on a trace already made (:func:`~erf.trf.trace_receptive_fields` of ``model``)."""
     from erf.errors import LayerDidNotRunError
 
-    trace = trace_receptive_fields(model, input_size, channels)
     targets, rules = [], {}
     seen: set[str] = set()
     for name in layers:
@@ -306,6 +324,15 @@ def make_targets(
     return targets, rules
 
 
+def pointwise_note(trace: TRFTrace) -> str | None:
+    """The note naming the torch ops the TRF tracer assumed pointwise (``None`` when there are none)."""
+    if not trace.assumed_pointwise:
+        return None
+    return (f"ops treated as pointwise: {', '.join(sorted(trace.assumed_pointwise))} (not in the TRF tracer's "
+            "tables; they kept their input's shape, so each output pixel is taken to depend on the same input "
+            "pixel only: check them if the TRF looks too small)")
+
+
 def as_image_set(images: ImageSet | torch.Tensor) -> ImageSet:
     """``images`` as an :class:`~erf.data.ImageSet`: a tensor ``(N, C, H, W)`` is taken as already normalised
     model input (like the ``tensor:`` source), without labels.
@@ -322,10 +349,74 @@ def as_image_set(images: ImageSet | torch.Tensor) -> ImageSet:
     return ImageSet(x, torch.full((x.shape[0],), -1, dtype=torch.long), f"{x.shape[0]} images given as a tensor")
 
 
+def chosen_images(images: ImageSet | torch.Tensor | None, count: int | None) -> ImageSet:
+    """The images :func:`measure` and :func:`~erf.comparison.compare` use: the first ``count`` of ``images``
+    (all of them when ``count`` is ``None`` or at least their number; never fewer without being asked).
+
+    Raises:
+        InputError: no images, or a ``count`` that is not a positive integer.
+        DataError: ``images`` is neither an ImageSet nor a 4-D float tensor.
+    """
+    if images is None:
+        raise InputError("images: give an ImageSet or a tensor (N, C, H, W) to measure on")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1):
+        raise InputError(f"{count}: must be an integer >= 1 (or None: every image given)", param="count")
+    return as_image_set(images).head(None if count is None else int(count))
+
+
+@contextlib.contextmanager
+def lent(model: nn.Module, device: str | torch.device | None = None, *,
+         memory_format: torch.memory_format | None = None) -> Iterator[nn.Module]:
+    """Lend ``model`` to a measurement and give it back as it was given.
+
+    Inside, ``model`` is in eval mode (batch norm must not couple images), on ``device`` and, with
+    ``memory_format``, in that layout (``torch.channels_last`` for bf16). On exit, normal or by an exception,
+    every submodule's training flag is restored, and every parameter and buffer gets back its own tensor
+    (same device, dtype, memory format and storage), gradient and ``requires_grad``; parameters stay the same
+    ``nn.Parameter`` objects, so optimizers holding them keep working.
+
+    Yields:
+        ``model`` itself (moved in place, as ``nn.Module.to`` does).
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    params: list[tuple[nn.Module, str, nn.Parameter, torch.Tensor, Any, Any, bool]] = []
+    buffers: list[tuple[nn.Module, str, torch.Tensor]] = []
+    for module in model.modules():
+        for name, p in module._parameters.items():
+            if p is not None:
+                grad = p.grad
+                params.append((module, name, p, p.data, grad, None if grad is None else grad.data, p.requires_grad))
+        for name, b in module._buffers.items():
+            if b is not None:
+                buffers.append((module, name, b))
+    try:
+        model.eval()
+        if device is not None:
+            model.to(device)
+        if memory_format is not None:
+            model.to(memory_format=memory_format)
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+        for module, name, p, data, grad, grad_data, flag in params:
+            module._parameters[name] = p
+            with torch.no_grad():
+                p.data = data
+                if grad is not None:
+                    grad.data = grad_data
+                p.grad = grad
+            p.requires_grad_(flag)
+        for module, name, b in buffers:
+            module._buffers[name] = b
+
+
 def measure(
     model: nn.Module,
+    images: ImageSet | torch.Tensor,
     layers: Sequence[str | nn.Module] | None = None,
-    images: ImageSet | torch.Tensor | None = None,
+    *,
+    count: int | None = None,
     probe: str = "gradient",
     probe_options: dict[str, Any] | None = None,
     input_size: Sequence[int] | None = None,
@@ -346,20 +437,23 @@ def measure(
     preprocessing: dict[str, Any] | None = None,
     precision: str = "fp32",
 ) -> Measurement:
-    """TRF and ERF metrics of ``layers`` of ``model`` over the images of ``data``.
+    """TRF and ERF metrics of ``layers`` of ``model`` over ``images``.
 
     Args:
-        model: the network, any ``nn.Module`` (switched to eval mode and left so, a note says so if it was
-            training; moved to ``device``).
+        model: the network, any ``nn.Module``; measured in eval mode on ``device`` and given back as it was
+            given (training flags, devices, memory format: :func:`lent`; a note says when it was training).
+        images: an :class:`~erf.data.ImageSet` (normalised or raw, ``(N, C, h, w)``) or a tensor
+            ``(N, C, h, w)`` of normalised model input (:func:`as_image_set`). Required.
         layers: stable layer names, module paths or submodules of ``model`` (default: every block, see
             :func:`erf.layers.default_layers`); a module is reported under its module path.
-        images: an :class:`~erf.data.ImageSet` (normalised or raw) or a tensor ``(N, C, H, W)`` of normalised
-            model input (:func:`as_image_set`).
+        count: use the first ``count`` images (default ``None``: every image given; a larger count than there
+            are images uses them all); recorded in the settings.
         probe: a name in :data:`erf.probes.PROBES`; ``probe_options`` its options.
-        input_size: ``(H, W)`` canvas the images are pasted in (default: image size); to bring images to a model's
-            own input size by resizing instead, apply :class:`erf.data.Preprocessing` first (``erf measure`` does).
+        input_size: ``(H, W)`` px canvas the images are pasted in (default: the image size ``(h, w)``); to bring
+            images to a model's own input size by resizing instead, apply :class:`erf.data.Preprocessing` first
+            (``erf measure`` does).
         fill: canvas fill, ``zero`` or ``mean`` (see :func:`embed`).
-        units: ``{layer: (i, j)}`` overriding the nearest-centre unit.
+        units: ``{layer: (i, j)}`` overriding the nearest-centre unit (indices into the layer's map).
         batch_size: images per forward pass.
         device: ``cpu`` or ``cuda``.
         tol: stop adding images once every metric's 95 % CI half-width is below
@@ -384,12 +478,62 @@ def measure(
             about 0.3 % on norm_8d and resnet50 here, pixel maps up to ~15 % apart); recorded in the settings.
 
     Returns:
-        A :class:`Measurement`.
+        A :class:`Measurement`: per layer a ``(H, W)`` float64 summed map, radii and sigmas in input px, area
+        ratios and mass shares in [0, 1]; its notes say what decided the result (frame, padding, ops the TRF
+        tracer assumed pointwise, ``tol``).
+
+    Raises:
+        InputError: an invalid option; DataError: images the model cannot take; LayerError: a layer that does
+        not exist, never ran or has no ERF.
     """
-    if images is None:
-        raise InputError("images: give an ImageSet or a tensor (N, C, H, W) to measure on")
-    data = as_image_set(images)
+    data = chosen_images(images, count)
+    _check_options(batch_size=batch_size, seed=seed, groups=groups, bootstrap=bootstrap, tol=tol)
     notes = list(notes)
+    if model.training:
+        notes.append("the model was in train mode; measured in eval mode (batch norm must not couple images), "
+                     "then given back in train mode")
+    dev = pick_device(device)
+    if precision not in ("fp32", "bf16"):
+        raise InputError(f"{precision!r}: use fp32 or bf16", param="precision")
+    with lent(model, dev, memory_format=torch.channels_last if precision == "bf16" else None):
+        x = data.normalized(normalization)
+        size, names, n_groups = _plan(model, data, x, input_size, layers, groups, dev)
+        trace = trace_receptive_fields(model, size, x.shape[1])
+        targets, rules = targets_of(model, trace, names, units, replknet_unit=exact_replknet)
+        notes.extend(n for n in [pointwise_note(trace)] if n)
+        prb = make_probe(probe, **dict(probe_options or {}))
+        rank, world = _ranks(distributed, tol)
+        accs, outside, shown = _accumulate(model, prb, targets, x, size, n_groups, dev, fill=fill,
+                                           batch_size=batch_size, rank=rank, world=world, tol=tol, seed=seed,
+                                           exact=exact_replknet, precision=precision, progress=progress,
+                                           notes=notes)
+    if distributed:
+        for acc in accs.values():
+            acc.all_reduce()
+    h, w = x.shape[-2:]
+    if outside is None and size != (h, w):
+        _, outside = embed(x[:1], size, fill)
+    label = progress if isinstance(progress, str) else "ERF"
+    results = _layer_results(targets, rules, accs, outside, size, exact=exact_replknet, bootstrap=bootstrap,
+                             seed=seed, bar=shown and bootstrap > 0, label=label)
+    settings = {"probe": probe, "probe_options": dict(probe_options or {}), "fill": fill, "batch_size": batch_size,
+                "tol": tol, "bootstrap": bootstrap, "groups": groups, "seed": seed,
+                "exact_replknet": exact_replknet, "precision": precision, "count": count, "data": data.description,
+                **(info or {})}
+    prep = dict(preprocessing or {"kind": "none"})
+    if size != (h, w):
+        prep = {"kind": "canvas", "source_size": [h, w], "canvas": list(size), "fill": fill,
+                **({"resized": preprocessing} if preprocessing else {})}
+    return Measurement(results, int(results[0].images), size, (h, w), outside, settings,
+                       notes + data.notes + trust_notes(results, size, (h, w), fill), prep)
+
+
+def _check_options(*, batch_size: int, seed: int, groups: int, bootstrap: int, tol: float | None) -> None:
+    """The scalar options of :func:`measure`, each checked before any work.
+
+    Raises:
+        InputError: naming the parameter.
+    """
     for option, value, low in (("batch_size", batch_size, 1), ("seed", seed, 0), ("groups", groups, 1)):
         if not isinstance(value, (int, np.integer)) or value < low:
             raise InputError(f"{value}: must be an integer >= {low}", param=option)
@@ -397,18 +541,20 @@ def measure(
     check_resamples(bootstrap)
     if tol is not None and not (math.isfinite(tol) and tol > 0):
         raise InputError(f"{tol}: must be a positive number (a relative CI half-width, e.g. 0.05)", param="tol")
-    if model.training:
-        notes.append("the model was in train mode; switched to eval mode (batch norm must not couple images)")
-    dev = pick_device(device)
-    if precision not in ("fp32", "bf16"):
-        raise InputError(f"{precision!r}: use fp32 or bf16", param="precision")
-    model = model.eval().to(dev)
-    if precision == "bf16":
-        model = model.to(memory_format=torch.channels_last)
-    param = next(iter(model.parameters()), None)
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    images = data.normalized(normalization)
-    n_total, channels, h, w = images.shape
+
+
+def _plan(model: nn.Module, data: ImageSet, x: torch.Tensor, input_size: Sequence[int] | None,
+          layers: Sequence[str | nn.Module] | None, groups: int,
+          device: torch.device) -> tuple[tuple[int, int], list[str | nn.Module], int]:
+    """What a measurement of ``x`` ``(N, C, h, w)`` will do, checked before any work: the ``(H, W)`` input size
+    in px, the layers to probe and the bootstrap groups (one image each while ``N <= groups``); warns when the
+    run is costly (a 4096 px canvas can take hours).
+
+    Raises:
+        InputError: a canvas smaller than the images or too large, no layers, sums beyond 8 GiB.
+        DataError: images of other channels than the model's first convolution takes.
+    """
+    n_total, channels, h, w = x.shape
     size = (int(input_size[0]), int(input_size[1])) if input_size else (h, w)
     if size[0] < h or size[1] < w:
         raise InputError(f"{size[0]}x{size[1]} is smaller than the {h}x{w} images", param="input_size")
@@ -421,57 +567,75 @@ def measure(
     names = list(layers) if layers else default_layers(model)
     if not names:
         raise InputError("no layers to measure: name some with --layer (see `erf layers`)")
-    n_groups = max(1, min(groups, n_total))  # bootstrap groups: one image each while N <= groups
+    n_groups = max(1, min(groups, n_total))
     need = len(names) * n_groups * size[0] * size[1] * 8
     if need > 8 * 2**30:
         raise InputError(f"{size[0]}x{size[1]}: the per-image sums of {len(names)} layers would need "
                          f"{need / 2**30:.0f} GiB; use a smaller input size or fewer layers", param="input_size")
-    warn_if_costly(model, channels, size, n_total, dev)  # before any work: a 4096 px canvas can take hours
-    targets, rules = make_targets(model, names, size, units, channels, replknet_unit=exact_replknet)
-    options = dict(probe_options or {})
-    prb = make_probe(probe, **options)
-    rank, world = 0, 1
-    if distributed:
-        import torch.distributed as dist
+    warn_if_costly(model, channels, size, n_total, device)
+    return size, names, n_groups
 
-        if not dist.is_available() or not dist.is_initialized():
-            raise InputError("needs an initialised process group (run under torchrun)", param="distributed")
-        if tol is not None:
-            raise InputError("and distributed cannot be combined", param="tol")
-        rank, world = dist.get_rank(), dist.get_world_size()
-    accs = {t.name: _Accumulator(size, n_groups, dev) for t in targets}
-    outside = None
-    used = 0
+
+def _ranks(distributed: bool, tol: float | None) -> tuple[int, int]:
+    """``(rank, world size)`` of this process: ``(0, 1)`` unless ``distributed``.
+
+    Raises:
+        InputError: no initialised process group, or ``tol`` asked for as well.
+    """
+    if not distributed:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        raise InputError("needs an initialised process group (run under torchrun)", param="distributed")
+    if tol is not None:
+        raise InputError("and distributed cannot be combined", param="tol")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _accumulate(model: nn.Module, prb: Any, targets: list[Target], x: torch.Tensor, size: tuple[int, int],
+                groups: int, device: torch.device, *, fill: str, batch_size: int, rank: int, world: int,
+                tol: float | None, seed: int, exact: bool, precision: str, progress: bool | str,
+                notes: list[str]) -> tuple[dict[str, _Accumulator], np.ndarray | None, bool]:
+    """Run the probe over this rank's batches of ``x`` ``(N, C, h, w)`` embedded in the ``size`` canvas and sum
+    every target's maps; with ``tol``, stop once the CIs are narrow enough (a note in ``notes`` says when).
+
+    Returns:
+        ``({layer: sums}, (H, W) bool mask of canvas padding or None, whether a progress bar was shown)``.
+    """
     from tqdm import tqdm
 
+    param = next(iter(model.parameters()), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    n_total = x.shape[0]
+    accs = {t.name: _Accumulator(size, groups, device) for t in targets}
+    outside = None
+    shown = bool(progress) and rank == 0
     # deterministic cuDNN kernels: the same command gives byte-identical maps on a GPU too
     with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True,
-                                  allow_tf32=torch.backends.cudnn.allow_tf32):
-        shown = bool(progress) and rank == 0
+                                    allow_tf32=torch.backends.cudnn.allow_tf32):
         bar = tqdm(total=n_total * len(targets), disable=not shown,
-                   desc=progress if isinstance(progress, str) else "ERF maps", unit="map",
-                   dynamic_ncols=True)
+                   desc=progress if isinstance(progress, str) else "ERF maps", unit="map", dynamic_ncols=True)
         reports = shown and hasattr(prb, "on_map")
         if reports:  # the probe reports every layer's maps of every sub-batch as they are made
             prb.on_map = lambda name, count: (bar.set_postfix_str(name, refresh=False), bar.update(count))
         try:
             for start, stop in _batches(n_total, batch_size, rank, world):
-                x, outside = embed(images[start:stop], size, fill)
-                x = x.to(dev, dtype=dtype)
+                batch, outside = embed(x[start:stop], size, fill)
+                batch = batch.to(device, dtype=dtype)
                 if precision == "bf16":
-                    with autocast("bf16", dev):
-                        maps = prb.batch_maps(model, targets, x.contiguous(memory_format=torch.channels_last))
+                    with autocast("bf16", device):
+                        maps = prb.batch_maps(model, targets, batch.contiguous(memory_format=torch.channels_last))
                 else:
-                    maps = prb.batch_maps(model, targets, x)
+                    maps = prb.batch_maps(model, targets, batch)
                 for t in targets:
                     accs[t.name].add(maps[t.name], start)
-                used = stop
                 if not reports:
                     bar.update((stop - start) * len(targets))
                 if tol is not None:
-                    done, blocking = _converged(targets, accs, tol, outside, exact_replknet, seed)
+                    done, blocking = _converged(targets, accs, tol, outside, exact, seed)
                     if done:
-                        notes.append(f"--tol {tol}: stopped after {used} of {n_total} images")
+                        notes.append(f"--tol {tol}: stopped after {stop} of {n_total} images")
                         break
                     if stop == n_total:
                         notes.append(f"--tol {tol} not reached after all {n_total} images ({blocking}); more "
@@ -480,16 +644,21 @@ def measure(
             bar.close()
             if reports:
                 prb.on_map = None
-    if distributed:
-        for acc in accs.values():
-            acc.all_reduce()
-        used = n_total
-    if outside is None and size != (h, w):
-        _, outside = embed(images[:1], size, fill)
+    return accs, outside, shown
+
+
+def _layer_results(targets: list[Target], rules: dict[str, str], accs: dict[str, _Accumulator],
+                   outside: np.ndarray | None, size: tuple[int, int], *, exact: bool, bootstrap: int, seed: int,
+                   bar: bool, label: str) -> list[LayerERF]:
+    """One :class:`LayerERF` per target from its sums: metrics, bootstrap CIs and trust.
+
+    Raises:
+        UndefinedERFError: a summed map holds NaN or Inf.
+    """
+    from tqdm import tqdm
+
     results = []
-    label = progress if isinstance(progress, str) else "ERF"
-    for t in tqdm(targets, desc=f"{label}: metrics + bootstrap", unit="layer", dynamic_ncols=True,
-                  disable=not shown or bootstrap == 0):
+    for t in tqdm(targets, desc=f"{label}: metrics + bootstrap", unit="layer", dynamic_ncols=True, disable=not bar):
         acc = accs[t.name]
         gm = acc.group_maps.cpu().numpy()
         gc = acc.group_counts.cpu().numpy()
@@ -497,19 +666,10 @@ def measure(
             raise UndefinedERFError(f"layer {t.name!r}: the gradient map holds NaN/Inf (non-finite weights or an "
                                     "overflow), so its ERF is undefined")
         layer = LayerERF(t.name, t.path, t.trf, t.unit, rules[t.name], gm.sum(axis=0), gm, gc, int(gc.sum()))
-        layer.metrics, layer.ci = _metrics_with_ci(layer, outside, exact_replknet, bootstrap, seed)
+        layer.metrics, layer.ci = _metrics_with_ci(layer, outside, exact, bootstrap, seed)
         layer.trust = trust_of(layer.metrics, layer.center, size)
         results.append(layer)
-    settings = {"probe": probe, "probe_options": options, "fill": fill, "batch_size": batch_size,
-                "tol": tol, "bootstrap": bootstrap, "groups": groups, "seed": seed,
-                "exact_replknet": exact_replknet, "precision": precision, "data": data.description, **(info or {})}
-    settings["probe"] = probe
-    prep = dict(preprocessing or {"kind": "none"})
-    if size != (h, w):
-        prep = {"kind": "canvas", "source_size": [h, w], "canvas": list(size), "fill": fill,
-                **({"resized": preprocessing} if preprocessing else {})}
-    return Measurement(results, int(results[0].images), size, (h, w), outside, settings,
-                       notes + data.notes + trust_notes(results, size, (h, w), fill), prep)
+    return results
 
 
 def _names(layers: Sequence[LayerERF]) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from erf.errors import CheckpointError
+from erf.errors import CheckpointError, CheckpointNotFoundError
 
 LIBRARIES = ("torchvision", "timm")
 """Model libraries a spec can name as ``LIBRARY:NAME``."""
@@ -119,7 +119,7 @@ def _import_target(target: str, spec: str) -> Any:
         except (OSError, ValueError):  # a name no file can have (a component over 255 bytes)
             found = False
         if not found:
-            raise CheckpointError(f"{spec}: no such file {target}")
+            raise CheckpointNotFoundError(f"{spec}: no such file {target}")
         name = f"erf_user_{abs(hash(str(path.resolve())))}"
         module_spec = importlib.util.spec_from_file_location(name, path)
         if module_spec is None or module_spec.loader is None:

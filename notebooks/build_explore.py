@@ -48,7 +48,7 @@ decides (`layer.trust`)."""),
 
 images = erf.load_source("bundled", count=32)
 layers = ["stem", "stage1.block3", "stage2.block3", "stage3.block3"]
-results = {loaded.name: erf.measure(loaded.model, layers, images, input_size=(64, 64), bootstrap=100)
+results = {loaded.name: erf.measure(loaded.model, images, layers, input_size=(64, 64), bootstrap=100)
            for loaded in (plain, cbam)}
 for name, result in results.items():
     print(name, result)

@@ -162,7 +162,7 @@ def test_display_scales(run_cli, tmp_path) -> None:
     from erf.plotting import draw_erf
 
     loaded = load_checkpoint("twoconv", seed=0)
-    layer = measure(loaded.model, ["stage2"], load_source("bundled", count=3), bootstrap=0).layer("stage2")
+    layer = measure(loaded.model, load_source("bundled", count=3), ["stage2"], bootstrap=0).layer("stage2")
     mean = layer.sum_map / 3
     expected = {True: np.log10(1 + 9 * mean / mean.max()), False: mean / mean.max(),
                 "log1p": np.log10(1 + mean) / np.log10(1 + mean).max()}

@@ -44,7 +44,7 @@ def _images(count: int, size: int, seed: int = 0) -> ImageSet:
 def test_variance_is_n_k2_minus_1_over_12(n: int, k: int) -> None:
     rf = n * (k - 1) + 1
     size = rf + 8 + (rf + 8) % 2 + 1  # odd, with margin: the centre unit's field is inside the input
-    result = measure(UniformStack(n, k), ["stack"], _images(3, size), bootstrap=0)
+    result = measure(UniformStack(n, k), _images(3, size), ["stack"], bootstrap=0)
     layer = result.layer("stack")
     assert layer.trf.size == (rf, rf) and not layer.trf.is_global
     expected = n * (k * k - 1) / 12
@@ -66,7 +66,7 @@ def test_variance_is_n_k2_minus_1_over_12(n: int, k: int) -> None:
 def test_variance_also_through_the_unit_choice_on_even_inputs() -> None:
     """Even input: the chosen unit's field is still whole, so the law holds exactly at the chosen centre."""
     n, k = 3, 3
-    result = measure(UniformStack(n, k), ["stack"], _images(2, 20), bootstrap=0)
+    result = measure(UniformStack(n, k), _images(2, 20), ["stack"], bootstrap=0)
     layer = result.layer("stack")
     sy, sx = gaussian_sigma(layer.sum_map)
     assert sy * sy == pytest.approx(n * (k * k - 1) / 12, rel=1e-10)
@@ -85,7 +85,7 @@ def test_law_through_other_probe_paths(probe: str, options: dict) -> None:
     n, k = 4, 3
     data = _images(2, 23)
     data.images.abs_()  # positive inputs, so that ReLU(centre activation) is the activation itself
-    result = measure(UniformStack(n, k), ["stack"], data, probe=probe, probe_options=options, bootstrap=0)
+    result = measure(UniformStack(n, k), data, ["stack"], probe=probe, probe_options=options, bootstrap=0)
     sy, sx = result.layer("stack").metrics.sigma
     assert sy * sy == pytest.approx(n * (k * k - 1) / 12, rel=1e-10)
     assert sx * sx == pytest.approx(n * (k * k - 1) / 12, rel=1e-10)

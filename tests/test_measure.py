@@ -40,7 +40,7 @@ def _images(count: int, size: int = 32, seed: int = 0) -> ImageSet:
 def test_batched_equals_per_image_reference_resnet20_cbam() -> None:
     model = _model()
     data = _images(6)
-    result = measure(model, LAYERS, data, batch_size=4, bootstrap=0)
+    result = measure(model, data, LAYERS, batch_size=4, bootstrap=0)
     assert result.images == 6
     for layer in result.layers:
         ref = reference_map(model, layer.name, layer.unit, data.images)
@@ -58,7 +58,7 @@ def test_batched_equals_per_image_reference_resnet20_cbam() -> None:
 def test_relu_mode_matches_reference() -> None:
     model = _model("resnet20")
     data = _images(3, seed=1)
-    result = measure(model, ["stage1.block3", "stage3"], data, probe_options={"mode": "relu"}, bootstrap=0)
+    result = measure(model, data, ["stage1.block3", "stage3"], probe_options={"mode": "relu"}, bootstrap=0)
     for layer in result.layers:
         ref = reference_map(model, layer.name, layer.unit, data.images, mode="relu")
         np.testing.assert_allclose(layer.group_maps, ref, rtol=0, atol=1e-5 * max(ref.max(), 1e-12))
@@ -71,11 +71,11 @@ def test_eval_mode_independence_of_images() -> None:
     b = _images(4, seed=3)
     b.images[0] = a.images[0]  # same first image, different companions
     model.train()
-    ra = measure(model, ["stage2", "stage3"], a, batch_size=4, bootstrap=0)
-    assert not model.training  # switched to eval mode (and left so)
+    ra = measure(model, a, ["stage2", "stage3"], batch_size=4, bootstrap=0)
+    assert model.training  # measured in eval mode, given back in train mode (erf.measurement.lent)
     assert any("eval mode" in note for note in ra.notes)
     model.train()
-    rb = measure(model, ["stage2", "stage3"], b, batch_size=4, bootstrap=0)
+    rb = measure(model, b, ["stage2", "stage3"], batch_size=4, bootstrap=0)
     for name in ("stage2", "stage3"):
         ma, mb = ra.layer(name).group_maps, rb.layer(name).group_maps
         np.testing.assert_allclose(ma[0], mb[0], rtol=0, atol=1e-6 * ma[0].max())
@@ -89,8 +89,8 @@ def test_captum_neuron_gradient_agrees_with_builtin_probe() -> None:
     model = _model("resnet20_cbam_spatial")
     data = _images(3, seed=4)
     layers = ["stem", "stage1.block1", "stage2", "stage3.block1"]
-    ours = measure(model, layers, data, bootstrap=0)
-    theirs = measure(model, layers, data, probe="captum-gradient", bootstrap=0)
+    ours = measure(model, data, layers, bootstrap=0)
+    theirs = measure(model, data, layers, probe="captum-gradient", bootstrap=0)
     assert theirs.settings["probe"] == "captum-gradient"
     for a, b in zip(ours.layers, theirs.layers):
         assert a.unit == b.unit
@@ -101,7 +101,7 @@ def test_captum_neuron_gradient_agrees_with_builtin_probe() -> None:
 @pytest.mark.parametrize("probe", ["integrated-gradients", "guided-backprop"])
 def test_other_captum_probes_same_output_type(probe: str) -> None:
     model = _model("twoconv")
-    result = measure(model, ["stage2"], _images(2), probe=probe, bootstrap=0)
+    result = measure(model, _images(2), ["stage2"], probe=probe, bootstrap=0)
     layer = result.layer("stage2")
     assert layer.sum_map.shape == (32, 32) and layer.sum_map.dtype == np.float64
     assert (layer.sum_map >= 0).all() and layer.sum_map.sum() > 0
@@ -119,8 +119,8 @@ def test_crop_equals_no_crop(name: str, size: int, unit: tuple[int, int] | None)
     data = _images(3, size=size, seed=5)
     layers = ["stem", "stage1.block1", "stage1.block3", "stage2.block2", "stage3"]
     units = {n: unit for n in layers} if unit else None
-    cropped = measure(model, layers, data, units=units, bootstrap=0)
-    full = measure(model, layers, data, units=units, probe_options={"crop": False}, bootstrap=0)
+    cropped = measure(model, data, layers, units=units, bootstrap=0)
+    full = measure(model, data, layers, units=units, probe_options={"crop": False}, bootstrap=0)
     # the test is only meaningful if the engine really cropped something
     targets = [cropped.layer(n) for n in layers]
     from erf.probes import Target
@@ -140,27 +140,27 @@ def test_crop_equals_no_crop(name: str, size: int, unit: tuple[int, int] | None)
 def test_layer_that_never_ran_is_an_error_not_zeros() -> None:
     model = BypassesHooks()
     with pytest.raises(LayerDidNotRunError, match="forward"):
-        measure(model, ["stage1"], _images(2), bootstrap=0)
-    ok = measure(model, ["stem", "stage.1"], _images(2), bootstrap=0)
+        measure(model, _images(2), ["stage1"], bootstrap=0)
+    ok = measure(model, _images(2), ["stem", "stage.1"], bootstrap=0)
     assert ok.layer("stage.1").trf.size == (5, 5) and ok.layer("stage.1").sum_map.sum() > 0
 
 
 def test_layer_errors() -> None:
     model = _model("resnet20")
     with pytest.raises(UndefinedERFError, match="pooling"):
-        measure(model, ["fc"], _images(1), bootstrap=0)
+        measure(model, _images(1), ["fc"], bootstrap=0)
     with pytest.raises(LayerNotFoundError, match="stage3"):
-        measure(model, ["stage_3"], _images(1), bootstrap=0)
+        measure(model, _images(1), ["stage_3"], bootstrap=0)
     with pytest.raises(InputError, match="^units "):
-        measure(model, ["stage3"], _images(1), units={"stage3": (8, 0)}, bootstrap=0)
+        measure(model, _images(1), ["stage3"], units={"stage3": (8, 0)}, bootstrap=0)
     # the global-pooling output (a 1x1 map of the whole image) has no ERF of its own either
     with pytest.raises(UndefinedERFError, match="pooling"):
-        measure(model, ["pool"], _images(1), bootstrap=0)
+        measure(model, _images(1), ["pool"], bootstrap=0)
 
 
 def test_given_unit_and_even_map_rule() -> None:
     model = _model("resnet20")
-    result = measure(model, ["stage2", "stage3"], _images(2), units={"stage2": (0, 0)}, bootstrap=0)
+    result = measure(model, _images(2), ["stage2", "stage3"], units={"stage2": (0, 0)}, bootstrap=0)
     s2, s3 = result.layer("stage2"), result.layer("stage3")
     assert s2.unit == (0, 0) and s2.unit_rule == "given"
     y0, y1, x0, x1 = s2.trf.box((0, 0))
@@ -175,8 +175,8 @@ def test_given_unit_and_even_map_rule() -> None:
 def test_input_size_embedding_and_clipped_fraction() -> None:
     model = _model("resnet20")
     data = _images(2, seed=6)
-    small = measure(model, ["stem", "stage3"], data, bootstrap=0)
-    big = measure(model, ["stem", "stage3"], data, input_size=(96, 96), bootstrap=0)
+    small = measure(model, data, ["stem", "stage3"], bootstrap=0)
+    big = measure(model, data, ["stem", "stage3"], input_size=(96, 96), bootstrap=0)
     assert big.input_size == (96, 96) and big.image_size == (32, 32)
     assert big.outside is not None and big.outside.sum() == 96 * 96 - 32 * 32
     assert not big.outside[32:64, 32:64].any()
@@ -212,11 +212,11 @@ def test_sources_noise_constant_tensor(tmp_path) -> None:
     model = _model("twoconv")
     array = np.random.default_rng(0).normal(size=(3, 3, 32, 32)).astype(np.float32)
     np.save(tmp_path / "x.npy", array)
-    from_file = measure(model, ["stage2"], load_source(f"tensor:{tmp_path / 'x.npy'}"), bootstrap=0)
-    direct = measure(model, ["stage2"], ImageSet(torch.from_numpy(array), torch.full((3,), -1), "x"), bootstrap=0)
+    from_file = measure(model, load_source(f"tensor:{tmp_path / 'x.npy'}"), ["stage2"], bootstrap=0)
+    direct = measure(model, ImageSet(torch.from_numpy(array), torch.full((3,), -1), "x"), ["stage2"], bootstrap=0)
     np.testing.assert_array_equal(from_file.layer("stage2").sum_map, direct.layer("stage2").sum_map)
-    noise = measure(model, ["stage2"], load_source("noise:1", count=2), bootstrap=0)
-    const = measure(model, ["stage2"], load_source("constant:0.5", count=2), bootstrap=0)
+    noise = measure(model, load_source("noise:1", count=2), ["stage2"], bootstrap=0)
+    const = measure(model, load_source("constant:0.5", count=2), ["stage2"], bootstrap=0)
     assert noise.images == const.images == 2
     # constant input: both images give the same map
     np.testing.assert_allclose(const.layer("stage2").group_maps[0], const.layer("stage2").group_maps[1])
@@ -224,7 +224,7 @@ def test_sources_noise_constant_tensor(tmp_path) -> None:
 
 def test_float64_model_and_bootstrap_ci_present() -> None:
     model = _model("twoconv").double()
-    result = measure(model, ["stage2"], _images(8), bootstrap=50)
+    result = measure(model, _images(8), ["stage2"], bootstrap=50)
     layer = result.layer("stage2")
     for key in ("radius.50", "radius.95", "area_ratio.50", "sigma.y"):
         lo, hi = layer.ci[key]
@@ -235,25 +235,25 @@ def test_duplicate_names_are_probed_once() -> None:
     """``stage3`` and its module path ``layer3`` are one layer: summing both into one map would double it."""
     model = _model("resnet20")
     data = _images(3)
-    both = measure(model, ["stage3", "layer3", "stage3"], data, bootstrap=0)
-    single = measure(model, ["stage3"], data, bootstrap=0)
+    both = measure(model, data, ["stage3", "layer3", "stage3"], bootstrap=0)
+    single = measure(model, data, ["stage3"], bootstrap=0)
     assert [layer.name for layer in both.layers] == ["stage3"]
     np.testing.assert_array_equal(both.layers[0].sum_map, single.layers[0].sum_map)
     # two stable names of one module (twoconv's stem and stage1) stay two entries with equal maps
-    two = measure(_model("twoconv"), ["stem", "stage1"], data, bootstrap=0)
+    two = measure(_model("twoconv"), data, ["stem", "stage1"], bootstrap=0)
     np.testing.assert_array_equal(two.layer("stem").sum_map, two.layer("stage1").sum_map)
 
 
 def test_tol_stops_early_and_replknet_unit() -> None:
     model = _model("twoconv")
     data = _images(20)
-    early = measure(model, ["stage2"], data, batch_size=2, tol=10.0, bootstrap=20)
+    early = measure(model, data, ["stage2"], batch_size=2, tol=10.0, bootstrap=20)
     assert early.images == 8 and any("--tol" in note for note in early.notes)
-    full = measure(model, ["stage2"], data, batch_size=5, tol=1e-9, bootstrap=20)
+    full = measure(model, data, ["stage2"], batch_size=5, tol=1e-9, bootstrap=20)
     assert full.images == 20
     # RepLKNet's centre is (h // 2, w // 2); ours the unit nearest the input centre (ties: lower index)
-    ours = measure(model, ["stem"], data.head(2), bootstrap=0).layer("stem")
-    theirs = measure(model, ["stem"], data.head(2), exact_replknet=True, bootstrap=0).layer("stem")
+    ours = measure(model, data.head(2), ["stem"], bootstrap=0).layer("stem")
+    theirs = measure(model, data.head(2), ["stem"], exact_replknet=True, bootstrap=0).layer("stem")
     assert ours.unit == (15, 15) and theirs.unit == (16, 16) and "replknet" in theirs.unit_rule
 
 
@@ -272,4 +272,4 @@ class Detached(nn.Module):
 
 def test_detached_layer_is_an_error_not_zeros() -> None:
     with pytest.raises(UndefinedERFError, match="autograd"):
-        measure(Detached(), ["stage1"], _images(2), bootstrap=0)
+        measure(Detached(), _images(2), ["stage1"], bootstrap=0)

@@ -102,7 +102,7 @@ def test_no_parameter_gradient_and_flags_restored() -> None:
     for k, p in enumerate(params):
         p.requires_grad_(k % 3 != 0)  # a mix of flags, to check they come back as they were
     before = [p.requires_grad for p in params]
-    result = measure(model, ["stem", "stage2.block1", "stage3"], load_source("noise", count=6), batch_size=4,
+    result = measure(model, load_source("noise", count=6), ["stem", "stage2.block1", "stage3"], batch_size=4,
                      bootstrap=0)
     assert result.images == 6
     assert all(p.grad is None for p in params)
@@ -138,8 +138,8 @@ def test_deeper_layers_never_run() -> None:
 def test_tol_stops_early_and_none_uses_every_image(run_cli) -> None:
     model = tiny_model("twoconv")
     data = load_source("noise", count=64)
-    loose = measure(model, ["stage1"], data, batch_size=8, tol=0.5, bootstrap=0)
-    full = measure(model, ["stage1"], data, batch_size=8, tol=None, bootstrap=0)
+    loose = measure(model, data, ["stage1"], batch_size=8, tol=0.5, bootstrap=0)
+    full = measure(model, data, ["stage1"], batch_size=8, tol=None, bootstrap=0)
     assert 8 <= loose.images < 64
     assert any("--tol" in n for n in loose.notes)
     assert full.images == 64
@@ -164,7 +164,7 @@ def test_memory_bounded_streams_batches_into_float64(monkeypatch) -> None:
 
     monkeypatch.setattr(GradientProbe, "batch_maps", spy)
     model = tiny_model("twoconv")
-    result = measure(model, ["stem", "stage1"], load_source("noise", count=50), batch_size=16, groups=8,
+    result = measure(model, load_source("noise", count=50), ["stem", "stage1"], batch_size=16, groups=8,
                      bootstrap=0)
     assert seen == [16, 16, 16, 2]  # streamed: never more than one batch at a time
     for layer in result.layers:

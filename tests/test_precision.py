@@ -17,8 +17,8 @@ def test_bf16_measurement_agrees_with_fp32_on_the_metrics():
     torch.manual_seed(0)
     model = create_model("resnet20")
     images = torch.randn(8, 3, 32, 32)
-    ref = erf.measure(model, ["stage2", "stage3"], images, bootstrap=0)
-    low = erf.measure(model, ["stage2", "stage3"], images, bootstrap=0, precision="bf16")
+    ref = erf.measure(model, images, ["stage2", "stage3"], bootstrap=0)
+    low = erf.measure(model, images, ["stage2", "stage3"], bootstrap=0, precision="bf16")
     assert ref.settings["precision"] == "fp32" and low.settings["precision"] == "bf16"
     for a, b in zip(ref.layers, low.layers):
         for q in (0.5, 0.95):
@@ -28,7 +28,7 @@ def test_bf16_measurement_agrees_with_fp32_on_the_metrics():
         # not the same computation: the maps differ in their low bits
         assert not torch.equal(torch.as_tensor(a.sum_map), torch.as_tensor(b.sum_map))
     with pytest.raises(InputError, match="precision"):
-        erf.measure(model, ["stage3"], images, precision="fp16")
+        erf.measure(model, images, ["stage3"], precision="fp16")
 
 
 def test_cli_precision_is_recorded_in_the_json(run_cli):

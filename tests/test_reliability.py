@@ -402,7 +402,7 @@ def test_non_finite_weights_warn_and_are_reported(tmp_path: Path, run_cli) -> No
     assert str(path) in str(record[0].message) and "2 tensors" in str(record[0].message)
     assert any("NaN/Inf" in n and str(path) in n for n in loaded.notes)
     with pytest.raises(UndefinedERFError, match="'stem'.*NaN/Inf.*undefined"):
-        measure(loaded.model, ["stem"], load_source("bundled", count=2), bootstrap=0)
+        measure(loaded.model, load_source("bundled", count=2), ["stem"], bootstrap=0)
     line = assert_cli_error(run_cli, ["measure", str(path), "--json", *FAST], "measure", ["NaN/Inf", "undefined"])
     assert "layer 'stem'" in line
 
@@ -656,7 +656,7 @@ def test_bad_input_library(case: BadInput, tmp_path: Path) -> None:
         return
     with pytest.raises(ErfError) as info:
         data = load_source(args.data, count=args.images)
-        measure(model, args.layer, data, input_size=size, bootstrap=args.bootstrap, device=pick_device(args.device),
+        measure(model, data, args.layer, input_size=size, bootstrap=args.bootstrap, device=pick_device(args.device),
                 batch_size=args.batch_size, tol=args.tol, seed=args.seed,
                 units={name: unit for name in args.layer} if unit else None)
     assert type(info.value) is case.error, f"{type(info.value).__name__}: {info.value}"
@@ -672,7 +672,7 @@ def test_wrong_channels_reach_measure_directly() -> None:
     """An ImageSet built in code (not via load_source) with 1 channel: DataError, not a torch RuntimeError."""
     data = ImageSet(torch.zeros(2, 1, 32, 32), torch.full((2,), -1), "two gray images")
     with pytest.raises(DataError, match="two gray images.*1 channels.*expects 3"):
-        measure(create_model("twoconv"), None, data, bootstrap=0)
+        measure(create_model("twoconv"), data, None, bootstrap=0)
 
 
 @pytest.mark.parametrize("side", [1, 4])
@@ -681,7 +681,7 @@ def test_images_smaller_than_the_trf(side: int, tmp_path: Path, run_cli) -> None
     torch.manual_seed(0)
     model = create_model("resnet20")
     data = ImageSet(torch.rand(2, 3, side, side), torch.full((2,), -1), f"{side}px images", raw=True)
-    result = measure(model, ["stage1.block1", "stage3"], data, bootstrap=0)
+    result = measure(model, data, ["stage1.block1", "stage3"], bootstrap=0)
     note = next(n for n in result.notes if n.startswith("bounded by the frame"))
     for layer in result.layers:
         assert layer.trust.frame_bound and layer.name in note
@@ -698,11 +698,11 @@ def test_train_mode_is_switched_to_eval_with_a_note() -> None:
     model = create_model("resnet20").train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     data = load_source("bundled", count=4)
-    result = measure(model, ["stage1"], data, bootstrap=0)
+    result = measure(model, data, ["stage1"], bootstrap=0)
     assert any("train mode" in n and "eval" in n for n in result.notes)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "batch-norm statistics changed"
-    quiet = measure(model.eval(), ["stage1"], data, bootstrap=0)
+    quiet = measure(model.eval(), data, ["stage1"], bootstrap=0)
     assert not any("train mode" in n for n in quiet.notes)
     np.testing.assert_array_equal(result.layers[0].sum_map, quiet.layers[0].sum_map)
 
@@ -928,7 +928,7 @@ def test_measure_uses_deterministic_cudnn_kernels(monkeypatch) -> None:
 
     monkeypatch.setattr(GradientProbe, "batch_maps", spy)
     before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    measure(create_model("twoconv"), ["stage2"], load_source("bundled", count=3), batch_size=2, bootstrap=0)
+    measure(create_model("twoconv"), load_source("bundled", count=3), ["stage2"], batch_size=2, bootstrap=0)
     assert seen == [(True, False), (True, False)]
     assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == before
 

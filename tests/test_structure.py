@@ -292,11 +292,11 @@ def test_a_new_probe_is_one_class_and_its_registration() -> None:
         torch.manual_seed(0)
         model = erf.create_model("twoconv", widths=(4, 8))
         x = torch.randn(4, 3, 16, 16)
-        a = erf.measure(model, ["stage2"], x, probe="gradient-relu", bootstrap=0)
-        b = erf.measure(model, ["stage2"], x, probe="gradient", probe_options={"mode": "relu"}, bootstrap=0)
+        a = erf.measure(model, x, ["stage2"], probe="gradient-relu", bootstrap=0)
+        b = erf.measure(model, x, ["stage2"], probe="gradient", probe_options={"mode": "relu"}, bootstrap=0)
         np.testing.assert_array_equal(a.layers[0].sum_map, b.layers[0].sum_map)
         with pytest.raises(erf.ErfError, match="takes no options"):
-            erf.measure(model, ["stage2"], x, probe="gradient-relu", probe_options={"crop": False})
+            erf.measure(model, x, ["stage2"], probe="gradient-relu", probe_options={"crop": False})
     finally:
         del PROBES["gradient-relu"]
 
@@ -344,17 +344,17 @@ def test_measure_takes_a_module_a_tensor_and_modules_as_layers() -> None:
     torch.manual_seed(0)
     model = erf.create_model("resnet20", depth=8, widths=(4, 8, 8))
     x = torch.randn(6, 3, 32, 32)
-    by_name = erf.measure(model, ["stage2"], x, bootstrap=0)
-    by_module = erf.measure(model, [model.layer2], x, bootstrap=0)
+    by_name = erf.measure(model, x, ["stage2"], bootstrap=0)
+    by_module = erf.measure(model, x, [model.layer2], bootstrap=0)
     assert by_module.layers[0].name == "layer2" and by_module.images == 6  # a module keeps its own path
     np.testing.assert_array_equal(by_name.layers[0].sum_map, by_module.layers[0].sum_map)
     # the same images as an ImageSet give the same maps
-    as_set = erf.measure(model, ["stage2"], erf.ImageSet(x, torch.full((6,), -1), "six"), bootstrap=0)
+    as_set = erf.measure(model, erf.ImageSet(x, torch.full((6,), -1), "six"), ["stage2"], bootstrap=0)
     np.testing.assert_array_equal(as_set.layers[0].sum_map, by_name.layers[0].sum_map)
     with pytest.raises(erf.ErfError, match="not part of the model"):
-        erf.measure(model, [nn.Conv2d(3, 3, 1)], x)
+        erf.measure(model, x, [nn.Conv2d(3, 3, 1)])
     with pytest.raises(erf.ErfError, match="float tensor"):
-        erf.measure(model, ["stage2"], torch.zeros(6, 32, 32))
+        erf.measure(model, torch.zeros(6, 32, 32), ["stage2"])
 
 
 def test_compare_takes_modules() -> None:
@@ -374,7 +374,7 @@ def test_compare_takes_modules() -> None:
 def test_library_errors_name_parameters_and_the_cli_names_flags(run_cli) -> None:
     model = erf.create_model("twoconv")
     with pytest.raises(erf.ErfError) as info:
-        erf.measure(model, None, torch.zeros(2, 3, 8, 8), batch_size=0)
+        erf.measure(model, torch.zeros(2, 3, 8, 8), None, batch_size=0)
     assert str(info.value).startswith("batch_size 0:") and "--" not in str(info.value)
     assert info.value.param == "batch_size"
     code, _, stderr = run_cli("measure", "twoconv", "--images", "2", "--batch-size", "0")

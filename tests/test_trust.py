@@ -150,7 +150,7 @@ def test_torchvision_models_measure_on_resized_images_not_on_padding(spec: str, 
         loaded = erf.load_checkpoint(spec)
         data = load_source("bundled", count=1)
         data = preprocessing_for(spec, loaded.model, (224, 224)).apply(data)
-        result = measure(loaded.model, [layer], data, bootstrap=0, normalization=loaded.normalization)
+        result = measure(loaded.model, data, [layer], bootstrap=0, normalization=loaded.normalization)
         sum_map = result.layers[0].sum_map
         rows = np.nonzero(sum_map.sum(axis=1))[0]
         assert rows.max() - rows.min() > 150
@@ -175,10 +175,10 @@ def test_a_canvas_by_request_is_warned_about_in_words(run_cli) -> None:
 def test_progress_bar_counts_maps_and_names_the_layer(capsys) -> None:
     torch.manual_seed(0)
     model = create_model("twoconv", widths=(4, 8))
-    measure(model, ["stage1", "stage2"], torch.randn(5, 3, 16, 16), bootstrap=0, batch_size=2, progress=True)
+    measure(model, torch.randn(5, 3, 16, 16), ["stage1", "stage2"], bootstrap=0, batch_size=2, progress=True)
     err = capsys.readouterr().err
     assert "ERF maps" in err and "10/10" in err and ("stage1]" in err or "stage2]" in err)
-    measure(model, ["stage1"], torch.randn(2, 3, 16, 16), bootstrap=0)
+    measure(model, torch.randn(2, 3, 16, 16), ["stage1"], bootstrap=0)
     assert capsys.readouterr().err == ""
 
 
@@ -197,7 +197,7 @@ def test_cli_progress_only_in_a_terminal_and_not_quiet(run_cli, monkeypatch) -> 
 def test_repr_is_short_and_a_module_keeps_its_path_name() -> None:
     torch.manual_seed(0)
     mine = nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU(), nn.Conv2d(8, 8, 5))
-    result = erf.measure(mine, [mine[2]], torch.randn(4, 3, 32, 32), bootstrap=0)
+    result = erf.measure(mine, torch.randn(4, 3, 32, 32), [mine[2]], bootstrap=0)
     assert result.layers[0].name == "2" and result.layer("2") is result.layers[0]
     for text in (repr(result), repr(result.layers[0]), str(result)):
         assert len(text) < 300 and "array" not in text and "0., 0." not in text
@@ -217,7 +217,7 @@ def test_figures_legends_and_captions_match_what_is_drawn() -> None:
 
     torch.manual_seed(0)
     model = create_model("resnet20_cbam")
-    result = measure(model, ["stem", "stage3"], load_source("bundled", count=2), bootstrap=0)
+    result = measure(model, load_source("bundled", count=2), ["stem", "stage3"], bootstrap=0)
     stem, s3 = result.layers
     fig = erf_heatmap(s3)
     texts = " ".join(t.get_text() for t in fig.texts)

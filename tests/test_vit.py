@@ -37,7 +37,7 @@ def _images(count: int, size: int = 32, seed: int = 0) -> ImageSet:
 def test_vit_layers_measured_at_the_centre_patch_token() -> None:
     model = _vit()
     data = _images(5)
-    result = measure(model, None, data, batch_size=2, bootstrap=0)  # default layers: stem + every block
+    result = measure(model, data, None, batch_size=2, bootstrap=0)  # default layers: stem + every block
     assert [layer.name for layer in result.layers] == ["stem", "stage1.block1", "stage1.block2"]
     stem, block = result.layer("stem"), result.layer("stage1.block2")
     # the stem is the patch convolution: a local 4 x 4 patch, stride 4
@@ -77,7 +77,7 @@ def test_timm_vit_measures_with_derived_names() -> None:
     names = named_layers(model)
     assert names["stem"] == "patch_embed" and names["stage1.block2"] == "blocks.1"
     data = _images(4)
-    result = measure(model, ["stem", "stage1.block1", "stage1"], data, batch_size=4, bootstrap=0)
+    result = measure(model, data, ["stem", "stage1.block1", "stage1"], batch_size=4, bootstrap=0)
     stem, block = result.layer("stem"), result.layer("stage1.block1")
     assert stem.trf.is_tokens and stem.trf.prefix == 0 and not stem.trf.is_global  # timm's patch embed: tokens
     assert block.trf.is_tokens and block.trf.prefix == 1 and block.trf.is_global
@@ -97,7 +97,7 @@ def test_swin_channels_last_stage_measured() -> None:
     torch.manual_seed(0)
     model = SwinTransformer([4, 4], 8, [2, 2], [2, 2], [4, 4], stochastic_depth_prob=0.0).eval()
     data = _images(3)
-    result = measure(model, ["stem", "stage1"], data, batch_size=3, bootstrap=0)
+    result = measure(model, data, ["stem", "stage1"], batch_size=3, bootstrap=0)
     for layer in result.layers:
         assert layer.trf.dims == (1, 2)
         i, j = layer.unit
@@ -109,8 +109,8 @@ def test_swin_channels_last_stage_measured() -> None:
 def test_captum_gradient_agrees_on_token_layers() -> None:
     model = _vit(image=16, patch=4)
     data = _images(2, size=16)
-    ours = measure(model, ["stage1.block2"], data, bootstrap=0).layer("stage1.block2")
-    theirs = measure(model, ["stage1.block2"], data, probe="captum-gradient", bootstrap=0).layer("stage1.block2")
+    ours = measure(model, data, ["stage1.block2"], bootstrap=0).layer("stage1.block2")
+    theirs = measure(model, data, ["stage1.block2"], probe="captum-gradient", bootstrap=0).layer("stage1.block2")
     np.testing.assert_allclose(ours.sum_map, theirs.sum_map, rtol=0, atol=1e-5 * ours.sum_map.max())
 
 
@@ -119,9 +119,9 @@ def test_vit_next_to_a_cnn_on_the_same_images() -> None:
     untrained ViT's block (global: every patch attends to every other) and resnet20's stage 3 (local, 39 px
     TRF clipped by the input) both give a finite 50 % radius within the input."""
     data = _images(8)
-    vit = measure(_vit(), ["stage1.block2"], data, bootstrap=0).layer("stage1.block2")
+    vit = measure(_vit(), data, ["stage1.block2"], bootstrap=0).layer("stage1.block2")
     torch.manual_seed(0)
-    cnn = measure(create_model("resnet20").eval(), ["stage3"], data, bootstrap=0).layer("stage3")
+    cnn = measure(create_model("resnet20").eval(), data, ["stage3"], bootstrap=0).layer("stage3")
     assert vit.trf.is_global and not cnn.trf.is_global
     for layer in (vit, cnn):
         r50 = layer.metrics.radius[0.5]

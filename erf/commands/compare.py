@@ -127,7 +127,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         evaluate_data = load_source(args.evaluate_data, "test") if args.evaluate_data else None
         options = probe_options(args.probe, {"mode": args.mode}, "--mode")
         device = str(pick_device(args.device))
-        result = compare(loaded, data, layers=args.layer, count=args.images, input_size=size, device=device,
+        result = compare(loaded, data, args.layer, count=args.images, input_size=size, device=device,
                          seed=args.seed, bootstrap=args.bootstrap, probe=args.probe, probe_options=options,
                          fill=args.fill, batch_size=args.batch_size, all_layers=args.all_layers,
                          evaluate_data=evaluate_data, progress=show_progress(args), preprocessing=record,

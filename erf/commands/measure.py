@@ -167,8 +167,8 @@ def run_measure(loaded: Any, layers: list[str] | None, args: argparse.Namespace,
     data, notes, record = load_images(args.data, args.images, size, preprocessing_of(loaded, canvas), args.fill)
     options = probe_options(args.probe, {"mode": "relu" if args.replknet else args.mode, "crop": not args.no_crop},
                             "--mode/--replknet/--no-crop")
-    return measure(loaded.model, layers, data, probe=args.probe, probe_options=options, input_size=size,
-                   normalization=loaded.normalization,
+    return measure(loaded.model, data, layers, count=args.images, probe=args.probe, probe_options=options,
+                   input_size=size, normalization=loaded.normalization,
                    fill=args.fill, units=units, batch_size=args.batch_size, device=str(pick_device(args.device)),
                    tol=args.tol, bootstrap=args.bootstrap, seed=args.seed, exact_replknet=args.replknet,
                    progress=show_progress(args), distributed=getattr(args, "distributed", False),

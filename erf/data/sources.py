@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from erf.errors import MAX_SEED, DataError, InputError
+from erf.errors import MAX_SEED, DataError, DataNotFoundError, InputError
 from erf.files.images import ImageRefused, open_bounded
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -299,7 +299,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except FileNotFoundError:
-        raise DataError(f"{path}: missing CIFAR-10 batch file") from None
+        raise DataNotFoundError(f"{path}: missing CIFAR-10 batch file") from None
     except Exception as exc:
         raise DataError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
     return data, labels
@@ -376,7 +376,7 @@ def _load_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, str]:
         return x, y, f"CIFAR-10 {split} images from {root}"
     folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
     if not folder.is_dir():
-        raise DataError(f"{root}: no such folder or file")
+        raise DataNotFoundError(f"{root}: no such folder or file")
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     if not (folder / names[0]).exists():
         raise DataError(f"{folder}: no CIFAR-10 python batches (expected {names[0]}, ...)")
@@ -402,7 +402,7 @@ def _load_folder(root: Path, image_size: int, resize: int | None = None) -> Imag
     from PIL import Image
 
     if not root.is_dir():
-        raise DataError(f"{root}: no such folder")
+        raise DataNotFoundError(f"{root}: no such folder")
     candidates = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     files = []
     for p in candidates:
@@ -466,7 +466,7 @@ def load_source(
         raise InputError(f"{count}: must be positive", param="count")
     if kind in ("bundled", "sample"):
         if not BUNDLED_SAMPLE.exists():
-            raise DataError(f"{BUNDLED_SAMPLE}: the bundled sample is missing from this install")
+            raise DataNotFoundError(f"{BUNDLED_SAMPLE}: the bundled sample is missing from this install")
         x, y, _ = _load_cifar10(BUNDLED_SAMPLE, "test")
         n, note = subset_count(subset, "test", len(x))
         data = _to_set(x[:n], y[:n], f"bundled CIFAR-10 sample (first {n} official test images)", CIFAR10_CLASSES)
@@ -532,7 +532,7 @@ def _load_tensor(path: Path) -> ImageSet:
     """An ``N x C x H x W`` float ``.npy`` array (already normalised), header checked against the file size and
     :data:`MAX_ARRAY_BYTES` before the data is read."""
     if not path.exists():
-        raise DataError(f"{path}: no such file")
+        raise DataNotFoundError(f"{path}: no such file")
     if not path.is_file():
         raise DataError(f"{path}: not a regular file")
     try:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from erf.errors import CheckpointError, UnsafeCheckpointError
+from erf.errors import CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError
 
 FORMAT = "erf.checkpoint"
 FORMAT_VERSION = 1
@@ -156,13 +156,15 @@ def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
     path = Path(path)
     try:
         if not path.exists():
-            raise CheckpointError(f"{path}: no such file")
+            raise CheckpointNotFoundError(f"{path}: no such file")
         if path.is_dir():
             raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
         if not path.is_file():
             raise CheckpointError(f"{path}: not a regular file")
         if path.stat().st_size == 0:
             raise CheckpointError(f"{path}: empty file")
+    except CheckpointError:
+        raise
     except OSError as exc:
         raise CheckpointError(f"{path}: unreadable ({exc.strerror or exc})") from None
     if is_safetensors(path):

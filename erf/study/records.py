@@ -96,7 +96,7 @@ def measure_model(model: torch.nn.Module, data: Any, label: str, name: str, atte
     from erf.layers import study_layers
     from erf.measurement import measure
 
-    res = measure(model, list(layers or study_layers(model)), data, bootstrap=bootstrap, seed=seed, device=device,
+    res = measure(model, data, list(layers or study_layers(model)), bootstrap=bootstrap, seed=seed, device=device,
                   progress=progress, info={"model": name}, input_size=input_size)
     rows = []
     for layer in res.layers:

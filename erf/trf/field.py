@@ -83,10 +83,16 @@ class TRF:
         """The unit whose field centre is nearest the input centre ``((H-1)/2, (W-1)/2)``.
 
         For an even feature map there is no single centre; ties go to the lower
-        index. Raises ``ValueError`` when the layer has no spatial map.
+        index.
+
+        Raises:
+            UndefinedERFError: the layer has no spatial map (a ``ValueError`` too).
         """
         if self.feature_size is None:
-            raise ValueError("no spatial map")
+            from erf.errors import UndefinedERFError
+
+            raise UndefinedERFError("no spatial map" + (f" ({self.reason})" if self.reason else "")
+                                    + ": no unit is central")
         unit = []
         for axis in (0, 1):
             target = (self.input_size[axis] - 1) / 2.0
