@@ -35,7 +35,7 @@ _EXPORTS = {
     "load_checkpoint": "erf.checkpoints",
     "save_checkpoint": "erf.checkpoints",
     "ImageSet": "erf.data.sources",
-    "load_source": "erf.data.sources",
+    "load_source": "erf.data.registry",
     "create_model": "erf.models.registry",
     "list_models": "erf.models.registry",
     "register_model": "erf.models.registry",

@@ -123,15 +123,13 @@ def load_images(spec: str, count: int | None, size: tuple[int, int] | None, prep
     Returns:
         ``(ImageSet, notes saying what was done, the preprocessing record for the JSON or None)``.
     """
-    from pathlib import Path
+    from erf.data.registry import load_source, source_of
 
-    from erf.data import load_source
-
-    kind = spec.split(":")[0]
-    folder = kind == "folder" or (":" not in spec and Path(spec).is_dir())
+    found = source_of(spec)  # None: load_source says why
+    sized, resizes = (found[0].sized, found[0].resizes) if found else (False, False)
     square = bool(size) and size[0] == size[1]
-    side = size[0] if square and (folder or kind in ("noise", "constant")) else 32
-    resize = preprocessing.resize if preprocessing is not None and folder and square else None
+    side = size[0] if square and sized else 32
+    resize = preprocessing.resize if preprocessing is not None and resizes and square else None
     data = load_source(spec, "test", count=count, image_size=side, resize=resize)
     notes: list[str] = []
     record = None
@@ -141,7 +139,7 @@ def load_images(spec: str, count: int | None, size: tuple[int, int] | None, prep
         notes.append(f"the images of {data.description} were resized (shorter side {resize} px) and centre-cropped "
                      f"to the model's {size[0]}x{size[1]} input ({preprocessing.origin})")
     h, w = data.images.shape[-2:]
-    if size and (h, w) != tuple(size) and preprocessing is not None and not folder:
+    if size and (h, w) != tuple(size) and preprocessing is not None and not resizes:
         record = preprocessing.to_json(h, w)
         data = preprocessing.apply(data)
         scale = record["scale"]
