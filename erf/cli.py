@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from erf.commands._base import COMMANDS
+from erf.data.registry import help_lines
 from erf.errors import ErfError
 
 EPILOG_SPECS = """\
@@ -28,10 +29,8 @@ model specs (CKPT):
   mypkg.models:Net@w.pt      the same from an importable module
   whole_model.pt --trust     a pickled nn.Module (runs the file's code; its class must be importable)
 data sources (--data):
-  bundled                    300 real CIFAR-10 test images shipped with erf (default)
-  cifar10:ROOT               CIFAR-10 (cifar-10-batches-py folder or .npz)
-  folder:DIR | noise[:SEED] | constant[:VALUE] | tensor:FILE.npy
-"""
+""" + "\n".join(help_lines()) + "\n"
+"""The subcommands' epilog: the model specs, then the data sources registered in :mod:`erf.data.registry`."""
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

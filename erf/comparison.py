@@ -43,7 +43,8 @@ from erf.data.sources import ImageSet
 from erf.errors import InputError, LayerNotFoundError, UnknownNameError
 from erf.files.atomic import json_ready
 from erf.layers import match_layers
-from erf.measurement import LayerERF, Measurement, chosen_images, lent, measure
+from erf.measurement import chosen_images, lent, measure
+from erf.measurement_result import LayerERF, Measurement
 from erf.metrics import erf_metrics
 from erf.uncertainty import check_resamples, percentile_interval, signed_rank_test
 
@@ -159,7 +160,7 @@ class Comparison:
     Attributes:
         models: compared models, the reference first.
         layers: one :class:`LayerComparison` per layer, in request order.
-        measurements: the per-model :class:`~erf.measurement.Measurement` (same images, same settings).
+        measurements: the per-model :class:`~erf.measurement_result.Measurement` (same images, same settings).
         images: images used; ``input_size``/``image_size``: ``(H, W)`` canvas and image sizes.
         pairing: ``"image"`` (one paired sample per image) or ``"group"`` (per bootstrap group).
         samples: paired samples per layer.
@@ -392,7 +393,7 @@ def compare(
         precision: ``fp32`` (default) or ``bf16``, as in :func:`erf.measure` (recorded in the settings).
 
     Returns:
-        A :class:`Comparison`: per layer each model's :class:`~erf.measurement.LayerERF` and the paired
+        A :class:`Comparison`: per layer each model's :class:`~erf.measurement_result.LayerERF` and the paired
         :class:`Difference` of every metric in :data:`COMPARED_METRICS` (px) to the reference.
 
     Raises:

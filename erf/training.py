@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from erf.checkpoints import save_checkpoint
-from erf.data.sources import ImageSet, augment_batch, normalize
+from erf.data.sources import ImageSet, normalize
 from erf.errors import CheckpointError, InputError
 from erf.files.atomic import write_text
 from erf.files.checkpoint_io import read_checkpoint_file
@@ -35,8 +35,30 @@ from erf.precision import autocast, resolve_precision
 from erf.recipe import SCHEDULES, Recipe, check_recipe, onecycle_factor
 from erf.runtime.devices import pick_device
 
-__all__ = ["SCHEDULES", "EvalResult", "Recipe", "check_recipe", "evaluate", "make_scheduler", "train"]
+__all__ = ["SCHEDULES", "EvalResult", "Recipe", "augment_batch", "check_recipe", "evaluate", "make_scheduler", "train"]
 
+
+def augment_batch(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop (zero padding ``pad``, same size) and horizontal flip, per image, vectorised.
+
+    ``images``: un-normalised ``(N, C, H, W)`` in [0, 1], on any device; zero padding is black,
+    as torchvision's ``RandomCrop(32, padding=4)`` on the raw image. The random draws (``dy``, ``dx``,
+    then ``flip``, from the CPU ``generator``) are those of the per-image loop it replaced
+    (``tests/references.py: augment_batch_loop``), and so is the result, exactly: one gather replaces the loop.
+    """
+    n, c, h, w = images.shape
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    dev = images.device
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    rows = (dy[:, None] + torch.arange(h)[None, :]).to(dev)  # (N, H)
+    cols = torch.arange(w)[None, :].expand(n, w)
+    cols = torch.where(flip[:, None], cols.flip(-1), cols)
+    cols = (dx[:, None] + cols).to(dev)  # (N, W)
+    wp = padded.shape[-1]
+    index = (rows[:, :, None] * wp + cols[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
+    return torch.gather(padded.reshape(n, c, -1), 2, index).reshape(n, c, h, w)
 
 
 @dataclass

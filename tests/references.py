@@ -163,3 +163,18 @@ def folder_link(target: str) -> Callable[[Path], tuple[list[str], str]]:
         return ["--data", f"folder:{folder}"], str(folder / "system.png")
 
     return build
+
+
+def augment_batch_loop(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Independent reference of :func:`erf.training.augment_batch`: the per-image loop it replaced (same draws, same
+    result)."""
+    n, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    out = torch.empty_like(images)
+    for i in range(n):
+        crop = padded[i, :, dy[i]: dy[i] + h, dx[i]: dx[i] + w]
+        out[i] = crop.flip(-1) if flip[i] else crop
+    return out

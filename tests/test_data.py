@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from erf.data import CIFAR10_MEAN, CIFAR10_STD, augment_batch, load_source, subset_count
+from erf.data import CIFAR10_MEAN, CIFAR10_STD, load_source, subset_count
 from erf.data.sources import BUNDLED_SAMPLE, normalize
 from erf.errors import DataError, InputError
+from erf.training import augment_batch
 
 FIRST_TEST_LABELS = [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
 FIRST_TRAIN_LABELS = [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
@@ -248,3 +249,56 @@ def test_bad_specs(tmp_path):
         load_source("bundled", channels=1)
     with pytest.raises(DataError, match="no image files"):
         load_source(f"folder:{tmp_path}")
+
+
+# ----------------------------------------------------------------------------- the registry of kinds
+def test_the_kinds_messages_and_help_come_from_the_registry(run_cli):
+    from erf.data.registry import SOURCES
+
+    syntaxes = [s.syntax for s in SOURCES.values()]
+    assert [s.name for s in SOURCES.values()] == ["bundled", "cifar10", "folder", "noise", "constant", "tensor"]
+    with pytest.raises(InputError) as unknown:
+        load_source("imagenet:foo")
+    assert str(unknown.value).endswith(f"use {', '.join(syntaxes[:-1])} or {syntaxes[-1]}")
+    with pytest.raises(InputError, match=r"empty; give bundled, .* or tensor:FILE$"):
+        load_source("")
+    _, stdout, _ = run_cli("measure", "--help")
+    listed = stdout.split("data sources (--data):")[1]
+    assert all(f"  {s.syntax} " in listed and s.description in listed for s in SOURCES.values())
+
+
+def test_a_bare_folder_path_is_a_folder_source(tmp_path):
+    from PIL import Image
+
+    from erf.data.registry import source_of
+
+    Image.new("RGB", (40, 40), (255, 0, 0)).save(tmp_path / "a.png")
+    assert source_of(str(tmp_path))[0].name == "folder" and source_of(f"folder:{tmp_path}")[1] == str(tmp_path)
+    assert source_of("sample")[0].name == "bundled" and source_of("imagenet:x") is None
+    assert load_source(str(tmp_path), image_size=8).description == f"1 images from {tmp_path}"
+
+
+def test_a_new_data_source_is_one_loader_and_its_registration():
+    """A kind as a user would add it: a loader ``(arg, spec, options) -> ImageSet`` and one register_source call;
+    the shared checks (channels, count) apply to it."""
+    from erf.data.registry import SOURCES, DataSource, listing, register_source
+
+    register_source(DataSource("ones", "ones[:N]", "images of ones", "test_data:_load_ones", sized=True))
+    try:
+        data = load_source("ones:2", count=3, image_size=4)
+        assert data.images.shape == (3, 3, 4, 4) and float(data.images.sum()) == 3 * 3 * 16 * 2
+        assert listing().endswith("tensor:FILE.npy or ones[:N]")
+        with pytest.raises(DataError, match="channels"):
+            load_source("ones", channels=1)
+        with pytest.raises(ValueError, match="registered twice"):
+            register_source(DataSource("x", "x", "", "test_data:_load_ones", aliases=("ones",)))
+    finally:
+        del SOURCES["ones"]
+
+
+def _load_ones(arg, spec, options):
+    from erf.data import ImageSet
+
+    n = options.count or 5
+    return ImageSet(torch.full((n, 3, options.image_size, options.image_size), float(arg or 1)),
+                    torch.full((n,), -1), f"{n} images of ones")

@@ -7,14 +7,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from references import augment_batch_loop
 
-from erf.data.sources import ImageSet, augment_batch, augment_batch_loop
+from erf.data.sources import ImageSet
 from erf.models import create_model
 from erf.pasting import draw_canvases, paste, resize_objects, seeded_generator
 from erf.study.canvases import EpochCanvases, fixed_canvases
 from erf.study.object_centred import object_centred_erf, object_units
 from erf.study.positive_control import COLOURS, MARK, draw_marks
-from erf.training import Recipe, train
+from erf.training import Recipe, augment_batch, train
 
 
 def _objects(n: int = 6, side: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ import torch
 from references import tiny_model
 
 from erf.bench import noise_images
-from erf.data.sources import load_source
+from erf.data import load_source
 from erf.layers import bench_layers, default_layers
 from erf.measurement import make_targets, measure
 from erf.models import get_entry, list_models

@@ -37,7 +37,9 @@ from erf.data import ImageSet, load_source
 from erf.errors import (
     ArchitectureError,
     CheckpointError,
+    CheckpointNotFoundError,
     DataError,
+    DataNotFoundError,
     ErfError,
     InputError,
     LayerNotFoundError,
@@ -244,7 +246,7 @@ BAD_CHECKPOINTS = [
     BadCheckpoint("unknown layout", _unknown_layout, ArchitectureError, "unknown architecture"),
     BadCheckpoint("a pickled list", _not_a_dict, CheckpointError, "list"),
     BadCheckpoint("a folder", _folder, CheckpointError, "folder"),
-    BadCheckpoint("missing file", _missing, CheckpointError, "no such file"),
+    BadCheckpoint("missing file", _missing, CheckpointNotFoundError, "no such file"),
     # round two (issue 17)
     BadCheckpoint("10^7 NONE opcodes in a 10 KB zip", none_bomb, CheckpointError, "opcodes for 0 tensor records"),
     BadCheckpoint("10^7 NONE opcodes, legacy pickle", legacy_none_bomb, CheckpointError, "refused"),
@@ -566,7 +568,7 @@ BAD_INPUTS = [
     BadInput("1-channel tensor into a 3-channel model", _bad_channels, DataError, "1 channels"),
     BadInput("empty data folder", _empty_folder, DataError, "no image files"),
     BadInput("corrupt image in folder", _corrupt_image, DataError, "corrupt"),
-    BadInput("missing tensor file", _missing_tensor, DataError, "no such file"),
+    BadInput("missing tensor file", _missing_tensor, DataNotFoundError, "no such file"),
     BadInput("NaN in tensor file", _nan_tensor, DataError, "NaN"),
     BadInput("an .npz where an .npy is expected", _npz_tensor, DataError, "not a .npy array"),
     BadInput("corrupt .npy header", _garbage_tensor, DataError, "not a .npy array"),

@@ -17,7 +17,8 @@ from torch import nn
 
 import erf
 from erf.data import ImageSet, Preprocessing, load_source, preprocessing_for
-from erf.measurement import FRAME_LIMIT, PADDING_LIMIT, Trust, measure, trust_of
+from erf.measurement import measure
+from erf.measurement_result import FRAME_LIMIT, PADDING_LIMIT, Trust, trust_of
 from erf.metrics import erf_metrics, mass_radius
 from erf.models import create_model
 from erf.schemas import validate

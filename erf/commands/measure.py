@@ -123,15 +123,13 @@ def load_images(spec: str, count: int | None, size: tuple[int, int] | None, prep
     Returns:
         ``(ImageSet, notes saying what was done, the preprocessing record for the JSON or None)``.
     """
-    from pathlib import Path
+    from erf.data.registry import load_source, source_of
 
-    from erf.data import load_source
-
-    kind = spec.split(":")[0]
-    folder = kind == "folder" or (":" not in spec and Path(spec).is_dir())
+    found = source_of(spec)  # None: load_source says why
+    sized, resizes = (found[0].sized, found[0].resizes) if found else (False, False)
     square = bool(size) and size[0] == size[1]
-    side = size[0] if square and (folder or kind in ("noise", "constant")) else 32
-    resize = preprocessing.resize if preprocessing is not None and folder and square else None
+    side = size[0] if square and sized else 32
+    resize = preprocessing.resize if preprocessing is not None and resizes and square else None
     data = load_source(spec, "test", count=count, image_size=side, resize=resize)
     notes: list[str] = []
     record = None
@@ -141,7 +139,7 @@ def load_images(spec: str, count: int | None, size: tuple[int, int] | None, prep
         notes.append(f"the images of {data.description} were resized (shorter side {resize} px) and centre-cropped "
                      f"to the model's {size[0]}x{size[1]} input ({preprocessing.origin})")
     h, w = data.images.shape[-2:]
-    if size and (h, w) != tuple(size) and preprocessing is not None and not folder:
+    if size and (h, w) != tuple(size) and preprocessing is not None and not resizes:
         record = preprocessing.to_json(h, w)
         data = preprocessing.apply(data)
         scale = record["scale"]
@@ -181,7 +179,7 @@ def _fmt_ci(layer: Any, key: str, value: float, digits: int = 1) -> str:
 
 
 BOUND_WORDS = {"frame": "frame", "padding": "pad"}
-"""A :class:`~erf.measurement.Trust` flag -> its word in the tables' ``bounded`` column."""
+"""A :class:`~erf.measurement_result.Trust` flag -> its word in the tables' ``bounded`` column."""
 
 
 def bounded_text(layer: Any) -> str:
@@ -204,9 +202,9 @@ def input_text(result: Any) -> str:
 
 
 def print_table(result: Any, title: str) -> None:
-    """Aligned per-layer table of a :class:`~erf.measurement.Measurement` (columns as wide as their content, 80 in
-    all for the bundled models): TRF side / stride, probed unit, ERF radii r50 and r95 (px) [95 % bootstrap CI], area
-    ratio at 50 %, padding mass, r95 over the distance to the border and what bounds the ERF (frame, padding)."""
+    """Aligned per-layer table of a :class:`~erf.measurement_result.Measurement` (columns as wide as their content,
+    80 in all for the bundled models): TRF side / stride, probed unit, ERF radii r50 and r95 (px) [95 % bootstrap
+    CI], area ratio at 50 %, padding mass, r95 over the distance to the border and what bounds the ERF (frame, padding)."""
     print(f"{title}: {result.images} images, {input_text(result)}")
     rows = []
     for layer in result.layers:
@@ -223,7 +221,7 @@ def print_table(result: Any, title: str) -> None:
 
 def print_bound_legend() -> None:
     """The legend of the ``pad``, ``r95/edge`` and ``bounded`` columns (at most 80 columns)."""
-    from erf.measurement import FRAME_LIMIT, PADDING_LIMIT
+    from erf.measurement_result import FRAME_LIMIT, PADDING_LIMIT
 
     print("pad: ERF mass share on canvas padding (-: no canvas); r95/edge: r95 over the")
     print(f"distance from the unit's centre to the border; bounded: frame (r95/edge >= {FRAME_LIMIT:g}:")
@@ -239,7 +237,7 @@ def write_measurement(result: Any, out: Path, plots: bool = True, display: str =
     """Write ``measure.json``, ``maps/<layer>.npy`` and figures into ``out``; return the JSON.
 
     Args:
-        result: a :class:`~erf.measurement.Measurement`.
+        result: a :class:`~erf.measurement_result.Measurement`.
         out: the output folder (already prepared).
         plots: write ``heatmaps/<layer>.png`` and, for several layers, ``erf_vs_depth.png``.
         display: heatmap scale, a key of :data:`DISPLAYS`.

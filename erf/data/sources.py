@@ -1,4 +1,6 @@
-"""Loading of the image sources listed in :mod:`erf.data`."""
+"""The images of data sources: :class:`ImageSet`, normalisation and preprocessing, and one loader per kind of
+source spec (``load_bundled`` ... ``load_tensor``, registered in :mod:`erf.data.registry`, which dispatches
+:func:`~erf.data.registry.load_source` to them)."""
 
 from __future__ import annotations
 
@@ -199,41 +201,25 @@ def preprocessing_for(name: str, model: Any, input_size: Sequence[int] | None) -
     return Preprocessing(crop, min(crop), "bilinear", "the model's input_size")
 
 
-def augment_batch(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop (zero padding ``pad``, same size) and horizontal flip, per image, vectorised.
+@dataclass(frozen=True)
+class LoadOptions:
+    """What the caller of :func:`load_source` asks of the images (each loader uses the ones that apply to it).
 
-    ``images``: un-normalised ``(N, C, H, W)`` in [0, 1], on any device; zero padding is black,
-    as torchvision's ``RandomCrop(32, padding=4)`` on the raw image. The random draws (``dy``, ``dx``,
-    then ``flip``, from the CPU ``generator``) are those of :func:`augment_batch_loop`, and so is the
-    result, exactly: one gather replaces the per-image Python loop.
+    Attributes:
+        split: ``"train"`` or ``"test"`` (CIFAR-10 sources).
+        count: keep the first ``count`` images (noise/constant: how many to make, default 64).
+        subset: the article's subset rule (:func:`subset_count`), applied before ``count``.
+        image_size: side in pixels for folders, noise and constant images.
+        channels: channels of noise/constant images.
+        resize: folders: the shorter side before the centre crop to ``image_size``.
     """
-    n, c, h, w = images.shape
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5
-    dev = images.device
-    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-    rows = (dy[:, None] + torch.arange(h)[None, :]).to(dev)  # (N, H)
-    cols = torch.arange(w)[None, :].expand(n, w)
-    cols = torch.where(flip[:, None], cols.flip(-1), cols)
-    cols = (dx[:, None] + cols).to(dev)  # (N, W)
-    wp = padded.shape[-1]
-    index = (rows[:, :, None] * wp + cols[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
-    return torch.gather(padded.reshape(n, c, -1), 2, index).reshape(n, c, h, w)
 
-
-def augment_batch_loop(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """The original per-image loop of :func:`augment_batch` (same draws, same result; kept as its reference)."""
-    n, _, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5
-    out = torch.empty_like(images)
-    for i in range(n):
-        crop = padded[i, :, dy[i]: dy[i] + h, dx[i]: dx[i] + w]
-        out[i] = crop.flip(-1) if flip[i] else crop
-    return out
+    split: str = "test"
+    count: int | None = None
+    subset: float | int | str | None = None
+    image_size: int = 32
+    channels: int = 3
+    resize: int | None = None
 
 
 def subset_count(subset: float | int | str | None, split: str, available: int) -> tuple[int, str | None]:
@@ -431,94 +417,77 @@ def _load_folder(root: Path, image_size: int, resize: int | None = None) -> Imag
     return _to_set(np.stack(arrays), np.asarray(labels), f"{len(files)} images from {root}", tuple(class_names))
 
 
-def load_source(
-    spec: str = "bundled",
-    split: str = "test",
-    count: int | None = None,
-    subset: float | int | str | None = None,
-    image_size: int = 32,
-    channels: int = 3,
-    resize: int | None = None,
-) -> ImageSet:
-    """Load the images of a source spec (see :mod:`erf.data`).
+def load_bundled(arg: str, spec: str, options: LoadOptions) -> ImageSet:
+    """``bundled`` (``sample``): the CIFAR-10 test images shipped with the package."""
+    if not BUNDLED_SAMPLE.exists():
+        raise DataNotFoundError(f"{BUNDLED_SAMPLE}: the bundled sample is missing from this install")
+    x, y, _ = _load_cifar10(BUNDLED_SAMPLE, "test")
+    n, note = subset_count(options.subset, "test", len(x))
+    data = _to_set(x[:n], y[:n], f"bundled CIFAR-10 sample (first {n} official test images)", CIFAR10_CLASSES)
+    if note:
+        data.notes.append(note)
+    if options.split == "train":
+        data.notes.append("the bundled sample holds test images only")
+    return data
 
-    Args:
-        spec: the source spec string.
-        split: ``"train"`` or ``"test"`` (CIFAR-10 sources).
-        count: keep the first ``count`` images (noise/constant: how many to make, default 64).
-        subset: the article's subset rule (:func:`subset_count`), applied before ``count``.
-        image_size: side in pixels for folders, noise and constant images.
-        channels: channels of noise/constant images.
-        resize: folders: the shorter side before the centre crop to ``image_size`` (a model's
-            :class:`Preprocessing`; default ``image_size``, no margin).
 
-    Raises:
-        DataError: missing, empty, corrupt or mis-shaped data.
-        InputError: a malformed spec.
-    """
-    if not str(spec).strip():
-        raise InputError(f"data source {spec!r}: empty; give bundled, cifar10:ROOT, folder:DIR, noise[:SEED], "
-                         "constant[:VALUE] or tensor:FILE")
-    kind, _, arg = spec.partition(":")
-    if split not in CIFAR10_SIZES:
-        raise InputError(f"split must be 'train' or 'test', got {split!r}")
-    if count is not None and count <= 0:
-        raise InputError(f"{count}: must be positive", param="count")
-    if kind in ("bundled", "sample"):
-        if not BUNDLED_SAMPLE.exists():
-            raise DataNotFoundError(f"{BUNDLED_SAMPLE}: the bundled sample is missing from this install")
-        x, y, _ = _load_cifar10(BUNDLED_SAMPLE, "test")
-        n, note = subset_count(subset, "test", len(x))
-        data = _to_set(x[:n], y[:n], f"bundled CIFAR-10 sample (first {n} official test images)", CIFAR10_CLASSES)
-        if note:
-            data.notes.append(note)
-        if split == "train":
-            data.notes.append("the bundled sample holds test images only")
-    elif kind == "cifar10":
-        if not arg:
-            raise InputError("cifar10:ROOT needs a folder or .npz file, e.g. cifar10:data/")
-        x, y, desc = _load_cifar10(Path(arg), split)
-        n, note = subset_count(subset, split, len(x))
-        data = _to_set(x[:n], y[:n], f"first {n} {desc}", CIFAR10_CLASSES)
-        if note:
-            data.notes.append(note)
-    elif kind == "folder" or (not arg and Path(spec).is_dir()):
-        data = _load_folder(Path(arg or spec), image_size, resize)
-    elif kind in ("noise", "constant"):
-        n = count or 64
-        shape = (n, channels, image_size, image_size)
-        need = n * channels * image_size * image_size * 4
-        if need > MAX_SYNTHETIC_BYTES:
-            raise InputError(f"{n}: {n} {kind} images of {channels} x {image_size} x {image_size} float32 would "
-                             f"need {need / 2**30:,.1f} GiB (at most {MAX_SYNTHETIC_BYTES / 2**30:.0f} GiB)",
-                             param="count")
-        if kind == "noise":
-            seed = _parse_number(arg or "0", spec, int)
-            if not 0 <= seed <= MAX_SEED:
-                raise InputError(f"{spec[:60]}: the noise seed must be an integer in 0..2**64 - 1")
-            gen = torch.Generator().manual_seed(seed)
-            images = torch.randn(shape, generator=gen)
-            desc = f"{n} Gaussian-noise images (seed {seed})"
-        else:
-            value = _parse_number(arg or "0", spec, float)
-            if not math.isfinite(value):
-                raise InputError(f"{spec[:60]}: the constant must be a finite number (a tensor: file holding NaN or "
-                                 "Inf is refused the same way)")
-            images = torch.full(shape, value)
-            desc = f"{n} constant images (value {value} in normalised space)"
-        data = ImageSet(images, torch.full((n,), -1, dtype=torch.long), desc)
-    elif kind == "tensor":
-        data = _load_tensor(Path(arg))
-    else:
-        raise InputError(
-            f"unknown data source {spec!r}; use bundled, cifar10:ROOT, folder:DIR, noise[:SEED], "
-            "constant[:VALUE] or tensor:FILE.npy"
-        )
-    if len(data) == 0:
-        raise DataError(f"{spec}: no images")
-    if data.images.shape[1] != channels:
-        raise DataError(f"{spec}: images have {data.images.shape[1]} channels, the model expects {channels}")
-    return data.head(count)
+def load_cifar10(arg: str, spec: str, options: LoadOptions) -> ImageSet:
+    """``cifar10:ROOT``: the first images of a split (the subset rule) from a torchvision folder or an npz file."""
+    if not arg:
+        raise InputError("cifar10:ROOT needs a folder or .npz file, e.g. cifar10:data/")
+    x, y, desc = _load_cifar10(Path(arg), options.split)
+    n, note = subset_count(options.subset, options.split, len(x))
+    data = _to_set(x[:n], y[:n], f"first {n} {desc}", CIFAR10_CLASSES)
+    if note:
+        data.notes.append(note)
+    return data
+
+
+def load_folder(arg: str, spec: str, options: LoadOptions) -> ImageSet:
+    """``folder:DIR`` (or a bare folder path): its image files (:func:`_load_folder`)."""
+    return _load_folder(Path(arg or spec), options.image_size, options.resize)
+
+
+def _synthetic_shape(kind: str, options: LoadOptions) -> tuple[int, int, int, int]:
+    """``(N, C, H, W)`` of the ``noise`` / ``constant`` images to make: ``count`` (default 64) images of the asked
+    size, at most :data:`MAX_SYNTHETIC_BYTES` of float32."""
+    n, channels, image_size = options.count or 64, options.channels, options.image_size
+    need = n * channels * image_size * image_size * 4
+    if need > MAX_SYNTHETIC_BYTES:
+        raise InputError(f"{n}: {n} {kind} images of {channels} x {image_size} x {image_size} float32 would "
+                         f"need {need / 2**30:,.1f} GiB (at most {MAX_SYNTHETIC_BYTES / 2**30:.0f} GiB)",
+                         param="count")
+    return (n, channels, image_size, image_size)
+
+
+def load_noise(arg: str, spec: str, options: LoadOptions) -> ImageSet:
+    """``noise[:SEED]``: Gaussian noise N(0, 1) in normalised space, drawn with ``SEED`` (default 0)."""
+    shape = _synthetic_shape("noise", options)
+    seed = _parse_number(arg or "0", spec, int)
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(f"{spec[:60]}: the noise seed must be an integer in 0..2**64 - 1")
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(shape, generator=gen)
+    return ImageSet(images, torch.full((shape[0],), -1, dtype=torch.long),
+                    f"{shape[0]} Gaussian-noise images (seed {seed})")
+
+
+def load_constant(arg: str, spec: str, options: LoadOptions) -> ImageSet:
+    """``constant[:VALUE]``: images of the one value ``VALUE`` (default 0, the data-set mean) in normalised
+    space."""
+    shape = _synthetic_shape("constant", options)
+    value = _parse_number(arg or "0", spec, float)
+    if not math.isfinite(value):
+        raise InputError(f"{spec[:60]}: the constant must be a finite number (a tensor: file holding NaN or "
+                         "Inf is refused the same way)")
+    images = torch.full(shape, value)
+    return ImageSet(images, torch.full((shape[0],), -1, dtype=torch.long),
+                    f"{shape[0]} constant images (value {value} in normalised space)")
+
+
+def load_tensor(arg: str, spec: str, options: LoadOptions) -> ImageSet:
+    """``tensor:FILE.npy``: the array of the file, used as given (:func:`_load_tensor`)."""
+    return _load_tensor(Path(arg))
 
 
 def _parse_number(text: str, spec: str, kind: type) -> float | int:
