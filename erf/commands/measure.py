@@ -204,7 +204,8 @@ def input_text(result: Any) -> str:
 def print_table(result: Any, title: str) -> None:
     """Aligned per-layer table of a :class:`~erf.measurement_result.Measurement` (columns as wide as their content,
     80 in all for the bundled models): TRF side / stride, probed unit, ERF radii r50 and r95 (px) [95 % bootstrap
-    CI], area ratio at 50 %, padding mass, r95 over the distance to the border and what bounds the ERF (frame, padding)."""
+    CI], area ratio at 50 %, padding mass, r95 over the distance to the border and what bounds the ERF (frame,
+    padding)."""
     print(f"{title}: {result.images} images, {input_text(result)}")
     rows = []
     for layer in result.layers:
