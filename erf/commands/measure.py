@@ -129,13 +129,14 @@ def load_images(spec: str, count: int | None, size: tuple[int, int] | None, prep
 
     kind = spec.split(":")[0]
     folder = kind == "folder" or (":" not in spec and Path(spec).is_dir())
-    square = bool(size) and size[0] == size[1]
-    side = size[0] if square and (folder or kind in ("noise", "constant")) else 32
+    square = size is not None and size[0] == size[1]
+    side = size[0] if size is not None and square and (folder or kind in ("noise", "constant")) else 32
     resize = preprocessing.resize if preprocessing is not None and folder and square else None
     data = load_source(spec, "test", count=count, image_size=side, resize=resize)
     notes: list[str] = []
     record = None
     if resize is not None:
+        assert size is not None  # a resize is only chosen for a square size
         record = {"kind": "resize", "source_size": None, "resized": None, "crop": list(size), "resize": resize,
                   "interpolation": "bilinear (PIL)", "origin": preprocessing.origin}
         notes.append(f"the images of {data.description} were resized (shorter side {resize} px) and centre-cropped "
@@ -230,7 +231,7 @@ def print_bound_legend() -> None:
     print(f"the frame cuts the ERF) or pad (pad > {PADDING_LIMIT:g}: the padding decides r95)")
 
 
-DISPLAYS = {"log": True, "linear": False, "log1p": "log1p"}
+DISPLAYS: dict[str, bool | str] = {"log": True, "linear": False, "log1p": "log1p"}
 """``--display`` -> the ``log`` argument of :func:`erf.plotting.erf_heatmap`."""
 
 
@@ -346,7 +347,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     order = stable + [n for n in names if "." in n]
     if args.stages:
         order = stable
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in order:
         path = names[name]
         trf = trace.trf.get(path)

@@ -9,8 +9,8 @@ float32 / float64 maps (every measurement) and :mod:`erf.models.fast_gates` on b
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +121,7 @@ class LocalChannelGate(nn.Module):
 
     def _mlp(self, pooled: torch.Tensor) -> torch.Tensor:
         """The shared MLP at every position, ``(N, C, H, W) -> (N, C, H, W)``: its Linear layers as 1x1 convolutions."""
-        first, last = self.mlp[1], self.mlp[3]
+        first, last = cast(nn.Linear, self.mlp[1]), cast(nn.Linear, self.mlp[3])
         y = F.relu(F.conv2d(pooled, first.weight[:, :, None, None], first.bias))
         return F.conv2d(y, last.weight[:, :, None, None], last.bias)
 
@@ -162,7 +162,7 @@ class SqueezeExcite(nn.Module):
         return x * torch.sigmoid(self.fc(x.mean(dim=(2, 3))))[:, :, None, None]
 
 
-ATTENTION_BLOCKS = {
+ATTENTION_BLOCKS: dict[str, Callable[[int], nn.Module]] = {
     "cbam": CBAM,
     "cbam_spatial": lambda c: CBAM(c, channel=False),
     "cbam_channel": lambda c: CBAM(c, spatial=False),
