@@ -162,7 +162,7 @@ def count_flops(runner: Callable[..., Any], model: nn.Module, targets: Sequence[
     class Counter(TorchDispatchMode):
         total = 0
 
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
             out = func(*args, **kwargs)
             count = flop_registry.get(func._overloadpacket)

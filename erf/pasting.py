@@ -213,10 +213,11 @@ def _paste_pil(images: np.ndarray, sizes: Sequence[int], canvas: int, background
             bg = colour + rng.normal(0.0, 20.0, size=(canvas, canvas, 3))
         elif background == "photo":
             other = images[(i + 1 + int(rng.integers(0, max(n - 1, 1)))) % n]
-            bg = np.asarray(Image.fromarray(other).resize((canvas, canvas), Image.BILINEAR), dtype=np.float64)
+            resized = Image.fromarray(other).resize((canvas, canvas), Image.Resampling.BILINEAR)
+            bg = np.asarray(resized, dtype=np.float64)
         else:
             raise InputError(f"background {background!r}: use flat, noise, gray, photo or study")
-        obj = np.asarray(Image.fromarray(images[i]).resize((s, s), Image.BILINEAR), dtype=np.float64)
+        obj = np.asarray(Image.fromarray(images[i]).resize((s, s), Image.Resampling.BILINEAR), dtype=np.float64)
         y, x = (int(v) for v in rng.integers(0, canvas - s + 1, size=2))
         bg[y: y + s, x: x + s] = obj
         out[i] = np.clip(np.round(bg), 0, 255).astype(np.uint8)
@@ -281,8 +282,8 @@ def paste_objects(
     if background not in BACKGROUNDS:
         raise InputError(f"background {background!r}: use {', '.join(BACKGROUNDS)}")
     x8 = to_uint8(_as_float_nchw(images)) if isinstance(images, torch.Tensor) else np.asarray(images, dtype=np.uint8)
-    canv, boxes = _paste_pil(x8, size_list, canvas, background, seed)
+    canv, boxes_np = _paste_pil(x8, size_list, canvas, background, seed)
     data = ImageSet(torch.from_numpy(canv).permute(0, 3, 1, 2).float() / 255.0, labels_t,
                     f"{n} {description} objects of sizes {size_list} px on a {canvas} px {background} canvas "
                     f"(seed {seed})", tuple(classes), raw=True)
-    return CanvasSet(data, torch.from_numpy(boxes).long(), size_list[0], canvas)
+    return CanvasSet(data, torch.from_numpy(boxes_np).long(), size_list[0], canvas)

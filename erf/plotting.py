@@ -26,8 +26,9 @@ the notebook): ``m`` is a pixel's share of the gradient mass over the largest sh
 
 def colour_label(log: bool | str = True) -> str:
     """The colour-bar label of a :func:`draw_erf` panel drawn with ``log``."""
-    return {"log1p": "log10(1 + mean map) / its max"}.get(
-        log, f"{SCALE}, m = map / its max" if log else "m = map / its max (linear)")
+    if log == "log1p":
+        return "log10(1 + mean map) / its max"
+    return f"{SCALE}, m = map / its max" if log else "m = map / its max (linear)"
 
 
 def _pixel_axes(ax: Any, shape: Sequence[int], labels: bool = True) -> None:
@@ -117,6 +118,7 @@ def erf_grid(rows: dict[str, Sequence[Any]], log: bool | str = True) -> Figure:
                 ax.set_visible(False)
                 continue
             im = draw_erf(ax, layers[c], log=log, title=f"{label} {layers[c].name}", labels=c == 0)
+    assert im is not None  # every row has at least its first panel
     fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02).set_label(
         colour_label(log) + " (each panel)", fontsize=8)
     return fig
@@ -232,6 +234,7 @@ def compare_heatmaps(layers: Sequence[Any], labels: Sequence[str], accuracy: dic
         r95 = layer.metrics.radius[0.95] if layer.metrics else float("nan")
         ax.set_title(f"{chr(65 + k)}: {label}{_acc_text(accuracy, label)}\nr95 {r95:.1f}px", fontsize=7)
         _pixel_axes(ax, share.shape, labels=k == 0)
+    assert im is not None  # one panel per model, n >= 1
     fig.colorbar(im, ax=list(axes[:n]), fraction=0.04, pad=0.02).set_label(
         f"{SCALE}, m = mass share / largest (all models)", fontsize=7)
     if n > 1:
@@ -242,6 +245,7 @@ def compare_heatmaps(layers: Sequence[Any], labels: Sequence[str], accuracy: dic
             dim = ax.imshow(d, cmap="RdBu_r", vmin=-lim, vmax=lim)
             ax.set_title(f"{chr(66 + k)} - A\n(red: more mass in {chr(66 + k)})", fontsize=7)
             _pixel_axes(ax, d.shape, labels=False)
+        assert dim is not None  # n > 1: at least one difference panel
         fig.colorbar(dim, ax=list(axes[n:]), fraction=0.04, pad=0.02).set_label(
             "difference of mass shares (linear)", fontsize=7)
     fig.suptitle(title or f"ERF of {layers[0].name}: one colour scale for all models", fontsize=9)

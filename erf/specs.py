@@ -98,7 +98,7 @@ def _torchvision(arch: str, spec: str) -> BuiltModel:
 
 def _timm(arch: str, spec: str) -> BuiltModel:
     try:
-        import timm  # type: ignore[import-not-found]
+        import timm
     except ImportError:
         raise CheckpointError(f"{spec}: timm is not installed (pip install timm)") from None
     try:

@@ -113,7 +113,7 @@ def stage_trace(model: nn.Module) -> TRFTrace | None:
         tried.append(size)
         try:
             return trace_receptive_fields(model, size, channels)
-        except Exception:  # noqa: BLE001 - a model that rejects this size: try the next one
+        except Exception:
             continue
     return None
 

@@ -52,7 +52,7 @@ def test_readme_python_api_block_runs():
     section = text[text.index("## Python API"):]
     block = section[section.index("```python") + len("```python"): section.index("```", section.index("```python") + 9)]
     namespace: dict = {}
-    exec(compile(block, "README.md (Python API)", "exec"), namespace)  # noqa: S102 - the project's own README
+    exec(compile(block, "README.md (Python API)", "exec"), namespace)
     layer = namespace["layer"]
     assert layer.name == "stage3" and layer.metrics.radius[0.95] > 0
     assert namespace["cmp"].difference("stage3", "radius.95").model == "resnet20_cbam"

@@ -20,7 +20,7 @@ from erf.trf import trace_receptive_fields
 class Wrap(nn.Module):
     """``conv3x3 -> body(x) -> conv3x3`` with ``out`` marking the output; ``body`` is a function."""
 
-    def __init__(self, body, channels: int = 4) -> None:  # noqa: ANN001
+    def __init__(self, body, channels: int = 4) -> None:
         super().__init__()
         self.c1 = nn.Conv2d(3, channels, 3, padding=1)
         self.mid = nn.Identity()

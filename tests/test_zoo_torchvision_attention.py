@@ -13,10 +13,10 @@ _CHECKED: dict[tuple, str] = {}
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if family(n) == "attention"])
-def test_stages_and_trf_equal_gradient_support(name: str, one_thread) -> None:  # noqa: F811
+def test_stages_and_trf_equal_gradient_support(name: str, one_thread) -> None:
     check(name, _CHECKED)
 
-def test_swin_window_attention_is_conservative(one_thread) -> None:  # noqa: F811
+def test_swin_window_attention_is_conservative(one_thread) -> None:
     """At 64 px swin_t's stage 1 has 16 x 16 tokens in 7 x 7 windows: the tracer says global (at the first
     window attention, with the reason), while the support of the centre unit is its window only."""
     torch.manual_seed(0)

@@ -18,5 +18,5 @@ def test_every_name_has_a_builder() -> None:
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if family(n) == "cnn"])
-def test_stages_and_trf_equal_gradient_support(name: str, one_thread) -> None:  # noqa: F811
+def test_stages_and_trf_equal_gradient_support(name: str, one_thread) -> None:
     check(name, _CHECKED)

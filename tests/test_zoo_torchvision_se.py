@@ -11,5 +11,5 @@ _CHECKED: dict[tuple, str] = {}
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if family(n) == "se"])
-def test_stages_and_trf_equal_gradient_support(name: str, one_thread) -> None:  # noqa: F811
+def test_stages_and_trf_equal_gradient_support(name: str, one_thread) -> None:
     check(name, _CHECKED)

@@ -110,7 +110,7 @@ def covering_size(model: nn.Module, target: int, tries: int = 12) -> tuple[int, 
     for size in range(target, target + tries):
         try:
             trace = trace_receptive_fields(model, (size, size))
-        except Exception:  # noqa: BLE001 - the model rejects this size
+        except Exception:
             continue
         if not uncovered(trace, size):
             return size, trace

@@ -128,12 +128,13 @@ def load_images(spec: str, count: int | None, size: tuple[int, int] | None, prep
     found = source_of(spec)  # None: load_source says why
     sized, resizes = (found[0].sized, found[0].resizes) if found else (False, False)
     square = bool(size) and size[0] == size[1]
-    side = size[0] if square and sized else 32
+    side = size[0] if size is not None and square and sized else 32
     resize = preprocessing.resize if preprocessing is not None and resizes and square else None
     data = load_source(spec, "test", count=count, image_size=side, resize=resize)
     notes: list[str] = []
     record = None
     if resize is not None:
+        assert size is not None  # a resize is only chosen for a square size
         record = {"kind": "resize", "source_size": None, "resized": None, "crop": list(size), "resize": resize,
                   "interpolation": "bilinear (PIL)", "origin": preprocessing.origin}
         notes.append(f"the images of {data.description} were resized (shorter side {resize} px) and centre-cropped "
@@ -229,7 +230,7 @@ def print_bound_legend() -> None:
     print(f"the frame cuts the ERF) or pad (pad > {PADDING_LIMIT:g}: the padding decides r95)")
 
 
-DISPLAYS = {"log": True, "linear": False, "log1p": "log1p"}
+DISPLAYS: dict[str, bool | str] = {"log": True, "linear": False, "log1p": "log1p"}
 """``--display`` -> the ``log`` argument of :func:`erf.plotting.erf_heatmap`."""
 
 
@@ -345,7 +346,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     order = stable + [n for n in names if "." in n]
     if args.stages:
         order = stable
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in order:
         path = names[name]
         trf = trace.trf.get(path)

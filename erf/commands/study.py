@@ -217,7 +217,7 @@ def _interaction(args: argparse.Namespace, device: str, progress: bool) -> dict:
         except (OSError, json.JSONDecodeError):
             return {}
 
-    def locked(fn):  # noqa: ANN001, ANN202 - a tiny local helper
+    def locked(fn):
         with open(lock_path, "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -272,7 +272,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.numeric", "_frombuffer"),
     }
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle API
+    def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
@@ -316,7 +316,9 @@ def _npz_member(archive: np.lib.npyio.NpzFile, key: str, root: Path) -> np.ndarr
     import zipfile
 
     try:
-        with archive.zip.open(f"{key}.npy") as f:
+        members = archive.zip
+        assert members is not None  # np.load of a .npz file
+        with members.open(f"{key}.npy") as f:
             shape, dtype = _npy_header(f)
     except KeyError:
         raise DataError(f"{root}: npz without '{key}'") from None
@@ -406,7 +408,7 @@ def _load_folder(root: Path, image_size: int, resize: int | None = None) -> Imag
                 im = im.convert("RGB")
                 scale = (resize or image_size) / min(im.size)
                 im = im.resize((max(image_size, round(im.width * scale)),
-                                max(image_size, round(im.height * scale))), Image.BILINEAR)
+                                max(image_size, round(im.height * scale))), Image.Resampling.BILINEAR)
                 left, top = (im.width - image_size) // 2, (im.height - image_size) // 2
                 im = im.crop((left, top, left + image_size, top + image_size))
                 arrays.append(np.asarray(im, dtype=np.uint8))
@@ -490,7 +492,10 @@ def load_tensor(arg: str, spec: str, options: LoadOptions) -> ImageSet:
     return _load_tensor(Path(arg))
 
 
-def _parse_number(text: str, spec: str, kind: type) -> float | int:
+_Number = TypeVar("_Number", int, float)
+
+
+def _parse_number(text: str, spec: str, kind: Callable[[str], _Number]) -> _Number:
     try:
         return kind(text)
     except ValueError:

@@ -211,7 +211,7 @@ def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
                                       "itself cannot read back (its storage ids are text); save it again as a zip "
                                       "checkpoint with the default protocol")
             return _torch_load(path, weights_only=False, mmap=None)
-        except Exception as exc2:  # noqa: BLE001 - a hostile file can make the full unpickler raise anything
+        except Exception as exc2:
             raise CheckpointError(f"{path}: failed to load with --trust ({type(exc2).__name__}: "
                                   f"{first_line(str(exc2))})") from None
 

@@ -32,7 +32,7 @@ import pickletools
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, cast
 
 from erf.errors import CheckpointError
 
@@ -123,7 +123,7 @@ def _is_allowed(name: str, allowed: set[str]) -> bool:
 class _Bounded:
     """A read-only stream for :func:`pickletools.genops` that refuses any single read over ``limit`` bytes."""
 
-    def __init__(self, f: BinaryIO, limit: int, where: str) -> None:
+    def __init__(self, f: IO[bytes], limit: int, where: str) -> None:
         self.f, self.limit, self.where = f, limit, where
 
     def read(self, n: int = -1) -> bytes:
@@ -155,7 +155,8 @@ def _walk(stream: _Bounded, scan: PickleScan, allowed: set[str], where: str, cou
     recent: list[Any] = []  # values pushed, as far as strings and ints go (None for anything else)
     memo: dict[Any, Any] = {}
     claimed = 0
-    for opcode, arg, _ in pickletools.genops(stream):
+    arg: Any  # the opcode's argument: its type depends on the opcode
+    for opcode, arg, _ in pickletools.genops(cast(IO[bytes], stream)):  # _Bounded: a read-only stream
         scan.ops += 1
         limit = min(MAX_OPS, BASE_OPS + OPS_PER_RECORD * scan.records)
         if scan.ops > limit:

@@ -9,7 +9,7 @@ float32 / float64 maps (every measurement) and :mod:`erf.models.fast_gates` on b
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -161,7 +161,7 @@ class SqueezeExcite(nn.Module):
         return x * torch.sigmoid(self.fc(x.mean(dim=(2, 3))))[:, :, None, None]
 
 
-ATTENTION_BLOCKS = {
+ATTENTION_BLOCKS: dict[str, Callable[[int], nn.Module]] = {
     "cbam": CBAM,
     "cbam_spatial": lambda c: CBAM(c, channel=False),
     "cbam_channel": lambda c: CBAM(c, spatial=False),

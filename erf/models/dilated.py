@@ -58,11 +58,12 @@ class DilatedBlock(nn.Module):
         attn = make_attention(attention, out_channels)
         if attn is not None:
             self.attention = attn
+        self.shortcut: nn.Module | None
         if not residual:
             self.shortcut = None
         elif stride != 1 or in_channels != out_channels:
-            self.shortcut: nn.Module | None = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                                                     nn.BatchNorm2d(out_channels))
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
         else:
             self.shortcut = nn.Identity()
 
@@ -86,6 +87,9 @@ class DilatedNet(nn.Module):
         blocks: blocks per stage.
         residual: ``(stage 1, stage 2)``: whether the blocks of each stage have shortcuts.
     """
+
+    layer1: nn.Sequential  # set with setattr in __init__
+    layer2: nn.Sequential
 
     def __init__(self, num_classes: int = 10, attention: str | None = None, dilation: int = 1,
                  widths: tuple[int, int] = (16, 32), blocks: tuple[int, int] = (1, 2),

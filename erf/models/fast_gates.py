@@ -46,13 +46,13 @@ class _ScaleChannels(torch.autograd.Function):
     """``x * a[:, :, None, None]`` for ``a`` of shape ``(N, C)``; ``a``'s gradient as one batched product."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         a = a.to(x.dtype)
         ctx.save_for_backward(x, a)
         return x * a[:, :, None, None]
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x, a = ctx.saved_tensors
         gx = g * a[:, :, None, None] if ctx.needs_input_grad[0] else None
         ga = None
@@ -66,13 +66,13 @@ class _ScalePositions(torch.autograd.Function):
     """``x * s`` for ``s`` of shape ``(N, 1, H, W)``; ``s``'s gradient as one matrix-vector product."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         s = s.to(x.dtype)
         ctx.save_for_backward(x, s)
         return x * s
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x, s = ctx.saved_tensors
         gx = g * s if ctx.needs_input_grad[0] else None
         gs = None
@@ -98,7 +98,7 @@ class _PoolPositions(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rows = _rows(x)  # (N, HW, C)
         n, hw, c = rows.shape
         mean = torch.bmm(rows.new_full((n, 1, hw), 1.0 / hw), rows)[:, 0]
@@ -108,7 +108,7 @@ class _PoolPositions(torch.autograd.Function):
         return mean, top.reshape(n, c)
 
     @staticmethod
-    def backward(ctx, g_mean: torch.Tensor, g_max: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, g_mean: torch.Tensor, g_max: torch.Tensor) -> torch.Tensor:
         (index,) = ctx.saved_tensors
         n, c, h, w = ctx.shape
         rows = (g_mean / (h * w))[:, None, :].expand(n, h * w, c).contiguous()
@@ -124,7 +124,7 @@ class _PoolChannels(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         rows = _rows(x)  # (N, HW, C)
         top, index = rows.max(dim=2, keepdim=True)
@@ -135,7 +135,7 @@ class _PoolChannels(torch.autograd.Function):
         return pooled.reshape(n, h, w, 2).permute(0, 3, 1, 2)
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
         (index,) = ctx.saved_tensors
         n, c, h, w = ctx.shape
         g = g.permute(0, 2, 3, 1).reshape(n, h * w, 2)

@@ -82,6 +82,9 @@ class ResNeXtCifar(nn.Module):
     """
 
     stage_names = ("stage_1", "stage_2", "stage_3")
+    stage_1: nn.Sequential  # set with setattr in __init__
+    stage_2: nn.Sequential
+    stage_3: nn.Sequential
 
     def __init__(
         self,

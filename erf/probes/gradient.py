@@ -125,10 +125,12 @@ def plan_groups(targets: list[Target], height: int, width: int, crop: bool = Tru
 def _affine_bn_forward(self: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     if x.ndim != 4:
         return type(self).forward(self, x)
-    scale = torch.rsqrt(self.running_var + self.eps)
+    var, mean = self.running_var, self.running_mean
+    assert var is not None and mean is not None  # affine_batch_norm swaps only BNs with running statistics
+    scale = torch.rsqrt(var + self.eps)
     if self.weight is not None:
         scale = self.weight * scale
-    shift = -self.running_mean * scale if self.bias is None else self.bias - self.running_mean * scale
+    shift = -mean * scale if self.bias is None else self.bias - mean * scale
     return torch.addcmul(shift.to(x.dtype).view(1, -1, 1, 1), x, scale.to(x.dtype).view(1, -1, 1, 1))
 
 
@@ -147,7 +149,7 @@ def affine_batch_norm(model: nn.Module) -> Iterator[None]:
     for mod in model.modules():
         if (isinstance(mod, nn.BatchNorm2d) and not mod.training and mod.running_var is not None
                 and mod.running_mean is not None and "forward" not in mod.__dict__):
-            mod.forward = types.MethodType(_affine_bn_forward, mod)
+            mod.forward = types.MethodType(_affine_bn_forward, mod)  # type: ignore[method-assign]
             swapped.append(mod)
     try:
         yield
@@ -251,11 +253,11 @@ def unit_gradient_map(output: torch.Tensor, unit: tuple[int, int], x: torch.Tens
     ``trf`` (the layer's TRF at this input size) says where the map lies in ``output``
     (:meth:`~erf.trf.TRF.unit_index`); without it ``output`` must be ``(N, C, H, W)``.
     """
-    layout = trf is not None and trf.dims != (2, 3)
-    if layout and output.ndim <= max(trf.dims):
+    layout = trf if trf is not None and trf.dims != (2, 3) else None  # the TRF when the map is not dims 2, 3
+    if layout is not None and output.ndim <= max(layout.dims):
         raise UndefinedERFError(f"layer {name!r}: output shape {tuple(output.shape)} does not match its traced "
-                                f"layout (dims {trf.dims})")
-    if not layout and output.ndim != 4:
+                                f"layout (dims {layout.dims})")
+    if layout is None and output.ndim != 4:
         raise UndefinedERFError(
             f"layer {name!r} has no spatial map (output shape {tuple(output.shape)}): its ERF is undefined "
             "(it comes after global pooling or flattening)"
@@ -268,7 +270,7 @@ def unit_gradient_map(output: torch.Tensor, unit: tuple[int, int], x: torch.Tens
             f"layer {name!r}: its output does not depend on the input through autograd (detached, or computed "
             "under torch.no_grad), so its gradient ERF cannot be measured (it is not reported as zero)"
         )
-    act = output[trf.unit_index(unit)] if layout else output[:, :, i, j]
+    act = output[layout.unit_index(unit)] if layout is not None else output[:, :, i, j]
     if mode == "relu":
         act = torch.relu(act)
     (grad,) = torch.autograd.grad(act.sum(), x, retain_graph=retain_graph, allow_unused=True)

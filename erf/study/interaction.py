@@ -165,10 +165,9 @@ def judge(x: np.ndarray, blocks: Sequence[Any], plain: np.ndarray, cbam: np.ndar
         manip_ok = np.asarray(manip["p_greater"]) < alpha
         sup = (np.asarray(b1["p_less"]) < alpha) & (np.asarray(b2["p_less"]) < alpha) & manip_ok
         con = (np.asarray(b1["p_above_bound"]) < alpha) & (np.asarray(b2["p_above_bound"]) < alpha) & manip_ok
-    label = np.where(sup, "supports", np.where(con, "contradicts", "inconclusive"))
-    reason = np.where(~manip_ok, "manipulation", np.where(sup, "supports", np.where(con, "contradicts", "neither")))
-    if label.ndim == 0:
-        label, reason = str(label), str(reason)
+    labels = np.where(sup, "supports", np.where(con, "contradicts", "inconclusive"))
+    reasons = np.where(~manip_ok, "manipulation", np.where(sup, "supports", np.where(con, "contradicts", "neither")))
+    label, reason = (str(labels), str(reasons)) if labels.ndim == 0 else (labels, reasons)
     return {"label": label, "reason": reason, "manipulation": manip, "b1": b1, "b2": b2}
 
 
@@ -202,7 +201,7 @@ def plateau_result(cells: Sequence[dict[str, Any]], plateau: Sequence[dict[str, 
     main = {(*_point(c), c["seed"]): c for c in cells}
     by_arm: dict[str, dict[str, Any]] = {}
     for arm in ("plain", "cbam"):
-        changes = [float(p["arms"][arm]["accuracy"]) - float(main[(*_point(p), p["seed"])]["arms"][arm]["accuracy"])
+        changes = [float(p["arms"][arm]["accuracy"]) - float(main[_point(p) + (p["seed"],)]["arms"][arm]["accuracy"])
                    for p in plateau if (*_point(p), p["seed"]) in main and arm in p.get("arms", {})]
         by_arm[arm] = {"n": len(changes), "changes": changes,
                        "mean_change": float(np.mean(changes)) if changes else float("nan")}

@@ -107,7 +107,7 @@ canvases and the objects' measured extents 2 r50 (px; 21.0 at 32 px) per scale; 
 
 
 def simulate(world: World, design: Design, reps: int, rng: np.random.Generator, sd: float = 0.017,
-             sd_block: float = 0.02, sd_arm_block: float = 0.005) -> dict[str, np.ndarray]:
+             sd_block: float = 0.02, sd_arm_block: float = 0.005) -> dict[str, Any]:
     """``reps`` replicate grids of ``design`` in ``world``: ``{"x", "blocks", "plain", "cbam", "localgate"}``
     (accuracy arrays ``(n, reps)``, fractions)."""
     x, blocks, scales = design.cells()
@@ -119,7 +119,7 @@ def simulate(world: World, design: Design, reps: int, rng: np.random.Generator, 
     shared = rng.normal(0.0, sd_block, (len(bkeys), reps))[bidx]
     base = 0.5 + scale_level + shared
     eff = world.effect(x)[:, None]
-    out = {"x": x, "blocks": blocks}
+    out: dict[str, Any] = {"x": x, "blocks": blocks}
     for arm, level, slope in (("plain", 0.0, world.limit * np.minimum(x, 0.0)[:, None]),
                               ("cbam", world.cost, world.limit * np.minimum(x, 0.0)[:, None] + eff),
                               ("localgate", world.cost,
@@ -146,8 +146,12 @@ def operating_characteristics(design: Design, reps: int = 2000, seed: int = 0, w
     return {name: rates(WORLDS[name], design, reps, seed, **noise) for name in (worlds or WORLDS)}
 
 
+_MDE_GRID = tuple(-0.0025 * k for k in range(1, 17))
+"""The hypothesis-2 slopes that :func:`min_detectable` tries by default (fractions per doubling)."""
+
+
 def min_detectable(design: Design, power: float = 0.8, reps: int = 1000, seed: int = 0,
-                   grid: Sequence[float] = tuple(-0.0025 * k for k in range(1, 17)),
+                   grid: Sequence[float] = _MDE_GRID,
                    shape: str = "linear", **noise: float) -> float | None:
     """The smallest hypothesis-2 slope (of ``grid``, fractions per doubling) that the rule SUPPORTS with at
     least ``power`` (``None``: none of the grid)."""

@@ -119,10 +119,10 @@ def refactor(layout: Layout, in_shape: Sequence[int], out_shape: Sequence[int]) 
     """Layout after a reshape from ``in_shape`` to ``out_shape`` (row-major), or ``None`` when the
     spatial factors cannot be followed (a split that does not divide, a token dim with class
     tokens merged with other dims)."""
-    queue: list[tuple[Label | tuple[str, Dim], int]] = []
+    queue: list[tuple[Label | Dim, int]] = []  # a Dim label: a dim with class tokens, kept whole
     for dim, n in zip(layout, in_shape):
         if dim.prefix or dim.suffix:
-            queue.append((("atom", dim), int(n)))  # type: ignore[arg-type]
+            queue.append((dim, int(n)))
         elif dim.factors:
             queue.extend(dim.factors)
         elif n != 1:
@@ -132,33 +132,34 @@ def refactor(layout: Layout, in_shape: Sequence[int], out_shape: Sequence[int]) 
         target = int(target)
         factors: list[Factor] = []
         prod = 1
+        kept = False
         while prod < target:
             if not queue:
                 return None
             label, size = queue.pop(0)
             if prod * size <= target and target % (prod * size) == 0:
-                if isinstance(label, tuple) and label[0] == "atom":
+                if isinstance(label, Dim):
                     if prod != 1 or size != target:
                         return None
-                    out.append(label[1])  # type: ignore[arg-type]
+                    out.append(label)
                     prod = target
-                    factors = None  # type: ignore[assignment]
+                    kept = True
                     break
                 factors.append((label, size))
                 prod *= size
                 continue
             need = target // prod
-            if target % prod or size % need or (isinstance(label, tuple) and label[0] == "atom"):
+            if target % prod or size % need or isinstance(label, Dim):
                 return None
             if label is None:
                 factors.append((None, need))
                 queue.insert(0, (None, size // need))
             else:
-                axis, path = label  # type: ignore[misc]
+                axis, path = label
                 factors.append(((axis, path + (0,)), need))
                 queue.insert(0, ((axis, path + (1,)), size // need))
             prod *= need
-        if factors is None:
+        if kept:
             continue
         out.append(canon(Dim(tuple(factors))))
     if any(size != 1 for _, size in queue):
@@ -191,22 +192,22 @@ def space_to_depth(layout: Layout, axes: tuple | None) -> tuple[Layout, tuple | 
 
     whole: dict[str, tuple[int, int, int]] = {}
     for a, axis in enumerate(("y", "x")):
-        found = [(d, k, f) for d, dim in enumerate(new) for k, f in enumerate(dim.factors)
-                 if f[0] is not None and f[0][0] == axis]
-        paths = sorted(f[0][1] for _, _, f in found)
+        found = [(d, k, f[1], f[0][1]) for d, dim in enumerate(new) for k, f in enumerate(dim.factors)
+                 if f[0] is not None and f[0][0] == axis]  # (dim, factor index, size, path)
+        paths = sorted(t[3] for t in found)
         if paths == [()]:
-            whole[axis] = (found[0][0], found[0][1], found[0][2][1])
+            whole[axis] = found[0][:3]
             continue
         if paths != [(0,), (1,)]:
             continue
-        (do, _, outer), = [t for t in found if t[2][0][1] == (0,)]
-        (di, ki, inner), = [t for t in found if t[2][0][1] == (1,)]
+        (do, _, outer, _), = [t for t in found if t[3] == (0,)]
+        (di, ki, inner, _), = [t for t in found if t[3] == (1,)]
         if len(new[do].factors) != 1 or new[do].prefix or new[do].suffix or do == di \
                 or not any(f[0] is None for f in new[di].factors):
             continue
         fold(di, ki)
-        new[do] = Dim((((axis, ()), outer[1]),))
-        widen(a, inner[1])
+        new[do] = Dim((((axis, ()), outer),))
+        widen(a, inner)
     if len(whole) == 2 and whole["y"][0] == whole["x"][0]:
         d = whole["y"][0]
         free = [k for k in range(1, d) if not new[k].factors and not new[k].prefix and not new[k].suffix]

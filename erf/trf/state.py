@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch.utils._pytree import tree_flatten
@@ -36,6 +36,10 @@ RuleResult = FieldState | list[FieldState | None] | None
 """What an op rule returns: one state for every output, one per output, or ``None`` (untracked)."""
 
 
+@overload
+def relaid(info: FieldState, layout: Layout | None) -> FieldState: ...
+@overload
+def relaid(info: FieldState | None, layout: Layout | None) -> FieldState | None: ...
 def relaid(info: FieldState | None, layout: Layout | None) -> FieldState | None:
     """``info`` with another layout (``None`` stays ``None``)."""
     return None if info is None else FieldState(info.axes, info.is_global, info.reason, layout)
@@ -52,7 +56,8 @@ def fit(info: FieldState, t: torch.Tensor, op: str) -> FieldState:
     ok = info.layout is not None and fits(info.layout, t.shape)
     if info.is_global:
         return info if ok else FieldState(info.axes, True, info.reason, None)
-    if ok and any(d.spatial for d in info.layout):  # a local field must say where its map is
+    # a local field must say where its map is
+    if ok and info.layout is not None and any(d.spatial for d in info.layout):
         return info
     return FieldState(info.axes, True, f"{op} (its spatial axes could not be followed)", info.layout if ok else None)
 
@@ -117,17 +122,16 @@ class TraceState:
     @staticmethod
     def union(infos: Iterable[FieldState | None], layout: Layout | None = None) -> FieldState | None:
         """The union of fields: the hull of the boxes, the largest jump, global if any is."""
-        infos = [i for i in infos if i is not None]
-        if not infos:
+        known = [i for i in infos if i is not None]
+        if not known:
             return None
-        glob = next((i for i in infos if i.is_global), None)
-        boxes = [i.axes for i in infos if i.axes is not None]
+        glob = next((i for i in known if i.is_global), None)
+        boxes = [i.axes for i in known if i.axes is not None]
         axes = None
         if boxes:
-            axes = tuple(
-                (min(b[a][0] for b in boxes), max(b[a][1] for b in boxes), max(b[a][2] for b in boxes))
-                for a in (0, 1)
-            )
+            y, x = ((min(b[a][0] for b in boxes), max(b[a][1] for b in boxes), max(b[a][2] for b in boxes))
+                    for a in (0, 1))
+            axes = (y, x)
         return FieldState(axes, glob is not None, glob.reason if glob else None, layout)
 
     def broadcast(self, tensors: list[torch.Tensor], shape: Sequence[int]) -> tuple[Layout, bool]:

@@ -92,6 +92,8 @@ def read_csv(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS)
             col.excluded += 1
             continue
         label = row[index["label"]].strip() if "label" in index and index["label"] < len(row) else None
+        x0: str | float
+        y0: str | float
         x0, y0, x1, y1, w, h = (row[index[c]].strip() for c in fields)
         if voc:
             try:

@@ -41,8 +41,9 @@ def read_voc(path: Path, col: Collector, options: ReadOptions = DEFAULT_OPTIONS)
                 continue
             where = f"{f}: object {k}" + (f" ({name})" if name else "")
             bb = obj.find("bndbox")
-            vals = [bb.findtext(t) if bb is not None else None for t in ("xmin", "ymin", "xmax", "ymax")]
-            if any(v is None for v in vals):
+            texts = [bb.findtext(t) if bb is not None else None for t in ("xmin", "ymin", "xmax", "ymax")]
+            vals = [v for v in texts if v is not None]
+            if len(vals) != 4:
                 col.bad(f"{where}: <bndbox> needs xmin, ymin, xmax, ymax")
                 continue
             try:

@@ -9,8 +9,9 @@ Image sizes come from ``image_sizes`` (a mapping ``image stem -> (width, height)
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from erf.errors import AnnotationError
 from erf.objects.boxes import IMAGE_SUFFIXES, Collector
@@ -29,6 +30,7 @@ def load_sizes(spec: str | Path | Mapping[str, Sequence[float]] | None) -> dict[
     """``image stem -> (width, height)`` from a mapping, CSV or JSON file."""
     if spec is None:
         return {}
+    items: Iterable[tuple[Any, Any]]
     if isinstance(spec, Mapping):
         items = spec.items()
         where = "image_sizes"
@@ -49,11 +51,12 @@ def load_sizes(spec: str | Path | Mapping[str, Sequence[float]] | None) -> dict[
                 raise AnnotationError(f"{p}: unreadable CSV ({exc})") from None
             if rows and rows[0] and not is_number(rows[0][1] if len(rows[0]) > 1 else ""):
                 rows = rows[1:]
-            items = []
+            listed = []
             for n, row in enumerate(rows, start=2):
                 if len(row) < 3:
                     raise AnnotationError(f"{p}: line {n}: expected image,width,height")
-                items.append((row[0], row[1:3]))
+                listed.append((row[0], row[1:3]))
+            items = listed
     out = {}
     for name, wh in items:
         try:

@@ -11,7 +11,7 @@ import torch
 
 from erf.trf.layout import Dim, Layout, fits, merge_dims, plain, plain_layout
 from erf.trf.rules.registry import Call, register_rule
-from erf.trf.state import RuleResult, TraceState, relaid
+from erf.trf.state import FieldState, RuleResult, TraceState, relaid
 
 _MATMULS = ("matmul", "mm", "bmm", "addmm", "baddbmm", "addbmm", "mv", "addmv", "dot", "vdot", "inner", "outer",
             "rmatmul")
@@ -34,8 +34,8 @@ def linear(state: TraceState, call: Call) -> RuleResult:
 
 def _mm_layout(state: TraceState, a: torch.Tensor, b: torch.Tensor) -> tuple[Layout | None, str | None]:
     """Layout of ``a @ b`` and, when positions are mixed, why."""
-    la = list(state.layout(a)) if state.get(a) is not None else plain_layout(a.shape)
-    lb = list(state.layout(b)) if state.get(b) is not None else plain_layout(b.shape)
+    la = list(state.layout(a) if state.get(a) is not None else plain_layout(a.shape))
+    lb = list(state.layout(b) if state.get(b) is not None else plain_layout(b.shape))
     a1, b1 = a.ndim == 1, b.ndim == 1
     if a1:
         la = [plain(1)] + la
@@ -150,10 +150,10 @@ def einsum(state: TraceState, call: Call) -> RuleResult:
         if bad:
             reason = reason or "operands' spatial axes disagree"
         dims.append(found if found is not None else plain(size))
-    lay = tuple(dims) if fits(tuple(dims), outs[0].shape) else None
+    out = tuple(dims) if fits(tuple(dims), outs[0].shape) else None
     if reason is not None:
-        return state.global_(union, "einsum", reason, lay)
-    return relaid(union, lay)
+        return state.global_(union, "einsum", reason, out)
+    return relaid(union, out)
 
 
 @register_rule(*_ATTENTION, signature="query=None, *rest", needs_input=False)
@@ -161,13 +161,13 @@ def attention(state: TraceState, call: Call) -> RuleResult:
     """Attention over tokens (``scaled_dot_product_attention``, multi-head attention): global; the first
     output keeps the query's positions."""
     q, union, outs = call.params["query"], call.union, call.outs
-    lay = None
+    lay: Layout | None = None
     if isinstance(q, torch.Tensor) and outs and outs[0].ndim == q.ndim:
         ql = state.layout(q)
         lay = ql[:-1] + (plain(outs[0].shape[-1]),)
         if not fits(lay, outs[0].shape):
             lay = None
-    first = state.global_(union, call.name, "attention over tokens", lay)
+    first: FieldState | None = state.global_(union, call.name, "attention over tokens", lay)
     return [first] + [state.global_(union, call.name, "attention over tokens")] * (len(outs) - 1)
 
 

@@ -71,7 +71,9 @@ def _along(state: TraceState, call: Call, dim: object) -> RuleResult:
     x, union, outs = call.x, call.union, call.outs
     assert x is not None
     lay = state.layout(x)
-    dims = state.dims_arg(x, dim) if dim is not None else list(range(x.ndim))
+    dims = state.dims_arg(x, dim)
+    if dims is None:
+        dims = list(range(x.ndim))
     if any(lay[d].spatial for d in dims):
         return [state.global_(union, call.name, "along a spatial axis",
                               lay if o.shape == x.shape else state.kept(x, [o])) for o in outs]

@@ -112,6 +112,7 @@ def _regridded(call: Call, lay: list, axes: list | None) -> FieldState:
     out = call.outs[0]
     lay[-3:] = [plain(out.shape[-3]), resized(lay[-2], out.shape[-2]), resized(lay[-1], out.shape[-1])]
     info = call.xinfo
+    assert info is not None
     return FieldState((axes[0], axes[1]) if axes is not None else None, info.is_global, info.reason, tuple(lay))
 
 

@@ -93,7 +93,7 @@ def outer_digit(layout: Layout, d: int) -> tuple[str, int] | None:
         return None
     digits = [(k, f) for k, other in enumerate(layout) for f in other.factors
               if f[0] is not None and f[0][0] == axis]
-    inner = [(k, f) for k, f in digits if f[0][1] == (1,)]
+    inner = [(k, f) for k, f in digits if f[0] is not None and f[0][1] == (1,)]
     if len(digits) != 2 or len(inner) != 1 or inner[0][0] == d:
         return None
     return axis, int(inner[0][1][1])

@@ -190,9 +190,10 @@ def view_box(view: torch.Tensor, base: torch.Tensor) -> list[int] | None:
         return None
     if any(vs != bs for vs, bs, n in zip(view.stride(), base.stride(), view.shape) if n > 1):
         return None
-    offset = view.storage_offset() - base.storage_offset()
+    offset = int(view.storage_offset()) - int(base.storage_offset())
     starts = [0] * base.ndim
-    for d in sorted(range(base.ndim), key=lambda k: -base.stride(k)):
+    strides = base.stride()
+    for d in sorted(range(base.ndim), key=lambda k: -strides[k]):
         stride = base.stride(d)
         if stride > 0 and base.shape[d] > 1:
             starts[d], offset = divmod(offset, stride)
