@@ -77,6 +77,38 @@ for layer in cmp.layers:
           f"95% CI [{d.ci[0]:+.1f}, {d.ci[1]:+.1f}], Wilcoxon p = {d.p_value:.2g}")
 labels = [m.label for m in cmp.models]
 compare_heatmaps([m.layer("stage3") for m in cmp.measurements], labels);"""),
+    ("md", """## The article's own 16x8d twins
+
+`norm_8d` and `cbam_8d` (ResNeXt-29 16x8d, plain and with CBAM) are bundled, trained on this project's CPU on
+the 4660-image CIFAR-10 prefix (the stand-in for the article's 10 %), 25 one-cycle epochs. Neither met the
+plateau criterion fixed before the runs: they are under-trained, and CBAM ends 1.3 pp *below* plain. Their
+ERFs were measured by `bash scripts/article_8d_figures.sh` (about 45 min on one thread); the cell reads the
+committed results instead of rerunning them. On a 96 px canvas cbam_8d's stage-3 ERF puts a third of its mass on
+the flat padding: the flag says its r95 there describes the fill more than the images."""),
+    ("code", """import json
+from pathlib import Path
+
+for name in ("norm_8d", "cbam_8d"):
+    meta = erf.load_checkpoint(name).metadata
+    print(f"{name}: test {meta['test_accuracy']:.1%} ({meta['test_images']} images), train "
+          f"{meta['train_accuracy']:.1%}, {meta['epochs']} epochs in {meta['precision']}, "
+          f"plateau reached: {meta['plateau']['reached']}")
+
+figures = Path(erf.__file__).resolve().parents[1] / "figures" / "article_8d"
+for run in ("compare", "compare_canvas96"):
+    path = figures / run / "compare.json"
+    if not path.exists():
+        print(f"{path} is not there (an installed copy without the repository's figures)")
+        continue
+    stage3 = next(layer for layer in json.loads(path.read_text())["layers"] if layer["name"] == "stage3")
+    for model in stage3["models"]:
+        radius, trust = model["erf"]["radius"], model["trust"]
+        flags = [w for w, on in (("frame", trust["frame_bound"]), ("padding", trust["padding_bound"])) if on]
+        print(f"{run:17s} {model['label']}: stage3 r50 {radius['50']:.1f} px, r95 {radius['95']:.1f} px, "
+              f"padding mass {trust['padding_mass']:.0%}, bounded by: {', '.join(flags) or '-'}")
+study = figures / "study" / "study.json"
+if study.exists():
+    print(json.loads(study.read_text())["verdict"]["text"])"""),
     ("md", """## Object sizes against the ERF
 CIFAR-10 has no boxes: `erf.objects.estimate_extents` estimates each image's object extent with a
 model-free border-contrast segmentation (an **estimate**; see `erf objects` for its measured error).
