@@ -340,33 +340,15 @@ def bench(model: str, images: int = DEFAULT_IMAGES, layers: Sequence[str] | None
     Returns:
         The ``erf.bench/1`` document (see ``erf/schemas/bench.schema.json``).
     """
-    from erf.errors import InputError
-
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise InputError(f"{','.join(unknown)}: unknown; choose from {', '.join(METHODS)}", param="methods")
-    if batch_size is None:
-        batch_size = DEFAULT_BATCH.get(torch.device(device).type, 32)
-    if images < 1 or repeat < 1 or batch_size < 1:
-        raise InputError("images, repeat and batch_size must be positive")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"{device}: CUDA is not available", param="device")
+    batch_size = _checked_options(methods, images, repeat, batch_size, device)
     threads = int(threads or torch.get_num_threads())
-    kwargs = {"model_spec": model, "layers": list(layers) if layers else None, "images": images,
-              "device": str(device), "batch_size": batch_size, "repeat": repeat, "seed": seed, "size": size,
-              "trust": trust}
-    results: dict[str, dict[str, Any]] = {}
+    kwargs: dict[str, Any] = {"model_spec": model, "layers": list(layers) if layers else None, "images": images,
+                              "device": str(device), "batch_size": batch_size, "repeat": repeat, "seed": seed,
+                              "size": size, "trust": trust}
     order = ["engine", *[m for m in methods if m != "engine"]] if "engine" in methods else list(methods)
-    for m in order:
-        if progress:
-            progress(f"{model}: {m} ...")
-        if isolate:
-            results[m] = _run_isolated(m, kwargs, threads)
-        else:
-            with _torch_threads(threads):
-                results[m] = time_method(m, **kwargs)
+    results = _run_methods(order, kwargs, threads, isolate, progress)
     seconds = {m: (results[m]["seconds"] if m in results else None) for m in METHODS}
-    flops = {m: (results[m]["flops"] if m in results else None) for m in METHODS}
+    flops: dict[str, Any] = {m: (results[m]["flops"] if m in results else None) for m in METHODS}
     if (str(device), threads) not in _PEAKS:  # a machine constant: measured once per process, not per model
         with _torch_threads(threads):
             _PEAKS[str(device), threads] = matmul_peak(str(device))
@@ -403,6 +385,45 @@ def bench(model: str, images: int = DEFAULT_IMAGES, layers: Sequence[str] | None
         "torch": torch.__version__,
         "threads": threads,
     }
+
+
+def _checked_options(methods: Sequence[str], images: int, repeat: int, batch_size: int | None,
+                     device: str) -> int:
+    """:func:`bench`'s options checked before any run; returns the batch size (``batch_size``, or
+    :data:`DEFAULT_BATCH` of the device type).
+
+    Raises:
+        InputError: an unknown method, a count that is not positive, CUDA asked for where there is none.
+    """
+    from erf.errors import InputError
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InputError(f"{','.join(unknown)}: unknown; choose from {', '.join(METHODS)}", param="methods")
+    if batch_size is None:
+        batch_size = DEFAULT_BATCH.get(torch.device(device).type, 32)
+    if images < 1 or repeat < 1 or batch_size < 1:
+        raise InputError("images, repeat and batch_size must be positive")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"{device}: CUDA is not available", param="device")
+    return batch_size
+
+
+def _run_methods(order: Sequence[str], kwargs: dict[str, Any], threads: int, isolate: bool,
+                 progress: Callable[[str], None] | None) -> dict[str, dict[str, Any]]:
+    """:func:`time_method` of each method in ``order`` with ``kwargs`` on ``threads`` torch threads, each in its
+    own subprocess when ``isolate``; ``progress`` is told each method before it runs. Returns its results by
+    method (seconds, peak memory in MiB, FLOPs, summed maps)."""
+    results: dict[str, dict[str, Any]] = {}
+    for m in order:
+        if progress:
+            progress(f"{kwargs['model_spec']}: {m} ...")
+        if isolate:
+            results[m] = _run_isolated(m, kwargs, threads)
+        else:
+            with _torch_threads(threads):
+                results[m] = time_method(m, **kwargs)
+    return results
 
 
 def _worker(spec: dict[str, Any]) -> None:

@@ -410,17 +410,10 @@ def compare(
     chosen = match_layers(nets, layers, names, all_layers)
     data = chosen_images(images, count)
     notes = _accuracies(infos, loaded, evaluate_data, device)
-    measurements = []
-    for info, lm in zip(infos, loaded):
-        result = measure(lm.model, data, chosen, probe=probe, probe_options=probe_options, input_size=input_size,
-                         normalization=lm.normalization,
-                         fill=fill, batch_size=batch_size, device=device, bootstrap=0, groups=groups, seed=seed,
-                         progress=f"{info.letter}: {info.label}" if progress else False,
-                         info={"checkpoint": info.spec, "model": info.name}, preprocessing=preprocessing,
-                         precision=precision)
-        measurements.append(result)
-        notes.extend(f"{info.label}: {n}" for n in result.notes if n not in data.notes)
-    notes.extend(data.notes)
+    measurements = _measure_models(infos, loaded, data, chosen, notes, progress, probe=probe,
+                                   probe_options=probe_options, input_size=input_size, fill=fill,
+                                   batch_size=batch_size, device=device, groups=groups, seed=seed,
+                                   preprocessing=preprocessing, precision=precision)
     comparisons = _compare_layers(chosen, measurements, names, bootstrap, seed, progress)
     first = measurements[0]
     pairing, samples = _pairing(first, notes)
@@ -463,6 +456,23 @@ def _accuracies(infos: Sequence[ModelInfo], loaded: Sequence[LoadedModel], evalu
             info.accuracy = evaluate(lm.model, evaluate_data, device=device).accuracy
         info.accuracy_source = "evaluated"
     return [f"accuracy evaluated on {evaluate_data.description}"]
+
+
+def _measure_models(infos: Sequence[ModelInfo], loaded: Sequence[LoadedModel], data: ImageSet, chosen: list[str],
+                    notes: list[str], progress: bool, **options: Any) -> list[Measurement]:
+    """:func:`~erf.measurement.measure` of every model on the same images ``data`` and layers ``chosen``, each
+    with its own input normalisation and no bootstrap of its own (the paired bootstrap comes after); ``options``
+    are :func:`compare`'s measurement options. Appends to ``notes`` every model's notes (labelled) but those of
+    the images, then the images' notes once."""
+    measurements = []
+    for info, lm in zip(infos, loaded):
+        result = measure(lm.model, data, chosen, normalization=lm.normalization, bootstrap=0,
+                         progress=f"{info.letter}: {info.label}" if progress else False,
+                         info={"checkpoint": info.spec, "model": info.name}, **options)
+        measurements.append(result)
+        notes.extend(f"{info.label}: {n}" for n in result.notes if n not in data.notes)
+    notes.extend(data.notes)
+    return measurements
 
 
 def _compare_layers(chosen: Sequence[str], measurements: Sequence[Measurement], labels: Sequence[str],

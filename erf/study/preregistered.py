@@ -199,6 +199,27 @@ def analyse(cells: Sequence[dict[str, Any]], positive_control: dict[str, Any] | 
     large = [c["gain"] for c in inc if c["ratio"] >= 1]
     equivalence = tost(large, EQUIVALENCE_MARGIN, ALPHA)
     threshold = fixed_effects_fit(y, [1.0 if c["ratio"] < 1 else 0.0 for c in inc], groups) if inc else None
+    points = _design_points(inc, ratios)
+    dp = list(points.values())
+    means_fit = fixed_effects_fit([p["gain"]["mean"] for p in dp], [math.log2(p["ratio"]) for p in dp],
+                                  [(p["capacity"], p["size"]) for p in dp]) if dp else None
+    label, headline = _label(len(inc), len(cells), frac, positive_control, primary, guard, small)
+    ctrl = summarise_controls(controls)
+    lines = [headline, *_evidence_lines(len(inc), len(cells), positive_control, primary, small),
+             *_secondary_lines(threshold, equivalence, means_fit, ctrl)]
+    return {"label": label, "text": " ".join(lines), "rule": RULE,
+            "inclusion": {"included": len(inc), "cells": len(cells), "fraction": frac,
+                          "excluded": [{k: c[k] for k in ("size", "dilation", "seed", "acc_plain") if k in c}
+                                       for c in cells if not included(c)]},
+            "primary": primary, "small_ratio_gain": small, "threshold": threshold, "tost": equivalence,
+            "design_points": points, "design_means_fit": means_fit, "positive_control": positive_control,
+            "controls": ctrl, "capacity_guard": guard}
+
+
+def _design_points(inc: Sequence[dict[str, Any]], ratios: dict[tuple[Any, Any, Any], float]) -> dict[str, Any]:
+    """Per design point ``(capacity, s, d)`` of ``ratios`` (sorted), keyed ``"s=S/d=D"``: its ratio, the plain
+    twin's mean 2 r50 (px), the seed-replicate :func:`~erf.uncertainty.mean_test` of the gain (fractions) and the
+    mean accuracies of the included cells ``inc`` (with their ``ratio`` and ``gain``) at that point."""
     points: dict[str, Any] = {}
     for key, ratio in sorted(ratios.items(), key=lambda kv: (str(kv[0][0]), kv[0][1], kv[0][2])):
         sub = [c for c in inc if (c.get("capacity"), c["size"], c["dilation"]) == key]
@@ -207,14 +228,49 @@ def analyse(cells: Sequence[dict[str, Any]], positive_control: dict[str, Any] | 
             "erf_plain": ratio * float(key[1]), "gain": mean_test([c["gain"] for c in sub]),
             "acc_plain": float(np.mean([c["acc_plain"] for c in sub])),
             "acc_attention": float(np.mean([c["acc_attention"] for c in sub])), "seeds": len(sub)}
-    dp = list(points.values())
-    means_fit = fixed_effects_fit([p["gain"]["mean"] for p in dp], [math.log2(p["ratio"]) for p in dp],
-                                  [(p["capacity"], p["size"]) for p in dp]) if dp else None
-    pc_ok = bool(positive_control and positive_control.get("passed"))
-    lines: list[str] = []
-    label = "inconclusive"
-    lines.append(f"Inclusion: {len(inc)} of {len(cells)} cells have a plain twin at or above chance + "
-                 f"{100 * CHANCE_MARGIN:.0f} pp.")
+    return points
+
+
+def _label(n_included: int, n_cells: int, frac: float, positive_control: dict[str, Any] | None,
+           primary: dict[str, Any] | None, guard: dict[str, Any], small: dict[str, Any]) -> tuple[str, str]:
+    """Rules 1 to 4 in order: ``(label, the text's first sentence)`` from the included fraction ``frac``, the
+    positive control, the primary fit, the capacity guard and the mean gain at ratio < 1 (``small``)."""
+    if frac < MIN_INCLUDED:
+        return "inconclusive", (f"Verdict: INCONCLUSIVE. Only {n_included} of {n_cells} cells trained (plain twin "
+                                f"above chance + {100 * CHANCE_MARGIN:.0f} pp); the rule needs "
+                                f"{100 * MIN_INCLUDED:.0f}%.")
+    if positive_control is None:
+        return "inconclusive", ("Verdict: INCONCLUSIVE. The positive control was not run, so the experiment's power "
+                                "to see attention help is not shown.")
+    if not positive_control.get("passed"):
+        return "inconclusive", ("Verdict: INCONCLUSIVE. The positive control did not pass: with this training budget "
+                                "attention does not show an effect even where one must exist, so the experiment "
+                                "lacks the power to judge hypothesis 2.")
+    if primary is None or not guard["ok"]:
+        return "inconclusive", ("Verdict: INCONCLUSIVE. The slope is not identifiable within one capacity and "
+                                f"object size ({guard['reason']}).")
+    slope_neg = primary["p_less"] < ALPHA
+    slope_pos = primary["p_greater"] < ALPHA
+    helps = small["p_greater"] is not None and small["p_greater"] < ALPHA
+    hurts = small["p_less"] is not None and small["p_less"] < ALPHA
+    if slope_neg and helps:
+        return "supports", ("Verdict: the evidence SUPPORTS hypothesis 2 (the gain falls as the ERF grows relative "
+                            "to the objects at fixed capacity, and attention helps where the ERF is smaller).")
+    if slope_pos or hurts:
+        why = ("the gain rises as the ERF grows relative to the objects" if slope_pos
+               else "attention lowers accuracy where the ERF is smaller than the objects")
+        return "contradicts", f"Verdict: the evidence CONTRADICTS hypothesis 2 ({why}, at fixed capacity)."
+    return "inconclusive", ("Verdict: INCONCLUSIVE. Neither the pre-registered support condition (slope < 0 and a "
+                            "positive gain at ratio < 1) nor a contradiction (slope > 0, or a negative gain at "
+                            f"ratio < 1) reached p < {ALPHA}.")
+
+
+def _evidence_lines(n_included: int, n_cells: int, positive_control: dict[str, Any] | None,
+                    primary: dict[str, Any] | None, small: dict[str, Any]) -> list[str]:
+    """The sentences behind the label: inclusion, positive control, primary slope (pp per doubling of the
+    ERF/object ratio) and the mean gain at ratio < 1 (pp)."""
+    lines = [f"Inclusion: {n_included} of {n_cells} cells have a plain twin at or above chance + "
+             f"{100 * CHANCE_MARGIN:.0f} pp."]
     if positive_control is None:
         lines.append("Positive control: not run, so the experiment's power is unknown.")
     else:
@@ -231,37 +287,14 @@ def analyse(cells: Sequence[dict[str, Any]], positive_control: dict[str, Any] | 
                         if ci else "") + ".")
     else:
         lines.append("No included cell has ratio < 1.")
-    if frac < MIN_INCLUDED:
-        lines.insert(0, f"Verdict: INCONCLUSIVE. Only {len(inc)} of {len(cells)} cells trained (plain twin above "
-                        f"chance + {100 * CHANCE_MARGIN:.0f} pp); the rule needs {100 * MIN_INCLUDED:.0f}%.")
-    elif positive_control is None:
-        lines.insert(0, "Verdict: INCONCLUSIVE. The positive control was not run, so the experiment's power to "
-                        "see attention help is not shown.")
-    elif not pc_ok:
-        lines.insert(0, "Verdict: INCONCLUSIVE. The positive control did not pass: with this training budget "
-                        "attention does not show an effect even where one must exist, so the experiment lacks "
-                        "the power to judge hypothesis 2.")
-    elif primary is None or not guard["ok"]:
-        lines.insert(0, "Verdict: INCONCLUSIVE. The slope is not identifiable within one capacity and object "
-                        f"size ({guard['reason']}).")
-    else:
-        slope_neg = primary["p_less"] < ALPHA
-        slope_pos = primary["p_greater"] < ALPHA
-        helps = small["p_greater"] is not None and small["p_greater"] < ALPHA
-        hurts = small["p_less"] is not None and small["p_less"] < ALPHA
-        if slope_neg and helps:
-            label = "supports"
-            lines.insert(0, "Verdict: the evidence SUPPORTS hypothesis 2 (the gain falls as the ERF grows relative "
-                            "to the objects at fixed capacity, and attention helps where the ERF is smaller).")
-        elif slope_pos or hurts:
-            label = "contradicts"
-            why = ("the gain rises as the ERF grows relative to the objects" if slope_pos
-                   else "attention lowers accuracy where the ERF is smaller than the objects")
-            lines.insert(0, f"Verdict: the evidence CONTRADICTS hypothesis 2 ({why}, at fixed capacity).")
-        else:
-            lines.insert(0, "Verdict: INCONCLUSIVE. Neither the pre-registered support condition (slope < 0 and a "
-                            "positive gain at ratio < 1) nor a contradiction (slope > 0, or a negative gain at "
-                            f"ratio < 1) reached p < {ALPHA}.")
+    return lines
+
+
+def _secondary_lines(threshold: dict[str, Any] | None, equivalence: dict[str, Any], means_fit: dict[str, Any] | None,
+                     ctrl: Sequence[dict[str, Any]]) -> list[str]:
+    """The sentences of rule 5 (never change the label): threshold contrast, TOST at ratio >= 1, the
+    design-point-means fit and one per gating-control row of :func:`summarise_controls` (differences in pp)."""
+    lines: list[str] = []
     if threshold is not None:
         lines.append(f"Secondary, threshold: gain at ratio < 1 minus at ratio >= 1 (same intercepts) "
                      f"{_pp(threshold['slope'])} pp [95% CI {_pp(threshold['ci'][0])}, {_pp(threshold['ci'][1])}], "
@@ -278,18 +311,11 @@ def analyse(cells: Sequence[dict[str, Any]], positive_control: dict[str, Any] | 
     if means_fit is not None:
         lines.append(f"Robustness, design-point means: slope {_pp(means_fit['slope'])} pp per doubling [95% CI "
                      f"{_pp(means_fit['ci'][0])}, {_pp(means_fit['ci'][1])}], df = {means_fit['df']}.")
-    ctrl = summarise_controls(controls)
     for row in ctrl:
         lines.append(f"Control {row['gate']} at s = {row['size']}, d = {row['dilation']}: gate minus plain "
                      f"{_pp(row['vs_plain']['mean'])} pp, CBAM minus gate {_pp(row['cbam_vs_gate']['mean'])} pp "
                      f"({row['seeds']} seeds).")
-    return {"label": label, "text": " ".join(lines), "rule": RULE,
-            "inclusion": {"included": len(inc), "cells": len(cells), "fraction": frac,
-                          "excluded": [{k: c[k] for k in ("size", "dilation", "seed", "acc_plain") if k in c}
-                                       for c in cells if not included(c)]},
-            "primary": primary, "small_ratio_gain": small, "threshold": threshold, "tost": equivalence,
-            "design_points": points, "design_means_fit": means_fit, "positive_control": positive_control,
-            "controls": ctrl, "capacity_guard": guard}
+    return lines
 
 
 def summarise_controls(controls: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

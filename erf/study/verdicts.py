@@ -40,12 +40,36 @@ def verdict(points: Sequence[dict[str, Any]], fit: dict[str, Any] | None,
     with one intercept per capacity (:func:`~erf.uncertainty.fixed_effects_fit`) has a slope of the
     same sign with a 95 % CI excluding 0.
     """
-    lines: list[str] = []
-    label = "inconclusive"
     pts = [p for p in points if math.isfinite(p["ratio"]) and math.isfinite(p["gain"])]
     if not pts:
-        return {"label": label, "text": "No (plain, attention) pair with a finite ERF/object ratio and gain: "
-                                         "the hypothesis cannot be judged."}
+        return {"label": "inconclusive", "text": "No (plain, attention) pair with a finite ERF/object ratio and "
+                                                 "gain: the hypothesis cannot be judged."}
+    lines = _group_lines(pts)
+    if fit is not None:
+        label, trend = _fit_trend(fit)
+    elif len(pts) == 2 and pts[0]["ratio"] != pts[1]["ratio"]:
+        label, trend = _two_point_trend(pts[0], pts[1])
+    else:
+        label, trend = _one_ratio_trend(pts)
+    lines.extend(trend)
+    if label in ("supports", "contradicts") and all(p.get("capacity") is not None for p in pts):
+        label, guarded = _capacity_guarded(pts, label)
+        lines.extend(guarded)
+    if flagged:
+        lines.append(f"Caution: {', '.join(flagged)} are within {100 * CHANCE_MARGIN:.0f} pp of chance accuracy "
+                     "(untrained or under-trained), so their gains say nothing about attention; the verdict is "
+                     "inconclusive.")
+        label = "inconclusive"
+    lines.insert(0, {"supports": "Verdict: the evidence SUPPORTS hypothesis 2.",
+                     "contradicts": "Verdict: the evidence CONTRADICTS hypothesis 2.",
+                     "inconclusive": "Verdict: INCONCLUSIVE."}[label])
+    return {"label": label, "text": " ".join(lines)}
+
+
+def _group_lines(pts: Sequence[dict[str, Any]]) -> list[str]:
+    """One sentence per non-empty side of ratio 1 (ratio < 1, ratio >= 1): its points and mean gain in pp, with a
+    95 % t interval over the points (or the single point's own ``gain_ci``, when it has one)."""
+    lines: list[str] = []
     small = [p for p in pts if p["ratio"] < 1]
     large = [p for p in pts if p["ratio"] >= 1]
     for name, group in (("ERF smaller than the objects (ratio < 1)", small), ("ERF at least the objects' size "
@@ -57,70 +81,81 @@ def verdict(points: Sequence[dict[str, Any]], fit: dict[str, Any] | None,
                 f" [95% CI {100 * group[0]['gain_ci'][0]:+.1f}, {100 * group[0]['gain_ci'][1]:+.1f}]"
                 if group[0].get("gain_ci") else "")
             lines.append(f"{name}: {len(group)} point(s), mean gain {100 * float(np.mean(gs)):+.1f} pp{ci_txt}.")
-    if fit is not None:
-        lo, hi = fit["slope_ci"]
-        lines.append(f"Fit over {fit['n']} points: gain changes by {100 * fit['slope']:+.1f} pp per doubling of "
-                     f"ERF/object [95% CI {100 * lo:+.1f}, {100 * hi:+.1f}], p = {fit['p_value']:.3g}.")
-        if hi < 0:
-            label = "supports"
-            lines.append("The gain falls as the ERF grows relative to the objects, as the hypothesis predicts.")
-        elif lo > 0:
-            label = "contradicts"
-            lines.append("The gain grows as the ERF grows relative to the objects: the evidence contradicts the "
-                         "hypothesis.")
-        else:
-            lines.append("The slope's CI includes 0: no detectable dependence of the gain on ERF/object size.")
-    elif len(pts) == 2 and pts[0]["ratio"] != pts[1]["ratio"]:
-        a, b = sorted(pts, key=lambda p: p["ratio"])
-        d = a["gain"] - b["gain"]
-        half = math.sqrt(sum(((p["gain_ci"][1] - p["gain_ci"][0]) / 2) ** 2 for p in (a, b)))
-        lines.append(f"Gain at the smaller ratio ({a['label']}, {a['ratio']:.2f}) minus gain at the larger "
-                     f"({b['label']}, {b['ratio']:.2f}): {100 * d:+.1f} pp [approx. 95% CI {100 * (d - half):+.1f}, "
-                     f"{100 * (d + half):+.1f}].")
-        if d - half > 0:
-            label = "supports"
-            lines.append("Attention helps more where the ERF is smaller relative to the objects, as predicted "
-                         "(two pairs only: weak evidence).")
-        elif d + half < 0:
-            label = "contradicts"
-            lines.append("Attention helps less where the ERF is smaller relative to the objects: this contradicts "
-                         "the hypothesis (two pairs only).")
-        else:
-            lines.append("The difference's CI includes 0: inconclusive.")
-    else:
-        p = pts[0]
-        lo, hi = p.get("gain_ci") or (p["gain"], p["gain"])
-        lines.append(f"Only {len(pts)} point(s) at one ratio: no trend can be judged.")
-        if p["ratio"] < 1 and hi < 0:
-            label = "contradicts"
-            lines.append(f"{p['label']}: the ERF is smaller than the objects but attention lowers accuracy "
-                         f"({100 * p['gain']:+.1f} pp [{100 * lo:+.1f}, {100 * hi:+.1f}]): contrary to the "
-                         "hypothesis.")
-    if label in ("supports", "contradicts") and all(p.get("capacity") is not None for p in pts):
-        from erf.study.preregistered import capacity_guard
+    return lines
 
-        guard = capacity_guard(pts)
-        if not guard["ok"]:
-            lines.append(f"Capacity guard: {guard['reason']}; the verdict is inconclusive.")
-            label = "inconclusive"
-        else:
-            within = fixed_effects_fit([p["gain"] for p in pts], [math.log2(p["ratio"]) for p in pts],
-                                       [p["capacity"] for p in pts])
-            sign = -1 if label == "supports" else 1
-            holds = within is not None and (within["ci"][1] < 0 if sign < 0 else within["ci"][0] > 0)
-            if within is not None:
-                lines.append(f"Within equal capacity (one intercept per architecture): "
-                             f"{100 * within['slope']:+.1f} pp per doubling [95% CI {100 * within['ci'][0]:+.1f}, "
-                             f"{100 * within['ci'][1]:+.1f}].")
-            if not holds:
-                lines.append("The trend does not hold within equal capacity; the verdict is inconclusive.")
-                label = "inconclusive"
-    if flagged:
-        lines.append(f"Caution: {', '.join(flagged)} are within {100 * CHANCE_MARGIN:.0f} pp of chance accuracy "
-                     "(untrained or under-trained), so their gains say nothing about attention; the verdict is "
-                     "inconclusive.")
-        label = "inconclusive"
-    lines.insert(0, {"supports": "Verdict: the evidence SUPPORTS hypothesis 2.",
-                     "contradicts": "Verdict: the evidence CONTRADICTS hypothesis 2.",
-                     "inconclusive": "Verdict: INCONCLUSIVE."}[label])
-    return {"label": label, "text": " ".join(lines)}
+
+def _fit_trend(fit: dict[str, Any]) -> tuple[str, list[str]]:
+    """``(label, sentences)`` from the fit over 3+ points: the slope's 95 % CI (pp per doubling of the ratio)
+    below 0 supports, above 0 contradicts, else inconclusive."""
+    lo, hi = fit["slope_ci"]
+    lines = [f"Fit over {fit['n']} points: gain changes by {100 * fit['slope']:+.1f} pp per doubling of "
+             f"ERF/object [95% CI {100 * lo:+.1f}, {100 * hi:+.1f}], p = {fit['p_value']:.3g}."]
+    if hi < 0:
+        lines.append("The gain falls as the ERF grows relative to the objects, as the hypothesis predicts.")
+        return "supports", lines
+    if lo > 0:
+        lines.append("The gain grows as the ERF grows relative to the objects: the evidence contradicts the "
+                     "hypothesis.")
+        return "contradicts", lines
+    lines.append("The slope's CI includes 0: no detectable dependence of the gain on ERF/object size.")
+    return "inconclusive", lines
+
+
+def _two_point_trend(first: dict[str, Any], second: dict[str, Any]) -> tuple[str, list[str]]:
+    """``(label, sentences)`` from two points at different ratios: the gain at the smaller ratio minus at the
+    larger, with an approximate 95 % CI whose half-width is the root sum of squares of the two ``gain_ci``
+    half-widths; above 0 supports, below 0 contradicts, else inconclusive."""
+    a, b = sorted((first, second), key=lambda p: p["ratio"])
+    d = a["gain"] - b["gain"]
+    half = math.sqrt(sum(((p["gain_ci"][1] - p["gain_ci"][0]) / 2) ** 2 for p in (a, b)))
+    lines = [f"Gain at the smaller ratio ({a['label']}, {a['ratio']:.2f}) minus gain at the larger "
+             f"({b['label']}, {b['ratio']:.2f}): {100 * d:+.1f} pp [approx. 95% CI {100 * (d - half):+.1f}, "
+             f"{100 * (d + half):+.1f}]."]
+    if d - half > 0:
+        lines.append("Attention helps more where the ERF is smaller relative to the objects, as predicted "
+                     "(two pairs only: weak evidence).")
+        return "supports", lines
+    if d + half < 0:
+        lines.append("Attention helps less where the ERF is smaller relative to the objects: this contradicts "
+                     "the hypothesis (two pairs only).")
+        return "contradicts", lines
+    lines.append("The difference's CI includes 0: inconclusive.")
+    return "inconclusive", lines
+
+
+def _one_ratio_trend(pts: Sequence[dict[str, Any]]) -> tuple[str, list[str]]:
+    """``(label, sentences)`` without a trend (no fit, no two ratios): the first point alone contradicts the
+    hypothesis when its ERF is smaller than the objects (ratio < 1) and its gain's CI lies below 0."""
+    p = pts[0]
+    lo, hi = p.get("gain_ci") or (p["gain"], p["gain"])
+    lines = [f"Only {len(pts)} point(s) at one ratio: no trend can be judged."]
+    if p["ratio"] < 1 and hi < 0:
+        lines.append(f"{p['label']}: the ERF is smaller than the objects but attention lowers accuracy "
+                     f"({100 * p['gain']:+.1f} pp [{100 * lo:+.1f}, {100 * hi:+.1f}]): contrary to the "
+                     "hypothesis.")
+        return "contradicts", lines
+    return "inconclusive", lines
+
+
+def _capacity_guarded(pts: Sequence[dict[str, Any]], label: str) -> tuple[str, list[str]]:
+    """The capacity guard on a ``supports`` / ``contradicts`` ``label`` of points that all carry a ``capacity``:
+    the label stands only if some capacity holds two ratios and the fit with one intercept per capacity has a
+    slope of the label's sign with a 95 % CI excluding 0; else ``inconclusive``. Returns ``(label, sentences)``."""
+    from erf.study.preregistered import capacity_guard
+
+    guard = capacity_guard(pts)
+    if not guard["ok"]:
+        return "inconclusive", [f"Capacity guard: {guard['reason']}; the verdict is inconclusive."]
+    within = fixed_effects_fit([p["gain"] for p in pts], [math.log2(p["ratio"]) for p in pts],
+                               [p["capacity"] for p in pts])
+    sign = -1 if label == "supports" else 1
+    holds = within is not None and (within["ci"][1] < 0 if sign < 0 else within["ci"][0] > 0)
+    lines: list[str] = []
+    if within is not None:
+        lines.append(f"Within equal capacity (one intercept per architecture): "
+                     f"{100 * within['slope']:+.1f} pp per doubling [95% CI {100 * within['ci'][0]:+.1f}, "
+                     f"{100 * within['ci'][1]:+.1f}].")
+    if not holds:
+        lines.append("The trend does not hold within equal capacity; the verdict is inconclusive.")
+        return "inconclusive", lines
+    return label, lines
