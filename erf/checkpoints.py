@@ -470,9 +470,9 @@ def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> Loa
     if at and not _exists(path) and is_model(arch):  # NAME@FILE: a registry architecture, the file's weights
         return _registry_with_weights(arch, weights, trust)
     if not _exists(path) and is_model(text):
-        weights = bundled_weights(text)
-        if weights is not None:
-            loaded = _from_payload(read_checkpoint_file(weights), str(weights))
+        bundled = bundled_weights(text)
+        if bundled is not None:
+            loaded = _from_payload(read_checkpoint_file(bundled), str(bundled))
             loaded.source = f"{text} (bundled weights)"
             # the package stores its own weights as float16 on purpose: the cast back is no news to the user
             loaded.notes = [n for n in loaded.notes if not (n.startswith("cast ") and n.endswith("to float32"))]
