@@ -386,7 +386,7 @@ def _plan(model: nn.Module, data: ImageSet, x: torch.Tensor, input_size: Sequenc
     if first is not None and first.in_channels != channels:
         raise DataError(f"data {data.description!r}: images have {channels} channels, the model's first "
                         f"convolution expects {first.in_channels}")
-    names = list(layers) if layers else default_layers(model)
+    names: list[str | nn.Module] = list(layers) if layers else list(default_layers(model))
     if not names:
         raise InputError("no layers to measure: name some with --layer (see `erf layers`)")
     n_groups = max(1, min(groups, n_total))
