@@ -22,7 +22,7 @@ from torch import nn
 
 from erf.cost import warn_if_costly
 from erf.data.sources import ImageSet
-from erf.errors import DataError, InputError, UndefinedERFError, check_seed
+from erf.errors import DataError, InputError, LayerDidNotRunError, UndefinedERFError, check_seed
 from erf.layers import default_layers, resolve_layer
 from erf.measurement_result import (
     LayerERF,
@@ -104,8 +104,6 @@ def targets_of(
     replknet_unit: bool = False,
 ) -> tuple[list[Target], dict[str, str]]:
     """:func:`make_targets` on a trace already made (:func:`~erf.trf.trace_receptive_fields` of ``model``)."""
-    from erf.errors import LayerDidNotRunError
-
     targets, rules = [], {}
     seen: set[str] = set()
     for name in layers:
