@@ -377,8 +377,8 @@ def bench(model: str, images: int = DEFAULT_IMAGES, layers: Sequence[str] | None
         "cpu_seconds": {m: (results[m]["cpu_seconds"] if m in results else None) for m in METHODS},
         "peak_memory_mb": {m: (results[m]["peak_memory_mb"] if m in results else None) for m in METHODS},
         "gflop": {m: (f / 1e9 if f is not None else None) for m, f in flops.items()},
-        "gflop_per_second": {m: (flops[m] / seconds[m] / 1e9 if flops[m] is not None and seconds[m] else None)
-                             for m in METHODS},
+        "gflop_per_second": {m: (f / seconds[m] / 1e9 if f is not None and seconds[m] else None)
+                             for m, f in flops.items()},
         "matmul_peak_gflop_per_second": peak,
         "memory_measure": first["memory_measure"] + ("" if isolate else " (one process for all methods)"),
         "max_rel_diff": diff,

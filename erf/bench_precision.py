@@ -88,7 +88,7 @@ def machine_peaks(device: str = "cpu", repeat: int = 3, size: int = 2048) -> dic
         xx, ww = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
         row = {}
         for precision, (xp, wp) in (("fp32", (xx, ww)), ("bf16", (xx.bfloat16(), ww.bfloat16()))):
-            row[precision] = conv_flops / _best(lambda xp=xp, wp=wp: F.conv2d(xp, wp, padding=1), repeat, sync) / 1e9
+            row[precision] = conv_flops / _best(functools.partial(F.conv2d, xp, wp, padding=1), repeat, sync) / 1e9
         out[key] = row
     return out
 
@@ -131,9 +131,9 @@ def training_throughput(models: Sequence[str] = TRAINING_MODELS, device: str = "
             steps[name, precision] = step
     best = {key: float("inf") for key in steps}
     for _ in range(max(1, repeat)):  # interleaved: each round runs every (model, precision) once
-        for key, step in steps.items():
+        for key, run in steps.items():
             t0 = time.perf_counter()
-            step()
+            run()
             sync()
             best[key] = min(best[key], time.perf_counter() - t0)
     ips = {name: {p: batch / best[name, p] for p in precisions} for name in models}
@@ -177,11 +177,12 @@ def erf_precision(model_spec: str, images: int = 8, layers: Sequence[str] | None
     sync = _syncer(dev)
     loaded = load_checkpoint(model_spec, seed=seed)
     model = loaded.model.eval().to(dev)
-    side = int(size or (loaded.input_size[0] if getattr(loaded, "input_size", None) else 32))
+    side = int(size or (loaded.input_size[0] if loaded.input_size else 32))
     names = list(layers) if layers else bench_layers(model)
     targets, _ = make_targets(model, names, (side, side))
     x = noise_images(images, side, 3, seed).to(dev)
-    seconds, maps = {}, {}
+    seconds: dict[str, float] = {}
+    maps: dict[str, dict[str, torch.Tensor]] = {}
     with frozen_parameters(model), torch.enable_grad():
         seconds["fp32"] = _best(lambda: maps.__setitem__("fp32", run_engine(model, targets, x, batch_size)),
                                 repeat, sync)

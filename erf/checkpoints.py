@@ -45,7 +45,7 @@ from erf.files.checkpoint_io import (
     plain_values,
     read_checkpoint_file,
 )
-from erf.models import create_model, infer_family, is_model
+from erf.models import create_model, get_entry, infer_family, is_model, list_models
 from erf.models.registry import canonical_name
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -298,7 +298,6 @@ def check_model_kwargs(name: str, kwargs: Mapping[str, Any], source: str) -> int
         UnknownModelError: ``name`` is not registered.
     """
     from erf.files.safeload import MAX_MODULES, MAX_PARAMETERS, TooManyModules, estimate_parameters
-    from erf.models import get_entry
 
     entry = get_entry(name)
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
@@ -470,9 +469,9 @@ def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> Loa
     if at and not _exists(path) and is_model(arch):  # NAME@FILE: a registry architecture, the file's weights
         return _registry_with_weights(arch, weights, trust)
     if not _exists(path) and is_model(text):
-        weights = bundled_weights(text)
-        if weights is not None:
-            loaded = _from_payload(read_checkpoint_file(weights), str(weights))
+        bundled = bundled_weights(text)
+        if bundled is not None:
+            loaded = _from_payload(read_checkpoint_file(bundled), str(bundled))
             loaded.source = f"{text} (bundled weights)"
             # the package stores its own weights as float16 on purpose: the cast back is no news to the user
             loaded.notes = [n for n in loaded.notes if not (n.startswith("cast ") and n.endswith("to float32"))]
@@ -484,8 +483,6 @@ def load_checkpoint(spec: str | Path, trust: bool = False, seed: int = 0) -> Loa
             [f"no bundled weights for {text}: random initialisation (seed {seed})"],
         )
     if not _exists(path):
-        from erf.models import list_models
-
         if path.suffix or "/" in text:
             raise CheckpointNotFoundError(f"{text}: no such file")
         canonical_name(text)  # raises UnknownModelError with suggestions

@@ -309,7 +309,9 @@ def compare_layer(name: str, erfs: Sequence[LayerERF], labels: Sequence[str], ou
     samples = [sample_metrics(e, outside) for e in erfs]
     diffs = []
     for k in range(1, len(erfs)):
-        point_k, point_0 = erfs[k].metrics.scalars(), erfs[0].metrics.scalars()
+        metrics_k, metrics_0 = erfs[k].metrics, erfs[0].metrics
+        assert metrics_k is not None and metrics_0 is not None  # measured layers carry their metrics
+        point_k, point_0 = metrics_k.scalars(), metrics_0.scalars()
         for key in COMPARED_METRICS:
             if key not in point_k or key not in point_0:
                 continue

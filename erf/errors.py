@@ -61,7 +61,7 @@ class _NotFound:
     strerror: str | None
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        super().__init__(*args, **kwargs)
         self.errno = errno.ENOENT
         self.strerror = os.strerror(errno.ENOENT)
 

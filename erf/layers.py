@@ -68,7 +68,7 @@ def resolve_layer(model: nn.Module, name: str | nn.Module) -> Layer:
         LayerNotFoundError: no such layer; the message lists the nearest valid names.
     """
     stable = named_layers(model)
-    modules = dict(model.named_modules())
+    modules: dict[str, nn.Module] = dict(model.named_modules())
     if isinstance(name, nn.Module):
         path = next((p for p, m in modules.items() if m is name), None)
         if path is None:

@@ -22,7 +22,7 @@ from torch import nn
 
 from erf.cost import warn_if_costly
 from erf.data.sources import ImageSet
-from erf.errors import DataError, InputError, UndefinedERFError, check_seed
+from erf.errors import DataError, InputError, LayerDidNotRunError, UndefinedERFError, check_seed
 from erf.layers import default_layers, resolve_layer
 from erf.measurement_result import (
     LayerERF,
@@ -104,8 +104,6 @@ def targets_of(
     replknet_unit: bool = False,
 ) -> tuple[list[Target], dict[str, str]]:
     """:func:`make_targets` on a trace already made (:func:`~erf.trf.trace_receptive_fields` of ``model``)."""
-    from erf.errors import LayerDidNotRunError
-
     targets, rules = [], {}
     seen: set[str] = set()
     for name in layers:
@@ -386,7 +384,7 @@ def _plan(model: nn.Module, data: ImageSet, x: torch.Tensor, input_size: Sequenc
     if first is not None and first.in_channels != channels:
         raise DataError(f"data {data.description!r}: images have {channels} channels, the model's first "
                         f"convolution expects {first.in_channels}")
-    names = list(layers) if layers else default_layers(model)
+    names: list[str | nn.Module] = list(layers) if layers else list(default_layers(model))
     if not names:
         raise InputError("no layers to measure: name some with --layer (see `erf layers`)")
     n_groups = max(1, min(groups, n_total))

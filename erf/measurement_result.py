@@ -219,15 +219,15 @@ def trust_notes(layers: Sequence[LayerERF], input_size: Sequence[int], image_siz
     padded = [layer for layer in layers if layer.trust and layer.trust.padding_bound]
     size = f"{input_size[0]}x{input_size[1]}"
     if framed:
-        r95 = _range([layer.trust.r95 for layer in framed])
-        border = _range([max(layer.trust.border, 0.0) for layer in framed])
+        r95 = _range([layer.trust.r95 for layer in framed if layer.trust])
+        border = _range([max(layer.trust.border, 0.0) for layer in framed if layer.trust])
         out.append(f"bounded by the frame: {_names(framed)}: r95 ({r95}) reaches the border of the {size} input "
                    f"({border} from the unit's centre), so the ERF is cut by the frame and r95 is a lower bound, "
                    "not the ERF's size; to see it whole give a larger --input-size: photos (--data folder:DIR) "
                    "are then loaded at that size, fixed-size images pasted on a canvas whose padding share is "
                    "reported")
     if padded:
-        share = _range([100 * layer.trust.padding_mass for layer in padded], unit=" %", digits=0)
+        share = _range([100 * layer.trust.padding_mass for layer in padded if layer.trust], unit=" %", digits=0)
         what = "zeros of the model's input space, the data-set mean colour" if fill == "zero" else \
             "each image's mean colour"
         out.append(f"decided by the padding: {_names(padded)}: {share} of the ERF mass lies on the canvas padding "

@@ -7,7 +7,7 @@ command line selects Agg, notebooks keep theirs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -124,7 +124,7 @@ def erf_grid(rows: dict[str, Sequence[Any]], log: bool | str = True) -> Figure:
     return fig
 
 
-def erf_vs_depth(series: dict[str, Sequence[Any]], accuracy: dict[str, float] | None = None) -> Figure:
+def erf_vs_depth(series: Mapping[str, Sequence[Any]], accuracy: dict[str, float] | None = None) -> Figure:
     """ERF radius (50 % and 95 % mass, with 95 % CIs) and TRF half-size against depth.
 
     Args:

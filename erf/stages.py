@@ -72,7 +72,7 @@ def _trivial(module: nn.Module) -> bool:
 def _weighted(module: nn.Module) -> int:
     """Convolutions and linear layers in ``module`` (itself included)."""
     return sum(1 for m in module.modules()
-               if isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.ndim >= 2)
+               if isinstance(weight := getattr(m, "weight", None), nn.Parameter) and weight.ndim >= 2)
 
 
 def _layer_like(module: nn.Module) -> bool:

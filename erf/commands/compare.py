@@ -121,7 +121,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             prep = preps[0] if preps else None
             if any(p != prep for p in preps[1:]):
                 print_notes([f"the models' own preprocessing differs; every model sees the images prepared as "
-                             f"{sized[0].name}'s ({prep.origin}), so that they stay paired"])
+                             f"{sized[0].name}'s ({preps[0].origin}), so that they stay paired"])
         data, notes, record = load_images(args.data, args.images, size, prep, args.fill)
         print_notes(notes)
         evaluate_data = load_source(args.evaluate_data, "test") if args.evaluate_data else None

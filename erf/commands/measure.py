@@ -127,7 +127,7 @@ def load_images(spec: str, count: int | None, size: tuple[int, int] | None, prep
 
     found = source_of(spec)  # None: load_source says why
     sized, resizes = (found[0].sized, found[0].resizes) if found else (False, False)
-    square = bool(size) and size[0] == size[1]
+    square = size is not None and size[0] == size[1]
     side = size[0] if size is not None and square and sized else 32
     resize = preprocessing.resize if preprocessing is not None and resizes and square else None
     data = load_source(spec, "test", count=count, image_size=side, resize=resize)

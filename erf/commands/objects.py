@@ -105,7 +105,7 @@ def build_document(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     return sizes.to_json(args.bins, extra), sizes
 
 
-AREA_WORDS = {"box": "sqrt(box area)", "mask": "sqrt(mask area)"}
+AREA_WORDS: dict[str | None, str] = {"box": "sqrt(box area)", "mask": "sqrt(mask area)"}
 """``--area`` -> the name of the first row of the table (the area kind is always said)."""
 
 

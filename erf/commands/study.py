@@ -27,7 +27,9 @@ from erf.errors import InputError
 
 
 def _args(p: argparse.ArgumentParser) -> None:
-    from erf.study.budgets import BUDGETS, INTERACTION_BUDGETS
+    from erf.study.budgets import BUDGETS, INTERACTION_BUDGETS, Budget, InteractionBudget
+
+    budgets: dict[str, Budget | InteractionBudget] = {**BUDGETS, **INTERACTION_BUDGETS}
 
     p.add_argument("checkpoints", nargs="*", metavar="CKPT",
                    help="models to study (files or registry names); attention models are paired with their plain "
@@ -56,7 +58,7 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "share --out/cells.json under a file lock)")
     p.add_argument("--budget", default=None, choices=list(BUDGETS) + list(INTERACTION_BUDGETS),
                    help="grid size (required with --controlled / --interaction): "
-                        + "; ".join(f"{k}: {b.help}" for k, b in {**BUDGETS, **INTERACTION_BUDGETS}.items()))
+                        + "; ".join(f"{k}: {b.help}" for k, b in budgets.items()))
     p.add_argument("--seeds", type=int, default=None, help="controlled: seeds per cell (default: the budget's)")
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="controlled: object sides in px")
     p.add_argument("--epochs", type=int, default=None, help="controlled: training epochs (default: the budget's)")

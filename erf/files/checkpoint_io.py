@@ -192,7 +192,7 @@ def read_checkpoint_file(path: str | Path, trust: bool = False) -> Any:
                                                                        r"Can only|unsupported persistent)", ln)),
                           "malformed pickle stream")
             hint = (f"; it is a pickle protocol {scan.protocol} stream, which only --trust can read"
-                    if framed else "")
+                    if framed and scan is not None else "")
             raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint ({detail.strip()}){hint}") from None
         what = f" (it imports {', '.join(imports[:3])}{', ...' if len(imports) > 3 else ''})" if imports else ""
         if not trust:

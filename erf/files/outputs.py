@@ -59,7 +59,7 @@ import signal
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from erf.errors import ErfError, OutputBusyError, OutputError, OutputExistsError
 from erf.files.atomic import pause_for_tests, write_text
@@ -360,12 +360,14 @@ class OutputSet:
         for left in self._leftovers():
             journal = left / JOURNAL
             if left.is_dir() and journal.is_file():
+                files: list[str] | None
+                stale: list[str] | None
                 try:
                     plan = json.loads(journal.read_text())
                     files, stale = list(plan["files"]), list(plan["remove"])
                 except (OSError, ValueError, KeyError, TypeError):
                     files = stale = None
-                if files is not None:
+                if files is not None and stale is not None:
                     self._move_in(left, files, stale)
             if left.is_dir() and not left.is_symlink():
                 shutil.rmtree(left, ignore_errors=True)
@@ -496,7 +498,7 @@ class OutputSet:
                 parent = parent.parent
 
     # ------------------------------------------------------------------ leaving
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         try:
             if exc_type is None:
                 try:
@@ -561,7 +563,7 @@ class OutputFile:
             raise _cannot(display, exc) from None
         return self
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if self.lock is not None:
             self.lock.release()
             self.lock = None

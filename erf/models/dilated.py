@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from erf.models.attention import make_attention, register_twins
+from erf.models.attention import CBAM, LocalCBAM, SqueezeExcite, make_attention, register_twins
 
 
 class DilatedBlock(nn.Module):
@@ -168,8 +168,6 @@ def gate_reduction(width: int, hidden_min: int = GATE_HIDDEN_MIN) -> int:
 def make_gate(kind: str | None, channels: int, reduction: int) -> nn.Module | None:
     """:func:`erf.models.attention.make_attention` with an explicit channel-MLP ``reduction`` (same classes and
     parameter names; the registered blocks fix it at 16)."""
-    from erf.models.attention import CBAM, LocalCBAM, SqueezeExcite
-
     if kind is None:
         return None
     factories = {"cbam": lambda: CBAM(channels, reduction), "cbam_spatial": lambda: CBAM(channels, reduction,

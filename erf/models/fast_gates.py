@@ -25,6 +25,8 @@ Shapes: ``x`` is ``(N, C, H, W)`` in any memory format (channels-last is the fas
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -162,7 +164,7 @@ def _window_counts(length: int, p: int, device: torch.device) -> torch.Tensor:
     return (i + p).clamp(max=length - 1) - (i - p).clamp(min=0) + 1
 
 
-def local_channel_gate(x: torch.Tensor, mlp: nn.Module, kernel_size: int) -> torch.Tensor:
+def local_channel_gate(x: torch.Tensor, mlp: nn.Sequential, kernel_size: int) -> torch.Tensor:
     """:class:`erf.models.attention.LocalChannelGate`'s ``x * sigmoid(mlp(avgpool_k(x)) + mlp(maxpool_k(x)))``
     (``k x k`` stride-1 poolings with padding ``k // 2``, the average over the positions inside the map; the MLP
     at every position), fast: ``(N, C, H, W)`` -> same, in either memory format.
@@ -176,7 +178,7 @@ def local_channel_gate(x: torch.Tensor, mlp: nn.Module, kernel_size: int) -> tor
     runs as matrix products on the channels-last ``(N, H, W, C)`` views, its first layer on both pooled maps and its
     second once, on the sum of their hidden units, plus the bias twice (the same sum of two MLPs).
     """
-    first, last = mlp[1], mlp[3]
+    first, last = cast(nn.Linear, mlp[1]), cast(nn.Linear, mlp[3])  # Flatten - Linear - ReLU - Linear
     k, p = int(kernel_size), int(kernel_size) // 2
     n, c, h, w = x.shape
     xl = x.contiguous(memory_format=torch.channels_last)

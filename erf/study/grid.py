@@ -119,7 +119,7 @@ def plan(budget: Budget, seeds: int | None = None) -> list[dict[str, Any]]:
     for d, s in budget.control_points:
         if d not in budget.dilations or s not in budget.sizes:
             raise InputError(f"budget {budget.name}: control point d={d}, s={s} is not in the main grid")
-    out = []
+    out: list[dict[str, Any]] = []
     for seed in range(int(seeds or budget.seeds)):
         for s in budget.sizes:
             for d in budget.dilations:

@@ -197,6 +197,7 @@ def run_cell(cell: dict[str, Any], b: InteractionBudget, src: _Sources, device: 
     out: dict[str, Any] = dict(cell)
     out["arms"] = dict((resume or {}).get("arms") or {})
     earlier = float((resume or {}).get("seconds", 0.0))
+    arms: tuple[str, ...]
     if cell["kind"] == "pc":
         test, arms = src.pc_test(cell["distance"]), ("plain", "cbam")
         classes, level, epochs = 2, b.pc_level, b.pc_epochs
@@ -260,7 +261,7 @@ def run(budget: InteractionBudget | str, data: str, device: str = "cpu", previou
     b = resolve(budget)
     doc = header(b, data)
     settings = doc["settings"]
-    same = bool(previous) and previous.get("data") == data
+    same = bool(previous and previous.get("data") == data)
     cells = [c for c in (previous or {}).get("cells", []) if same and c.get("settings") == settings]
     unfinished = {k: v for k, v in ((previous or {}).get("unfinished") or {}).items()
                   if same and v.get("settings") == settings}

@@ -129,20 +129,20 @@ def object_centred_erf(model: nn.Module, layer: str, images: torch.Tensor, centr
         bx = np.asarray(boxes, dtype=np.float64)
         inside = float(np.mean((unit_centres[:, 1] >= bx[:, 0] - 0.5) & (unit_centres[:, 1] <= bx[:, 2] - 0.5)
                                & (unit_centres[:, 0] >= bx[:, 1] - 0.5) & (unit_centres[:, 0] <= bx[:, 3] - 0.5)))
-    gunits = grid_units(trf, grid) if grid else np.zeros((0, 2), dtype=np.int64)
+    gunits: np.ndarray = grid_units(trf, grid) if grid else np.zeros((0, 2), dtype=np.int64)
     gcentres = np.array([trf.center(u) for u in gunits], dtype=np.float64).reshape(-1, 2)
     acc_obj = torch.zeros(2 * h - 1, 2 * w - 1, dtype=torch.float64, device=device)
     acc_pos = torch.zeros_like(acc_obj)
     try:
         for start in range(0, n, batch_size):
             x = normalize(images[start: start + batch_size].to(device)).detach().requires_grad_(True)
-            out = capture_outputs(model, {target.path: target.module}, x, stop_early=True)[target.path]
+            feat = capture_outputs(model, {target.path: target.module}, x, stop_early=True)[target.path]
             u = torch.as_tensor(units[start: start + batch_size])
-            maps = _unit_maps(out, x, u, retain_graph=len(gunits) > 0)  # one forward serves every unit
+            maps = _unit_maps(feat, x, u, retain_graph=len(gunits) > 0)  # one forward serves every unit
             _shift_add(acc_obj, maps, unit_centres[start: start + batch_size], (h, w))
             for k in range(len(gunits)):
                 uk = torch.as_tensor(gunits[k]).expand(x.shape[0], 2)
-                maps = _unit_maps(out, x, uk, retain_graph=k < len(gunits) - 1).sum(0, keepdim=True)
+                maps = _unit_maps(feat, x, uk, retain_graph=k < len(gunits) - 1).sum(0, keepdim=True)
                 _shift_add(acc_pos, maps, gcentres[k: k + 1], (h, w))
     finally:
         model.train(was_training)

@@ -124,18 +124,18 @@ def study_models(checkpoints: Sequence[str | LoadedModel], data: Any, objects: O
     if not checkpoints:
         raise StudyError("no checkpoints given")
     loaded = [c if isinstance(c, LoadedModel) else load_checkpoint(c, trust=trust, seed=seed) for c in checkpoints]
-    checkpoints = [c.source if isinstance(c, LoadedModel) else c for c in checkpoints]
-    notes = [f"{c}: {n}" for c, lm in zip(checkpoints, loaded) for n in lm.notes]
+    specs = [c.source if isinstance(c, LoadedModel) else c for c in checkpoints]
+    notes = [f"{c}: {n}" for c, lm in zip(specs, loaded) for n in lm.notes]
     recorded = [metadata_accuracy(lm.metadata) for lm in loaded]
     have_meta = all(r is not None for r in recorded)
     if accuracy == "metadata" and not have_meta:
-        missing = [c for c, r in zip(checkpoints, recorded) if r is None]
+        missing = [c for c, r in zip(specs, recorded) if r is None]
         raise StudyError(f"accuracy='metadata': no recorded accuracy ({', '.join(ACCURACY_KEYS)}) in "
                          f"{', '.join(missing)}")
     use_meta = accuracy == "metadata" or (accuracy == "auto" and have_meta)
-    counts = [_test_images(lm.metadata, str(spec)) for spec, lm in zip(checkpoints, loaded)] if use_meta else []
+    counts = [_test_images(lm.metadata, str(spec)) for spec, lm in zip(specs, loaded)] if use_meta else []
     models: list[ModelERF] = []
-    for k, (spec, lm, rec) in enumerate(tqdm(list(zip(checkpoints, loaded, recorded)), desc="study", unit="model",
+    for k, (spec, lm, rec) in enumerate(tqdm(list(zip(specs, loaded, recorded)), desc="study", unit="model",
                                              disable=not progress)):
         from erf.models import get_entry, is_model
 

@@ -101,6 +101,7 @@ def measure_model(model: torch.nn.Module, data: Any, label: str, name: str, atte
     rows = []
     for layer in res.layers:
         m = layer.metrics
+        assert m is not None  # measure() gives every layer its metrics
         row: dict[str, Any] = {"name": layer.name, "trf_side": layer.trf.side,
                                "trf_local_side": max(layer.trf.local_size)}
         for q in LEVELS:
