@@ -7,6 +7,7 @@ import shlex
 
 import pytest
 import torch
+from norms import randomise_norms
 from torch import nn
 
 from erf.checkpoints import bundled_weights, infer_architecture, load_checkpoint, save_checkpoint
@@ -15,22 +16,10 @@ from erf.files.checkpoint_io import TrustedCodeWarning, read_checkpoint_file
 from erf.models import create_model, list_models
 
 
-def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN buffers so that a lost buffer changes the outputs."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
-                m.num_batches_tracked.fill_(7)
-    return model.eval()
-
-
 def _model(name: str, seed: int = 0, **kw) -> nn.Module:
+    """Non-trivial BN buffers (and 7 batches tracked) so that a lost buffer changes the outputs or the state."""
     torch.manual_seed(seed)
-    return _randomize_bn(create_model(name, **kw), seed)
+    return randomise_norms(create_model(name, **kw), seed, batches_tracked=7)
 
 
 X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(123))

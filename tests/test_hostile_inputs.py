@@ -1,12 +1,19 @@
-"""Round two of the attacker's inputs (issue 17): the families ``test_reliability.py`` did not try yet.
+"""Round two of the attacker's inputs (issue 17): the families ``test_bad_checkpoints.py`` and
+``test_bad_inputs.py`` did not try yet.
 
 Tables, each case through the library (exact error class, message naming the file or parameter) and the
 command line (exit 2, one ``erf CMD: error:`` line naming the file or flag, no traceback): annotation files
 (COCO nested 10^5 deep, 5000-digit numbers, list ids, non-UTF-8; YOLO, CSV and mask oddities), arguments of
 ``erf train`` / ``compare`` / ``objects`` / ``--distributed``, ``--resume`` from corrupt or foreign runs. Then
-the guarantees that are about time and memory: the 10^7-``NONE`` checkpoint is refused in well under a second
-without ``torch.load`` being called, a 16-bit label mask is read in one pass, COCO annotations cost linear
-time and bounded memory each; and safetensors files (never read through ``torch.load``).
+the guarantees that are about time and memory: the 10^7-``NONE`` checkpoint is refused without ``torch.load``
+being called and without walking its opcodes, a 16-bit label mask is read in one pass, COCO annotations cost
+bounded memory each; and safetensors files (never read through ``torch.load``).
+
+Time bounds only where time is the point (a blow-up that was fixed), each relative to a baseline measured on
+the same machine in the same test or module (so a machine 10x slower, or loaded, passes as well): the
+``NONE`` bomb against walking 10^6 opcodes, the label mask against one pass per label, the real processes of
+round three against a trivial ``erf layers twoconv`` process (``process_seconds``). Elsewhere the refusal
+itself (the exact error before any work, spied loaders) is what is checked.
 """
 
 from __future__ import annotations
@@ -125,10 +132,8 @@ def test_bad_annotation_library(case: BadAnnotation, tmp_path: Path) -> None:
     from erf.objects import read_annotations
 
     path = case.build(tmp_path)
-    t0 = time.perf_counter()
     with pytest.raises(ErfError) as info:
         read_annotations(path, case.fmt)
-    assert time.perf_counter() - t0 < 10, "bounded time"
     assert type(info.value) is AnnotationError, f"{type(info.value).__name__}: {info.value}"
     assert str(path) in str(info.value) and case.fragment in str(info.value), str(info.value)
     assert len(str(info.value)) < 600, "the message quotes the value, it does not dump it"
@@ -163,7 +168,7 @@ def test_coco_annotations_cost_linear_time_and_bounded_memory(tmp_path: Path) ->
 
     from erf.objects import read_annotations
 
-    def run(n: int) -> tuple[float, int]:
+    def run(n: int) -> int:
         doc = {"images": [{"id": i, "width": 64, "height": 48} for i in range(100)],
                "annotations": [{"id": k, "image_id": k % 100, "bbox": [1, 2, 10, 12], "category_id": k % 5}
                                for k in range(n)],
@@ -173,30 +178,39 @@ def test_coco_annotations_cost_linear_time_and_bounded_memory(tmp_path: Path) ->
         del doc
         gc.collect()
         tracemalloc.start()
-        t0 = time.perf_counter()
         ann = read_annotations(path)
-        seconds = time.perf_counter() - t0
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         assert len(ann.boxes) == n
-        return seconds / n, peak // n
+        return peak // n
 
-    _, small = run(10_000)
-    _, memory = run(40_000)
+    small = run(10_000)
+    memory = run(40_000)
     assert memory < 1.5 * small + 64, (small, memory)  # linear: no per-annotation cost that grows with n
     assert memory < 2048, f"{memory} bytes per annotation (JSON text and objects included)"
 
 
 def test_a_16_bit_label_mask_is_read_in_one_pass(tmp_path: Path) -> None:
+    """The bound is the point (one pass over the pixels, not one per label), so it is relative: reading the mask
+    takes less than half of what one ``labels == value`` pass per label takes on this machine, measured here
+    (about 1/25 of it: 0.07 s against 1.8 s on the loaded 2-core machine), whatever the machine's speed."""
     from PIL import Image
 
     from erf.objects import read_annotations
 
     labels = (np.arange(256 * 256, dtype=np.uint16).reshape(256, 256) % 4000) + 1
     Image.fromarray(labels).save(tmp_path / "labels.png")
+    read_annotations(tmp_path / "labels.png", "masks")  # warm: PIL's plugins and the reader's imports
     t0 = time.perf_counter()
-    ann = read_annotations(tmp_path / "labels.png", "masks")
-    assert time.perf_counter() - t0 < 5, "one pass over the pixels, not one per label"
+    for value in range(1, 4001):  # the slow way: one pass over the pixels per label
+        np.nonzero(labels == value)
+    per_label = time.perf_counter() - t0
+    seconds = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        ann = read_annotations(tmp_path / "labels.png", "masks")
+        seconds.append(time.perf_counter() - t0)
+    assert min(seconds) < per_label / 2, f"{min(seconds):.2f} s, one pass per label {per_label:.2f} s"
     assert len(ann.boxes) == 4000 - 1  # 255 is VOC's void label and is ignored
     for value in (1, 254, 256, 3999, 4000):  # against the per-value definition: extent and pixel count
         ys, xs = np.nonzero(labels == value)
@@ -298,9 +312,7 @@ def test_bad_arguments_cli(case: BadArgs, tmp_path: Path, run_cli, monkeypatch) 
     extra = case.setup(tmp_path) if case.setup else []
     before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
     argv = [a.replace("TMP", str(tmp_path)) for a in case.argv]
-    t0 = time.perf_counter()
     assert_cli_error(run_cli, argv, case.command, [*case.fragments, *extra])
-    assert time.perf_counter() - t0 < 30, "within seconds"
     after = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
     assert after == before, "a refused run writes nothing and leaves no lock or staging folder"
 
@@ -343,20 +355,32 @@ def test_compare_layer_mismatch_is_a_layer_error() -> None:
 
 
 # ============================================================================ bounded loading
-def test_the_none_bomb_is_refused_in_well_under_a_second_without_torch_load(tmp_path: Path, monkeypatch) -> None:
+def test_the_none_bomb_is_refused_early_without_torch_load(tmp_path: Path, monkeypatch) -> None:
     import erf.files.checkpoint_io as ck
 
     def no_load(*args, **kwargs):
         raise AssertionError("torch.load must not see this file")
 
     monkeypatch.setattr(ck.torch, "load", no_load)
+    # The bound is the point: the scan stops at the opcode limit instead of walking all 10^7 opcodes (torch.load
+    # took 52 s and 600 MB; walking them takes about 10x the baseline below). Relative to walking 10^6 opcodes on
+    # this machine, measured here (about 1 s on the loaded 2-core machine, the refusal about 0.5 s): a slower
+    # machine is slower at both.
+    import io
+    import pickletools
+
+    t0 = time.perf_counter()
+    for _ in pickletools.genops(io.BytesIO(b"\x80\x02" + b"N" * 10**6 + b".")):
+        pass
+    baseline = time.perf_counter() - t0
     for build in (none_bomb, legacy_none_bomb):
         path = build(tmp_path)
         assert path.stat().st_size < 11 * 2**20
         t0 = time.perf_counter()
         with pytest.raises(CheckpointError, match="refused"):
             load_checkpoint(path)
-        assert time.perf_counter() - t0 < 1.5, "refused within a second (torch.load took 52 s and 600 MB)"
+        seconds = time.perf_counter() - t0
+        assert seconds < 3 * baseline, f"{path.name}: {seconds:.2f} s, walking 10^6 opcodes {baseline:.2f} s"
 
 
 def test_the_bound_admits_real_checkpoints(tmp_path: Path) -> None:
@@ -471,6 +495,20 @@ def _erf_process(argv: list[str], cwd: Path, timeout: float = 300) -> tuple[int,
     done = subprocess.run([sys.executable, "-m", "erf", *argv], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
     return done.returncode, done.stdout, done.stderr, time.monotonic() - start
+
+
+@pytest.fixture(scope="module")
+def process_seconds(tmp_path_factory) -> float:
+    """Seconds a trivial ``python -m erf layers twoconv`` takes on this machine now (the best of two): the unit of
+    the real-process time bounds (interpreter, torch and erf imports, a model built: 2-3 s on the quiet 2-core
+    machine, 8-10 s when it was loaded), so that a bound scales with the machine's speed and load."""
+    work = tmp_path_factory.mktemp("baseline")
+    times = []
+    for _ in range(2):
+        code, _, err, seconds = _erf_process(["layers", "twoconv"], work)
+        assert code == 0, err
+        times.append(seconds)
+    return min(times)
 
 
 def _folder_state(folder: Path) -> dict[str, tuple[int, int]]:
@@ -607,25 +645,28 @@ class Round3:
     case: int  # the issue's number
     build: Callable[[Path], list[str]]  # -> argv after `erf` (run in the folder the builder filled)
     fragments: list[str]
-    seconds: float = 30.0  # wall-clock bound on this loaded 2-core machine (the fix takes 1-5 s)
+    # Only where the bug was a time blow-up (the case's "before"): a bound in units of the process_seconds
+    # baseline, 10: the fixed runs take 0.5-2.5 baselines, the bugs 15-40+ (46-120 s against 2-3 s). None: the
+    # message is the point, the time incidental.
+    bound: float | None = None
 
 
 ROUND3 = [
     Round3("zip with two archive/data.pkl, the first a 6e7-NONE flood (49.5 s before)", 1,
            _checkpoint_argv(_zip_with([("a/data.pkl", NONE_FLOOD), ("a/data.pkl", _real_pickle()),
                                        ("a/byteorder", b"little")])),
-           ["ck.pt", "two entries named 'a/data.pkl'"]),
+           ["ck.pt", "two entries named 'a/data.pkl'"], 10.0),
     Round3("the pickle named archive/DATA.PKL, a 10^7-NONE flood (54.6 s before)", 2,
            _checkpoint_argv(_zip_with([("a/DATA.PKL", b"\x80\x02" + b"N" * 10**7 + b"."),
                                        ("a/byteorder", b"little")])),
-           ["ck.pt", "more than 100,000 opcodes"]),
+           ["ck.pt", "more than 100,000 opcodes"], 10.0),
     Round3("archive/DATA.PKL of 100 MB (past the 64 MiB bound before)", 2,
            _checkpoint_argv(_zip_with([("a/DATA.PKL", b"\x80\x02" + b"N" * 10**8 + b".")])),
            ["ck.pt", "pickle stream is 100,000,003 bytes"]),
     Round3("model_kwargs depth 10**7 for norm_8d (unbounded on the meta device before)", 3,
-           _checkpoint_argv(_norm_depth), ["deep.pt", "depth=10000000", "more than 100,000 modules"]),
+           _checkpoint_argv(_norm_depth), ["deep.pt", "depth=10000000", "more than 100,000 modules"], 10.0),
     Round3("safetensors listing 10^6 tensors (46 s before)", 4,
-           _checkpoint_argv(_many_safetensors), ["many.safetensors", "more than 100,000 tensors"], 60.0),
+           _checkpoint_argv(_many_safetensors), ["many.safetensors", "more than 100,000 tensors"], 10.0),
     Round3("test_images 'abc' in checkpoint metadata (ValueError before)", 7, _study_checkpoints("abc"),
            ["twoconv.pt", "test_images 'abc'"]),
     Round3("test_images -5", 7, _study_checkpoints(-5), ["twoconv.pt", "test_images -5"]),
@@ -669,7 +710,7 @@ ROUND3 = [
                   ["layers", "net.py:Exit"]), ["net.py:Exit", "SystemExit(0)"]),
     Round3("objects --bins 10000 over 20,000 classes (6e8 histogram counts: past 120 s before)", 0,
            lambda tmp: _coco_categories(tmp, 20_000)[:2] + ["--bins", "10000", "--out", "o"],
-           ["--bins 10000", "20,000 classes", "600,000,000 counts"], 60.0),
+           ["--bins 10000", "20,000 classes", "600,000,000 counts"], 10.0),
     Round3("COCO bbox [true, true, 10, 10] (read as 1, 1 before)", 0,
            _write("a.json", json.dumps({**COCO, "annotations": [{"id": 1, "image_id": 1, "category_id": 3,
                                                                    "bbox": [True, True, 10, 10]}]}),
@@ -687,9 +728,10 @@ ROUND3 = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ROUND3, ids=[f"{c.case}: {c.id}" for c in ROUND3])
-def test_round_three_is_one_line_exit_2_in_seconds(case: Round3, tmp_path: Path) -> None:
+def test_round_three_is_one_line_exit_2_in_seconds(case: Round3, tmp_path: Path, request) -> None:
     """Issue 25, as a real process: exit 2, one ``erf CMD: error:`` line naming the file or argument, no traceback,
-    within the bound; nothing written or lost in the folder (no lock, staging folder or temporary file)."""
+    within the bound where the case has one; nothing written or lost in the folder (no lock, staging folder or
+    temporary file)."""
     work = tmp_path / "work"
     work.mkdir()
     argv = case.build(work)
@@ -700,7 +742,9 @@ def test_round_three_is_one_line_exit_2_in_seconds(case: Round3, tmp_path: Path)
     assert len(lines[0]) < 1000, lines[0][:300]  # a 300-character argument may be named twice
     for fragment in case.fragments:
         assert fragment in lines[0], (fragment, lines[0][:300])
-    assert seconds < case.seconds, f"{seconds:.1f} s"
+    if case.bound is not None:  # the fix of a time blow-up: a bound relative to this machine's speed now
+        baseline = request.getfixturevalue("process_seconds")
+        assert seconds < case.bound * baseline, f"{seconds:.1f} s, baseline {baseline:.1f} s"
     assert _folder_state(work) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
 
@@ -772,16 +816,17 @@ MANY_CLASSES = [("a mask PNG with 65,533 labels (killed at 60 s before)", _label
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", MANY_CLASSES, ids=[c[0] for c in MANY_CLASSES])
-def test_many_classes_are_summarised_in_seconds(case, tmp_path: Path) -> None:
+def test_many_classes_are_summarised_in_seconds(case, tmp_path: Path, process_seconds: float) -> None:
     """Issue 25 case 5: per-class summaries were quadratic; end to end (read, summarise, objects.json, figures,
-    table) as a real process. About 10 s here; the bound leaves room for a loaded machine."""
+    table) as a real process. The bound is the point: 15 process_seconds baselines (7-12 s here, 2.5-5 baselines,
+    42 s when the machine was loaded; 57 s and more before, about 20 baselines of the quiet machine)."""
     _, build, classes = case
     argv = build(tmp_path)
     code, out, err, seconds = _erf_process(argv, tmp_path)
     assert code == 0 and "Traceback" not in err, err[-2000:]
     doc = json.loads((tmp_path / "o" / "objects.json").read_text())
     assert len(doc["summary"]["per_class"]) == classes
-    assert seconds < 45, f"{seconds:.1f} s"
+    assert seconds < 15 * process_seconds, f"{seconds:.1f} s, baseline {process_seconds:.1f} s"
 
 
 def test_per_class_summaries_equal_each_class_summarised_alone() -> None:
@@ -807,9 +852,11 @@ def test_per_class_summaries_equal_each_class_summarised_alone() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("what", ["a 4000x4000 image in a CIFAR npz", "--input-size 4096"])
-def test_a_costly_measurement_says_so_before_any_work(what: str, tmp_path: Path) -> None:
+def test_a_costly_measurement_says_so_before_any_work(what: str, tmp_path: Path, process_seconds: float) -> None:
     """Issue 25 case 6: 61 s / > 90 s without a word. The cost (counted on the meta device) is one ``warning:``
-    line naming --images and --input-size, printed within seconds; Ctrl-C then leaves nothing behind."""
+    line naming --images and --input-size, printed before the work: the bound (10 process_seconds baselines,
+    the warning comes after about one) is the point, a warning after the work would come too late; Ctrl-C then
+    leaves nothing behind."""
     import signal
     import subprocess
     import sys
@@ -824,16 +871,16 @@ def test_a_costly_measurement_says_so_before_any_work(what: str, tmp_path: Path)
     proc = subprocess.Popen([sys.executable, "-m", "erf", "measure", "twoconv", "--bootstrap", "0", *argv,
                              "--out", "o"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             text=True)
-    start, line = time.monotonic(), ""
+    start, line, bound = time.monotonic(), "", 10 * process_seconds
     try:
-        while proc.poll() is None and time.monotonic() - start < 60:
+        while proc.poll() is None and time.monotonic() - start < bound + 30:
             line = proc.stderr.readline()
             if line.startswith("warning: "):
                 break
         seconds = time.monotonic() - start
         assert line.startswith("warning: this measurement needs about "), line
         assert "TFLOP" in line and "--images" in line and "--input-size" in line
-        assert seconds < 30, f"{seconds:.1f} s"
+        assert seconds < bound, f"{seconds:.1f} s, baseline {process_seconds:.1f} s"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(120) == 130
     finally:

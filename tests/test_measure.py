@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from norms import randomise_norms
 from references import BypassesHooks, reference_map
 from torch import nn
 
@@ -21,14 +22,7 @@ LAYERS = ["stem", "stage1.block2", "stage2.block1", "stage2", "stage3"]
 def _model(name: str = "resnet20_cbam", seed: int = 0) -> nn.Module:
     """A registered model with random weights and non-trivial batch-norm statistics (eval != train)."""
     torch.manual_seed(seed)
-    model = create_model(name)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return model.eval()
+    return randomise_norms(create_model(name), None)  # the global generator: the draws of the seed above
 
 
 def _images(count: int, size: int = 32, seed: int = 0) -> ImageSet:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from norms import randomise_norms
 from references import n_params
 from torch import nn
 
@@ -248,13 +249,7 @@ def test_cbam_bottleneck_matches_independent_implementation(path):
     model = create_model("cbam_8d").eval()
     block = model.get_submodule(path)
     gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # non-trivial BN statistics and gate weights
-        for m in block.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+    randomise_norms(block, gen)  # non-trivial BN statistics
     cin = block.conv_reduce.in_channels
     x = torch.randn(2, cin, 16 if path.endswith("_1") else 32, 16 if path.endswith("_1") else 32, generator=gen)
     with torch.no_grad():

@@ -437,11 +437,9 @@ def test_a_symlink_loop_as_out_is_refused_before_any_work(tmp_path: Path, run_cl
 
     monkeypatch.setattr(erf.checkpoints, "load_checkpoint",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("work before the check")))
-    start = time.monotonic()
     code, _, err = run_cli("measure", "twoconv", "--out", str(tmp_path / "a"), "--force")
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "loop of symbolic links" in lines[0] and str(tmp_path / "a") in lines[0]
-    assert time.monotonic() - start < 20
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 

@@ -15,6 +15,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from norms import randomise_norms
 from references import tiny_model
 
 from erf.bench import noise_images
@@ -220,14 +221,7 @@ def test_affine_batch_norm_is_the_same_function_and_is_restored() -> None:
     from erf.probes.gradient import affine_batch_norm
 
     model = tiny_model("norm_8d")
-    gen = torch.Generator().manual_seed(3)
-    for mod in model.modules():  # non-trivial running statistics and affine parameters
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            c = mod.num_features
-            mod.running_mean.copy_(torch.rand(c, generator=gen) - 0.5)
-            mod.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-            mod.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
-            mod.bias.data.copy_(torch.rand(c, generator=gen) - 0.5)
+    randomise_norms(model, 3)  # non-trivial running statistics and affine parameters
     x = noise_images(3, seed=2)
     with torch.no_grad():
         plain = model(x)

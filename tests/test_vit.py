@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from norms import randomise_norms
 from references import reference_map
 from torch import nn
 from torchvision.models import VisionTransformer
-from zoo_oracle import randomise_norms
 
 from erf.data import ImageSet
 from erf.layers import named_layers, resolve_layer

@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 import torch
-from zoo_oracle import compare, covering_size, probe_layers, randomise_norms, report
+from norms import randomise_norms
+from zoo_oracle import compare, covering_size, probe_layers, report
 
 from erf.layers import named_layers
 
@@ -64,7 +65,7 @@ MODELS: dict[str, tuple[Any, int, dict[str, str]]] = {
 def test_timm_stages_and_trf_equal_gradient_support(name: str, one_thread) -> None:
     torch.manual_seed(0)
     build, size, layout = MODELS[name]
-    model = randomise_norms(build()).double()
+    model = randomise_norms(build(), open_gates=True).double()
     names = named_layers(model)
     stages = [n for n in names if n.startswith("stage") and "." not in n]
     assert "stem" in names and stages, names

@@ -6,21 +6,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from zoo_oracle import randomise_norms
-from zoo_torchvision import BUILT, NAMES, check, family
-
-_CHECKED: dict[tuple, str] = {}
+from norms import randomise_norms
+from zoo_torchvision import BUILT, REPRESENTATIVES, check, family
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if family(n) == "attention"])
+@pytest.mark.parametrize("name", [n for n in REPRESENTATIVES if family(n) == "attention"])
 def test_stages_and_trf_equal_gradient_support(name: str, one_thread) -> None:
-    check(name, _CHECKED)
+    check(name)
+
 
 def test_swin_window_attention_is_conservative(one_thread) -> None:
     """At 64 px swin_t's stage 1 has 16 x 16 tokens in 7 x 7 windows: the tracer says global (at the first
     window attention, with the reason), while the support of the centre unit is its window only."""
     torch.manual_seed(0)
-    model = randomise_norms(BUILT["swin_t"][0]("swin_t"))
+    model = randomise_norms(BUILT["swin_t"][0]("swin_t"), open_gates=True)
     from erf.probes import gradient_support
     from erf.trf import trace_receptive_fields
 

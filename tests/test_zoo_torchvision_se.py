@@ -5,11 +5,9 @@ Builders, coverage table and method: tests/zoo_torchvision.py."""
 from __future__ import annotations
 
 import pytest
-from zoo_torchvision import NAMES, check, family
-
-_CHECKED: dict[tuple, str] = {}
+from zoo_torchvision import REPRESENTATIVES, check, family
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if family(n) == "se"])
+@pytest.mark.parametrize("name", [n for n in REPRESENTATIVES if family(n) == "se"])
 def test_stages_and_trf_equal_gradient_support(name: str, one_thread) -> None:
-    check(name, _CHECKED)
+    check(name)

@@ -9,11 +9,11 @@ Exact zeros would make the support smaller than the TRF without any error in the
 for every input, a layer-scale or batch-norm gamma initialised to zero (timm's ``zero_init_last``), a
 LayerNorm with unit gain and no bias, whose output summed over channels is identically zero, a
 squeeze-and-excitation block whose few hidden ReLUs are all off (their input is a spatial mean, nearly
-the same for every image, so they are on or off for all images at once). So every norm layer gets random
+the same for every image, so they are on or off for all images at once). So the zoo tests build their
+models through ``tests/norms.py``'s ``randomise_norms(model, open_gates=True)``: every norm layer gets random
 affine parameters (and batch norm random running statistics), layer-scale gammas random values, the first
 layer of every squeeze-and-excitation block a bias of +1 and weights / 10 (its hidden units on, its gate
-far from the flat parts of a hard sigmoid), and three random inputs are summed (as in
-tests/test_trf.py).
+far from the flat parts of a hard sigmoid); and three random inputs are summed (as in tests/test_trf.py).
 """
 
 from __future__ import annotations
@@ -26,31 +26,6 @@ from torch import nn
 from erf.layers import named_layers
 from erf.probes import gradient_support
 from erf.trf import TRF, TRFTrace, trace_receptive_fields
-
-
-def randomise_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random affine parameters and statistics for every norm layer, random layer scales; eval mode."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-                m.running_mean.uniform_(-0.5, 0.5, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-            weight, bias = getattr(m, "weight", None), getattr(m, "bias", None)
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)):
-                if weight is not None:
-                    weight.uniform_(0.5, 1.5, generator=gen)
-                if bias is not None:
-                    bias.uniform_(-0.2, 0.2, generator=gen)
-            for name, p in m.named_parameters(recurse=False):
-                if name in ("gamma", "layer_scale", "scale") or "layer_scale" in name or name.startswith("gamma"):
-                    p.uniform_(0.5, 1.5, generator=gen)
-            if any(key in type(m).__name__ for key in ("SqueezeExcit", "SEModule", "SqueezeExcite")):
-                first = next((c for c in m.modules() if isinstance(c, (nn.Conv2d, nn.Linear))), None)
-                if first is not None and first.bias is not None:
-                    first.weight.mul_(0.1)  # pre-activations near +1: on, and the gate far from saturation
-                    first.bias.fill_(1.0)
-    return model.eval()
 
 
 def probe_layers(model: nn.Module) -> list[str]:

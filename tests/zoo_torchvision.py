@@ -12,7 +12,9 @@ for what is done against exact-zero gradients.
 Built narrow, same topology. Builders that cannot be narrowed by a keyword are called with their private
 helper (``torchvision.models.resnet._resnet`` ...) patched to return its arguments, so the twin gets the
 architecture's own block counts, kernels, strides, groups, patch and window sizes, at fewer channels
-(:data:`BUILT`). A TRF depends on the topology only, not on channel counts.
+(:data:`BUILT`). A TRF depends on the topology only, not on channel counts: names whose twins differ in
+channel counts alone (:data:`SAME_TOPOLOGY`, e.g. ``convnext_base`` and ``convnext_small``) are checked once,
+as their representative.
 
 Coverage (all 80 names; none excluded):
 
@@ -51,14 +53,15 @@ import warnings
 from typing import Any
 from unittest import mock
 
-import pytest
 import torch
 import torchvision
+from norms import randomise_norms
 from torch import nn
 from torchvision import models as tvm
-from zoo_oracle import compare, covering_size, probe_layers, randomise_norms, report, topology
+from zoo_oracle import compare, covering_size, probe_layers, report, topology
 
 from erf.layers import named_layers
+from erf.trf import TRFTrace
 
 NAMES = torchvision.models.list_models(module=torchvision.models)
 
@@ -210,24 +213,53 @@ def family(name: str) -> str:
     return "cnn"
 
 
-def check(name: str, checked: dict[tuple, str]) -> None:
-    """Build ``name``'s twin, derive its stages and compare their TRFs with the gradient support.
+SAME_TOPOLOGY: dict[str, str] = {
+    "convnext_base": "convnext_small", "convnext_large": "convnext_small",
+    "efficientnet_b2": "efficientnet_b1",
+    "mnasnet0_75": "mnasnet0_5", "mnasnet1_0": "mnasnet0_5", "mnasnet1_3": "mnasnet0_5",
+    "wide_resnet50_2": "resnet50", "wide_resnet101_2": "resnet101",
+    "resnext101_64x4d": "resnext101_32x8d",
+    "shufflenet_v2_x1_0": "shufflenet_v2_x0_5", "shufflenet_v2_x1_5": "shufflenet_v2_x0_5",
+    "shufflenet_v2_x2_0": "shufflenet_v2_x0_5",
+    "swin_b": "swin_s", "swin_v2_b": "swin_v2_s",
+}
+"""duplicate -> representative: names whose twins have the same :func:`signature` (module tree, window
+geometry, probed stage modules and input size: channel counts only differ), so the oracle of the
+representative checks them too. Found by computing the signature of every name; kept true by
+``test_zoo_torchvision_cnn.py::test_same_topology_table_is_exact``."""
 
-    ``checked``: topology signature -> name already checked (a name of the same topology and stage
-    modules, channel counts aside, is skipped with that name as the reason)."""
+REPRESENTATIVES = [n for n in NAMES if n not in SAME_TOPOLOGY]
+"""The names the oracle checks, each once (whatever the order or ``-k`` selection)."""
+
+
+def prepared(name: str) -> tuple[nn.Module, int, TRFTrace]:
+    """``name``'s twin (norms randomised, float64, eval), the input size it is checked at and its trace.
+
+    Asserts the stage names: ``stem`` and ``stage1..N`` without gaps."""
     torch.manual_seed(0)
-    builder, size, options = BUILT[name]
-    model = randomise_norms(builder(name)).double()  # probed in place by the float64 oracle (no copies)
+    builder, size, _ = BUILT[name]
+    model = randomise_norms(builder(name), open_gates=True).double()  # probed in place by the float64 oracle
     names = named_layers(model)
     stages = [n for n in names if n.startswith("stage") and "." not in n]
     assert "stem" in names and len(stages) >= 1, names
     assert all(names[f"stage{k + 1}"] for k in range(len(stages)))  # numbered 1..N without gaps
     # the first size from the nominal one whose every module reaches the border (see zoo_oracle.uncovered)
     size, trace = covering_size(model, size or model.image_size, tries=1 if not size else 12)
+    return model, size, trace
+
+
+def signature(model: nn.Module, size: int) -> tuple:
+    """What the oracle's verdict depends on, channel counts aside: the topology, the probed modules, the size."""
+    names = named_layers(model)
+    return topology(model), tuple(names[n] for n in probe_layers(model)), size
+
+
+def check(name: str) -> None:
+    """Build ``name``'s twin, derive its stages and compare their TRFs with the gradient support."""
+    assert name not in SAME_TOPOLOGY, f"{name} is checked as {SAME_TOPOLOGY.get(name)}"
+    model, size, trace = prepared(name)
+    options = BUILT[name][2]
     layers = probe_layers(model)
-    signature = (topology(model), tuple(names[n] for n in layers), size)
-    if signature in checked:  # e.g. convnext_base is convnext_small at other widths
-        pytest.skip(f"same topology and stage modules as {checked[signature]} (channel counts only), checked there")
     layouts = {}
     if options.get("layouts") == "nhwc":  # Swin: channels-last from the stem on
         layouts = {n: "nhwc" for n in layers}
@@ -238,6 +270,3 @@ def check(name: str, checked: dict[tuple, str]) -> None:
     for v in verdicts:  # global layers name the op and module that made them so
         if v.trf.is_global:
             assert v.trf.reason and " in " in v.trf.reason, v
-    checked[signature] = name
-
-
