@@ -174,6 +174,8 @@ def _kwargs_not_a_mapping(tmp: Path) -> Path:
 
 
 def _dtype(dtype: torch.dtype) -> Callable[[Path], Path]:
+    """A builder of a state dict whose floating-point tensors are cast to ``dtype`` (refused or loaded with a note)."""
+
     def build(tmp: Path) -> Path:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model_state().items()}
         torch.save(state, tmp / "typed.pth")
@@ -316,15 +318,6 @@ def test_unknown_registry_name(run_cli) -> None:
 
 
 # ---------------------------------------------------------------- checkpoints that load, with a note
-def _cast(dtype: torch.dtype) -> Callable[[Path], Path]:
-    def build(tmp: Path) -> Path:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model_state().items()}
-        torch.save(state, tmp / "half.pth")
-        return tmp / "half.pth"
-
-    return build
-
-
 def _data_parallel(tmp: Path) -> Path:
     torch.save({"state_dict": {f"module.{k}": v for k, v in model_state().items()}, "epoch": 3}, tmp / "dp.pth")
     return tmp / "dp.pth"
@@ -345,9 +338,9 @@ def _expected_state(kind: str) -> dict[str, torch.Tensor]:
 
 
 LOADS_WITH_NOTE = [
-    ("float16 state_dict", _cast(torch.float16), "cast float16 tensors to float32", "float16"),
-    ("bfloat16 state_dict", _cast(torch.bfloat16), "cast bfloat16 tensors to float32", "bfloat16"),
-    ("float64 state_dict", _cast(torch.float64), "cast float64 tensors to float32", "float32"),
+    ("float16 state_dict", _dtype(torch.float16), "cast float16 tensors to float32", "float16"),
+    ("bfloat16 state_dict", _dtype(torch.bfloat16), "cast bfloat16 tensors to float32", "bfloat16"),
+    ("float64 state_dict", _dtype(torch.float64), "cast float64 tensors to float32", "float32"),
     ("DataParallel module. prefix", _data_parallel, "stripped a DataParallel", "float32"),
     ("erf checkpoint saved with half=True", _erf_half, "cast float16 tensors to float32", "float16"),
 ]
