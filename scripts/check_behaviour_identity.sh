@@ -8,7 +8,9 @@
 #   The issue's two steps, each checked alone (other work landed between them):
 #     bash scripts/check_behaviour_identity.sh 2df9e86^1 2df9e86   # the erf/trf package, commands/_base
 #     bash scripts/check_behaviour_identity.sh 2f46cc4             # renames, files/ runtime/, API, data registry
-# CPU, one thread, about 2 min. Exit 0: identical; 1: a difference (shown as a unified diff).
+#   FIGURES=1 also regenerates the committed figures that need no training (figures/compare, compare_canvas96,
+#   real, real_canvas96, with the commands of figures/README.md) in both trees and compares their JSON.
+# CPU, one thread, about 2 min (FIGURES=1: about 8 min more). Exit 0: identical; 1: a difference (a unified diff).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 here=$(pwd)
@@ -39,6 +41,14 @@ CASES=(
   "objects_voc|objects $boxes --json"
   "study_real|study resnet20 resnet20_cbam --images 16 --objects estimate --json"
 )
+# name | erf arguments writing DIR | the JSON file compared (figures/README.md's commands, into DIR)
+FIG_CASES=(
+  "fig_compare|compare resnet20 resnet20_cbam --images 256 --out fig_compare --force --quiet|compare.json"
+  "fig_compare_canvas96|compare resnet20 resnet20_cbam --images 256 --input-size 96 --out fig_compare_canvas96 --force --quiet|compare.json"
+  "fig_real|study twoconv twoconv_cbam resnet20 resnet20_cbam --data cifar10:$DATA/cifar10_prefix.npz --images 932 --objects estimate --accuracy evaluate --out fig_real --force --quiet|study.json"
+  "fig_real_canvas96|study twoconv twoconv_cbam resnet20 resnet20_cbam --data cifar10:$DATA/cifar10_prefix.npz --images 932 --objects estimate --accuracy evaluate --input-size 96 --out fig_real_canvas96 --force --quiet|study.json"
+)
+[ "${FIGURES:-0}" = 1 ] || FIG_CASES=()
 # fields that differ on purpose (jq-free: a Python filter below drops them)
 ALLOWED="settings.count"
 
@@ -50,6 +60,12 @@ produce() {  # produce TREE TAG: every case run from $tmp/TAG (the same relative
     # shellcheck disable=SC2086
     (cd "$out" && PYTHONPATH="$tree" python3 -m erf $args > "$name.json" 2> "$name.err") || echo "exit $?" >> "$out/$name.err"
   done
+  for case in "${FIG_CASES[@]}"; do
+    local name=${case%%|*} rest=${case#*|}
+    local args=${rest%|*}
+    # shellcheck disable=SC2086
+    (cd "$out" && PYTHONPATH="$tree" python3 -m erf $args > /dev/null 2> "$name.err") || echo "exit $?" >> "$out/$name.err"
+  done
   # the pilot grid's report, regenerated from its committed cells (no training)
   cp "$here/figures/h2_cpu/cells.json" "$out/h2_cpu/"
   (cd "$out" && PYTHONPATH="$tree" python3 -m erf study --controlled --budget cpu \
@@ -59,11 +75,13 @@ produce() {  # produce TREE TAG: every case run from $tmp/TAG (the same relative
 produce "$tmp/tree_base" base
 produce "$new_tree" new
 
-python3 - "$tmp" "$ALLOWED" <<'EOF'
+figs=""
+for case in "${FIG_CASES[@]}"; do figs+=" ${case%%|*}/${case##*|}"; done
+python3 - "$tmp" "$ALLOWED" "$figs" <<'EOF'
 import difflib, json, sys
 from pathlib import Path
 
-tmp, allowed = Path(sys.argv[1]), sys.argv[2].split()
+tmp, allowed, figures = Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3].split()
 def drop(doc, path):
     head, _, rest = path.partition(".")
     if isinstance(doc, dict) and head in doc:
@@ -80,7 +98,7 @@ def normal(path: Path) -> list[str]:
     for field in allowed:
         drop(doc, field)
     return json.dumps(doc, indent=1, sort_keys=True).splitlines()
-names = sorted(p.name for p in (tmp / "base").glob("*.json")) + ["h2_cpu/study.json", "h2_cpu/cells.md"]
+names = sorted(p.name for p in (tmp / "base").glob("*.json")) + ["h2_cpu/study.json", "h2_cpu/cells.md"] + figures
 failed = 0
 for label in names:
     old, new = tmp / "base" / label, tmp / "new" / label
