@@ -15,10 +15,31 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
+
+
+class _FirstEpoch:
+    """The canvases of epoch 0 for every epoch (drawn once): a fixed training set."""
+
+    def __init__(self, canvases: Callable[[int], Any]) -> None:
+        self.canvases, self.fixed = canvases, None
+
+    def __call__(self, epoch: int) -> Any:
+        if self.fixed is None:
+            self.fixed = self.canvases(0)
+        return self.fixed
+
+    def __len__(self) -> int:
+        return len(self.canvases)  # type: ignore[arg-type]
+
+
+def _first_epoch_only(epochs: Callable[[float, int], Any]) -> Callable[[float, int], Any]:
+    return lambda scale, seed: _FirstEpoch(epochs(scale, seed))
 
 
 def main() -> None:
@@ -29,6 +50,9 @@ def main() -> None:
     p.add_argument("--level", type=int, default=2)
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--canvas", type=int, default=None, help="canvas side (px; default the budget's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default the budget's)")
+    p.add_argument("--fixed-train", action="store_true",
+                   help="draw the training canvases once (epoch 0's) instead of every epoch")
     p.add_argument("--budget", default="grid_cpu")
     p.add_argument("--data", default="cifar10:/work/shared/data/cifar10_prefix.npz")
     p.add_argument("--out", type=Path, required=True)
@@ -42,18 +66,23 @@ def main() -> None:
     base = INTERACTION_BUDGETS[a.budget]
     rows = json.loads(a.out.read_text()) if a.out.exists() else []
     for epochs in a.epochs:
-        b = replace(base, arms=(a.arm,), epochs=epochs, **({"canvas": a.canvas} if a.canvas else {}))
+        b = replace(base, arms=(a.arm,), epochs=epochs, **({"canvas": a.canvas} if a.canvas else {}),
+                    **({"lr": a.lr} if a.lr else {}))
         if any(r["epochs"] == epochs and r["arm"] == a.arm and r["scale"] == a.scale and r["level"] == a.level
-               and r["seed"] == a.seed and r["canvas"] == b.canvas for r in rows):
+               and r["seed"] == a.seed and r["canvas"] == b.canvas and r["lr"] == b.lr
+               and r.get("fixed_train", False) == a.fixed_train for r in rows):
             continue
         src = _Sources(a.data, b, "cpu")
+        if a.fixed_train:
+            src.epochs = _first_epoch_only(src.epochs)  # type: ignore[method-assign]
         cell = {"kind": "main", "scale": a.scale, "level": a.level, "seed": a.seed,
                 "key": cell_key("main", scale=a.scale, level=a.level, seed=a.seed)}
         t0 = time.perf_counter()
         rec = run_cell(cell, b, src, "cpu")
         m = rec["arms"][a.arm]
         rows.append({"arm": a.arm, "scale": a.scale, "level": a.level, "seed": a.seed, "canvas": b.canvas,
-                     "epochs": epochs, "lr": b.lr, "batch_size": b.batch_size, "width": b.width,
+                     "epochs": epochs, "lr": b.lr, "fixed_train": a.fixed_train, "batch_size": b.batch_size,
+                     "width": b.width,
                      "accuracy": m["accuracy"], "train_accuracy": m["train_accuracy"], "seconds": m["seconds"],
                      "cell_seconds": time.perf_counter() - t0, "erf": m.get("erf", {}).get("object_centred"),
                      "object_extent": rec.get("object_extent"), "precision": m["precision"]})
