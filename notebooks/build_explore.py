@@ -135,8 +135,11 @@ cannot test hypothesis 2**: at 8 epochs with 38k-parameter networks every gate s
 at every ERF/frame ratio from 0.57 to 2.11; the gain fell weakly with the ratio, in hypothesis 2's direction
 (fragile, p = 0.038); the plain twin never showed a small ERF limiting it, and the "object" was the pasted
 frame. Its rule's CONTRADICTS label judged the gain's level against zero, which mixes the gates' cost with the
-ERF effect (issue #24; `figures/README.md`). Below: the canvases of one epoch, and the pilot's rule output and
-main figure."""),
+ERF effect (issue #24; `figures/README.md`). The second grid (`figures/h2_grid/`, `erf study --interaction`)
+stopped after 16 of 60 main cells as a second pilot: its pre-registered plateau check failed (10 -> 20 epochs
+added +9.2 pp plain, +8.8 pp CBAM; < 1 pp needed), so its verdict is INCONCLUSIVE (not converged), and a
+convergence pilot (`figures/h2_pilot/`) found each doubling still adding 6-10 pp at 80 epochs. Below: the
+canvases of one epoch, and the first pilot's rule output and main figure."""),
     ("code", """from pathlib import Path
 
 from erf.study.canvases import EpochCanvases

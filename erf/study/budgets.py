@@ -150,7 +150,8 @@ INTERACTION_BUDGETS: dict[str, InteractionBudget] = {b.name: b for b in (
                       pc_test_images=32, pc_epochs=1, smoke=True),
     InteractionBudget("grid_cpu", "the second grid on a 2-core CPU (two single-thread workers, see "
                                   "figures/h2_grid/design.md): 4 object scales x 3 ERF levels x 5 seeds x 4 arms, "
-                                  "10 epochs, plateau check at 20",
+                                  "10 epochs, plateau check at 20 (stopped at 16 of 60 main cells: the recipe does not "
+                                  "reach its plateau; see figures/h2_grid/design.md)",
                       scales=(0.5, 1.0, 2.0, 3.0), levels=(1, 2, 3), seeds=5, epochs=10, train_images=None,
                       test_images=None, erf_images=64, precision="fp32"),
     InteractionBudget("grid_gpu", "the same grid scaled for one GPU: width 32, 40 epochs (plateau at 80), 8 seeds",
