@@ -868,9 +868,11 @@ def test_a_costly_measurement_says_so_before_any_work(what: str, tmp_path: Path,
         argv = ["--input-size", "4096", "--images", "2", "--layer", "stem"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
+    # SIGINT as a terminal gives it: a suite started in the background (`cmd &` in a script) inherits SIGINT
+    # ignored, the child then installs no KeyboardInterrupt handler, and Ctrl-C could not be tested
     proc = subprocess.Popen([sys.executable, "-m", "erf", "measure", "twoconv", "--bootstrap", "0", *argv,
                              "--out", "o"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     start, line, bound = time.monotonic(), "", 10 * process_seconds
     try:
         while proc.poll() is None and time.monotonic() - start < bound + 30:
