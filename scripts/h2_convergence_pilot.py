@@ -54,27 +54,29 @@ def main() -> None:
     p.add_argument("--fixed-train", action="store_true",
                    help="draw the training canvases once (epoch 0's) instead of every epoch")
     p.add_argument("--budget", default="grid_cpu")
-    p.add_argument("--data", default="cifar10:/work/shared/data/cifar10_prefix.npz")
+    p.add_argument("--data", default=None, help="cifar10:PATH (default: the shared CIFAR-10 prefix where present)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
 
     from erf.files.atomic import write_json
-    from erf.study.budgets import INTERACTION_BUDGETS
+    from erf.study.budgets import INTERACTION_BUDGETS, default_controlled_source
     from erf.study.h2grid import _Sources, cell_key, run_cell
 
     torch.set_num_threads(1)
-    base = INTERACTION_BUDGETS[a.budget]
+    base = replace(INTERACTION_BUDGETS[a.budget], arms=(a.arm,), **({"canvas": a.canvas} if a.canvas else {}),
+                   **({"lr": a.lr} if a.lr else {}))
     rows = json.loads(a.out.read_text()) if a.out.exists() else []
+    src = None  # data and test canvases do not depend on the epochs: loaded once, when a model is to be trained
     for epochs in a.epochs:
-        b = replace(base, arms=(a.arm,), epochs=epochs, **({"canvas": a.canvas} if a.canvas else {}),
-                    **({"lr": a.lr} if a.lr else {}))
+        b = replace(base, epochs=epochs)
         if any(r["epochs"] == epochs and r["arm"] == a.arm and r["scale"] == a.scale and r["level"] == a.level
                and r["seed"] == a.seed and r["canvas"] == b.canvas and r["lr"] == b.lr
                and r.get("fixed_train", False) == a.fixed_train for r in rows):
             continue
-        src = _Sources(a.data, b, "cpu")
-        if a.fixed_train:
-            src.epochs = _first_epoch_only(src.epochs)  # type: ignore[method-assign]
+        if src is None:
+            src = _Sources(a.data or default_controlled_source(), base, "cpu")
+            if a.fixed_train:
+                src.epochs = _first_epoch_only(src.epochs)  # type: ignore[method-assign]
         cell = {"kind": "main", "scale": a.scale, "level": a.level, "seed": a.seed,
                 "key": cell_key("main", scale=a.scale, level=a.level, seed=a.seed)}
         t0 = time.perf_counter()
