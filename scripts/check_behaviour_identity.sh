@@ -52,19 +52,18 @@ FIG_CASES=(
 # fields that differ on purpose (jq-free: a Python filter below drops them)
 ALLOWED="settings.count"
 
+run_case() {  # run_case TREE OUT NAME STDOUT ARGS: erf ARGS from OUT, stderr (and a failure's exit code) in NAME.err
+  local tree=$1 out=$2 name=$3 stdout=$4 args=$5
+  # shellcheck disable=SC2086
+  (cd "$out" && PYTHONPATH="$tree" python3 -m erf $args > "$stdout" 2> "$name.err") || echo "exit $?" >> "$out/$name.err"
+}
 produce() {  # produce TREE TAG: every case run from $tmp/TAG (the same relative paths for both trees)
-  local tree=$1 out=$tmp/$2
+  local tree=$1 out=$tmp/$2 case rest
   mkdir -p "$out/h2_cpu"
-  for case in "${CASES[@]}"; do
-    local name=${case%%|*} args=${case#*|}
-    # shellcheck disable=SC2086
-    (cd "$out" && PYTHONPATH="$tree" python3 -m erf $args > "$name.json" 2> "$name.err") || echo "exit $?" >> "$out/$name.err"
-  done
-  for case in "${FIG_CASES[@]}"; do
-    local name=${case%%|*} rest=${case#*|}
-    local args=${rest%|*}
-    # shellcheck disable=SC2086
-    (cd "$out" && PYTHONPATH="$tree" python3 -m erf $args > /dev/null 2> "$name.err") || echo "exit $?" >> "$out/$name.err"
+  for case in "${CASES[@]}"; do run_case "$tree" "$out" "${case%%|*}" "${case%%|*}.json" "${case#*|}"; done
+  for case in "${FIG_CASES[@]}"; do  # they write their own --out folder
+    rest=${case#*|}
+    run_case "$tree" "$out" "${case%%|*}" /dev/null "${rest%|*}"
   done
   # the pilot grid's report, regenerated from its committed cells (no training)
   cp "$here/figures/h2_cpu/cells.json" "$out/h2_cpu/"
