@@ -81,3 +81,13 @@ def test_time_limit_stops_between_models(cifar10_prefix):
                                                                {**seen[0], "settings": doc["settings"]}))
     first = next(c for c in doc2["cells"] if c["key"] == seen[0]["key"])
     assert first["arms"]["plain"]["seconds"] == seen[0]["arms"]["plain"]["seconds"]  # reused, not retrained
+
+
+def test_third_grid_trains_all_compared_arms_for_its_operating_point_check(cifar10_prefix):
+    data = f"cifar10:{cifar10_prefix}"
+    doc = h2grid.run("grid3_tiny", data)
+    plateau = [c for c in doc["cells"] if c["kind"] == "plateau"]
+    assert plateau and all(set(c["arms"]) == {"plain", "cbam", "localgate"} for c in plateau)
+    assert all(r["epochs"] == 2 for c in plateau for r in c["arms"].values())
+    rep = h2grid.report(doc)
+    assert rep["rule"].startswith("[interaction/2]") and "operating point" in rep["verdict"]["text"]

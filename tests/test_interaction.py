@@ -169,3 +169,87 @@ def test_rates_of_a_custom_world_respond_to_the_effect():
     weak = rates(World("weak", "", h2=-0.002), PLANNED, reps=500, seed=4, sd=PILOT_SD)["supports"]
     strong = rates(World("strong", "", h2=-0.03), PLANNED, reps=500, seed=4, sd=PILOT_SD)["supports"]
     assert weak < 0.3 < 0.95 < strong
+
+
+# ----------------------------------------------------------------------------- rule interaction/2 on grid3_cpu
+V2 = rule.RULES["interaction/2"]
+
+
+@pytest.fixture(scope="module")
+def oc3() -> dict[str, dict[str, float]]:
+    from erf.study.worlds import PLANNED3
+
+    return operating_characteristics(PLANNED3, reps=REPS, seed=5, rule=V2, sd=PILOT_SD)
+
+
+def test_v2_planned_design_is_the_budget():
+    from erf.study.budgets import INTERACTION_BUDGETS
+    from erf.study.worlds import PLANNED3
+
+    b = INTERACTION_BUDGETS["grid3_cpu"]
+    assert b.rule == V2.name and b.seeds == PLANNED3.seeds
+    assert {(p[1], p[2]) for p in PLANNED3.points} == {(k, lv) for k in b.scales for lv in b.levels}
+    assert set(V2.plateau_arms) == {"plain", "cbam", "localgate"} <= set(b.arms)
+
+
+def test_v2_error_rates_on_the_planned_design(oc3):
+    assert oc3["null"]["supports"] <= rule.ALPHA + TOL and oc3["cost"]["supports"] <= rule.ALPHA + TOL
+    assert oc3["any_gate"]["supports"] <= rule.ALPHA + TOL
+    assert oc3["no_limit"]["supports"] <= rule.ALPHA + TOL
+    assert oc3["h2_cost"] == oc3["h2"] and oc3["cost"] == oc3["null"]  # a flat cost cancels in the slopes
+
+
+def test_v2_power_on_the_planned_design(oc3):
+    # the design is powered for hypothesis 2's -2 pp per doubling and for DELTA = 2 pp at the pilot's noise
+    assert oc3["h2"]["supports"] >= 0.9 and oc3["h2"]["contradicts"] <= 0.02, oc3["h2"]
+    assert oc3["null"]["contradicts"] >= 0.9, oc3["null"]
+
+
+def test_v2_operating_point_check_passes_stable_worlds_and_catches_a_catch_up():
+    from erf.study.worlds import PLANNED3, operating_point_rates
+
+    stable = operating_point_rates(PLANNED3, shift=0.0, reps=REPS, seed=6, sd=PILOT_SD)
+    catching_up = operating_point_rates(PLANNED3, shift=0.08, reps=REPS, seed=6, sd=PILOT_SD)
+    assert stable["passed"] >= 0.9 and catching_up["passed"] <= 0.05, (stable, catching_up)
+
+
+def _v2_plateau(cells: list[dict], cbam_change: float) -> list[dict]:
+    seen, out = set(), []
+    for c in cells:
+        key = (c["capacity"], c["scale"], c["dilation"])
+        if key in seen:
+            continue
+        seen.add(key)
+        acc = {a: c["arms"][a]["accuracy"] + 0.03 for a in V2.plateau_arms}  # all arms still rise by 3 pp
+        acc["cbam"] += cbam_change
+        out.append({**c, "kind": "plateau", "arms": {a: {"accuracy": v} for a, v in acc.items()}})
+    return out
+
+
+def test_v2_operating_point_gates_the_verdict_and_says_it_is_not_an_accuracy_plateau():
+    from erf.study.worlds import PLANNED3
+
+    cells = cells_of(WORLDS["h2"], PLANNED3, seed=0, sd=PILOT_SD)
+    ok = rule.analyse(cells, PASSED, _v2_plateau(cells, 0.0), rule=V2.name)
+    assert ok["plateau"]["passed"] and not ok["plateau"]["accuracy_plateau"], ok["plateau"]["reason"]
+    assert ok["label"] == rule.judge(
+        np.log2([c["arms"]["plain"]["erf"]["object_centred"]["d50"] / 10.0 for c in cells]),
+        [(c["capacity"], c["scale"], c["seed"]) for c in cells],
+        *(np.array([c["arms"][k]["accuracy"] for c in cells]) for k in ("plain", "cbam", "localgate")),
+        V2.bound)["label"]
+    if ok["label"] != "inconclusive":
+        assert "not at an accuracy plateau" in ok["text"]
+    assert ok["rule"].startswith("[interaction/2]") and "Operating point" in ok["rule"]
+    moved = rule.analyse(cells, PASSED, _v2_plateau(cells, 0.06), rule=V2)
+    assert moved["label"] == "inconclusive" and "NOT a stable operating point" in moved["text"]
+    assert "not at a stable operating point" in moved["text"]
+    # a gate still catching up: its train accuracy at E below the plain twin's by more than LAG_PP
+    slow = lambda c: {**c["arms"]["localgate"], "train_accuracy": c["arms"]["plain"]["train_accuracy"] - 0.04}  # noqa: E731
+    lagging = [{**c, "arms": {**c["arms"], "localgate": slow(c)}} for c in cells]
+    lag = rule.analyse(lagging, PASSED, _v2_plateau(lagging, 0.0), rule=V2)
+    assert lag["label"] == "inconclusive" and lag["plateau"]["lag"]["localgate"] == pytest.approx(-0.04)
+
+
+def test_rule_texts_state_their_bounds_exactly():
+    assert "-1.5 pp" in rule.RULES["interaction/1"].text and "-2 pp" not in rule.RULES["interaction/1"].text
+    assert f"-{100 * V2.bound:g} pp" in V2.text and f"+-{100 * V2.stable_pp:g} pp" in V2.text

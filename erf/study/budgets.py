@@ -26,6 +26,8 @@ class Budget:
         pc_images, pc_test_images, pc_epochs, pc_dilation: positive-control data and recipe.
         widths, blocks: the dilation twins' widths and blocks per stage.
         smoke: a pipeline check only (its report says its numbers mean nothing).
+        rule: the version of the rule that judges this grid (:data:`erf.study.interaction.RULES`; it also names
+            the arms its plateau cells train).
     """
 
     name: str
@@ -133,11 +135,12 @@ class InteractionBudget:
     pc_level: int = 1
     precision: str = "auto"
     smoke: bool = False
+    rule: str = "interaction/1"
 
     def training(self) -> dict[str, Any]:
-        """The settings a finished cell must match to be reused (everything but the grid's extent)."""
+        """The settings a finished cell must match to be reused (everything but the grid's extent and its rule)."""
         d = asdict(self)
-        for k in ("name", "help", "scales", "levels", "seeds", "plateau_seeds", "pc_distances", "smoke"):
+        for k in ("name", "help", "scales", "levels", "seeds", "plateau_seeds", "pc_distances", "smoke", "rule"):
             d.pop(k)
         return d
 
@@ -158,5 +161,22 @@ INTERACTION_BUDGETS: dict[str, InteractionBudget] = {b.name: b for b in (
                       scales=(0.5, 1.0, 2.0, 3.0), levels=(1, 2, 3), seeds=8, epochs=40, train_images=None,
                       test_images=None, erf_images=256, width=32, batch_size=128, lr=0.1, pc_epochs=20,
                       pc_images=5000),
+    InteractionBudget("grid3_tiny", "seconds: a pipeline check of the third grid and its rule interaction/2 (tiny "
+                                    "data, 1 epoch, 1 seed; numbers mean nothing)",
+                      scales=(0.5, 1.0), levels=(1, 3), seeds=1, epochs=1, train_images=48, test_images=32,
+                      erf_images=8, batch_size=16, canvas=32, base=16, width=8, pc_distances=(8, 24), pc_images=48,
+                      pc_test_images=32, pc_epochs=1, arms=("plain", "cbam", "localgate"), lr=0.2, smoke=True,
+                      rule="interaction/2"),
+    InteractionBudget("grid3_cpu", "the third grid on a 2-core CPU (figures/h2_grid3/design.md; rule interaction/2): "
+                                   "3 object scales x 2 ERF levels x 8 seeds x 3 arms on 80 px canvases, lr 0.2, "
+                                   "40 epochs, operating-point check at 80",
+                      scales=(0.5, 1.0, 2.5), levels=(1, 3), seeds=8, epochs=40, train_images=None, test_images=None,
+                      erf_images=64, arms=("plain", "cbam", "localgate"), lr=0.2, canvas=80, precision="fp32",
+                      rule="interaction/2"),
+    InteractionBudget("grid3_gpu", "the third grid scaled for one GPU (not yet run on one): 12 seeds, the "
+                                   "spatial-only arm too, 80 epochs (check at 160)",
+                      scales=(0.5, 1.0, 2.5), levels=(1, 3), seeds=12, epochs=80, train_images=None,
+                      test_images=None, erf_images=256, lr=0.2, canvas=80, pc_epochs=20, pc_images=5000,
+                      rule="interaction/2"),
 )}
 """The second grid's budgets registry: ``erf study --interaction --budget`` choices and help come from here."""

@@ -8,7 +8,8 @@ Judged by the rule of :mod:`erf.study.interaction` (committed before this module
   CIFAR-10 object resampled to ``k * base`` px on a fixed ``canvas``), evaluated on the scale's fixed test
   canvases; every arm's object-centred ERF at ``stage3`` on the first ``erf_images`` of them; the objects'
   measured extent (:func:`object_extent`) at that scale.
-* ``plateau`` ``(k, l, seed < plateau_seeds)``: the plain and CBAM twins trained for twice the epochs (rule 2).
+* ``plateau`` ``(k, l, seed < plateau_seeds)``: the arms of the budget's rule (``Rule.plateau_arms``: plain and CBAM,
+  or all three compared arms) trained for twice the epochs (rule 2).
 * ``pc`` ``(D, seed)``: the positive control (:mod:`erf.study.positive_control`) with ``patchnet_l{pc_level}``.
 
 Every model records its parameters, forward FLOPs, test accuracy (last epoch, evaluated in fp32), running train
@@ -36,6 +37,7 @@ import torch
 from erf.errors import InputError, StudyError
 from erf.files.atomic import json_ready
 from erf.study.budgets import INTERACTION_BUDGETS, InteractionBudget
+from erf.study.interaction import RULES
 from erf.study.object_centred import LEVELS, object_centred_erf
 
 SCHEMA = "erf.study.interaction_grid/1"
@@ -81,7 +83,9 @@ def plan(budget: InteractionBudget | str, worker: tuple[int, int] = (0, 1)) -> l
         if lv not in SCHEDULES:
             raise InputError(f"budget {b.name}: ERF level {lv} is not registered ({sorted(SCHEDULES)})",
                              param="budget")
-    for a in b.arms:
+    if b.rule not in RULES:
+        raise InputError(f"budget {b.name}: unknown rule {b.rule!r} (use {', '.join(RULES)})", param="budget")
+    for a in (*b.arms, *RULES[b.rule].plateau_arms):
         if a not in ARM_SUFFIX:
             raise InputError(f"budget {b.name}: unknown arm {a!r}", param="budget")
     out: list[dict[str, Any]] = []
@@ -204,7 +208,7 @@ def run_cell(cell: dict[str, Any], b: InteractionBudget, src: _Sources, device: 
     else:
         test = src.test_canvases(cell["scale"])
         classes, level = len(src.train.classes) or 10, cell["level"]
-        arms = b.arms if cell["kind"] == "main" else ("plain", "cbam")
+        arms = b.arms if cell["kind"] == "main" else RULES[b.rule].plateau_arms
         epochs = b.epochs if cell["kind"] == "main" else 2 * b.epochs
         out["object_extent"] = src.extent(cell["scale"])
         out["object_side"] = src.side(cell["scale"])
@@ -330,7 +334,7 @@ def report(doc: dict[str, Any], command: str = "", report_command: str | None = 
     Raises:
         StudyError: no finished main cell.
     """
-    from erf.study.interaction import RULE, analyse
+    from erf.study.interaction import analyse
     from erf.study.preregistered import positive_control_result
 
     cells = doc.get("cells", [])
@@ -345,8 +349,9 @@ def report(doc: dict[str, Any], command: str = "", report_command: str | None = 
                                  max(b["pc_distances"])) if pcs else None
     plateau = [_as_rule_cell(c) for c in cells if c["kind"] == "plateau"]
     planned_main = len(b["scales"]) * len(b["levels"]) * b["seeds"]
+    rule = RULES[b.get("rule", "interaction/1")]
     analysis = analyse([_as_rule_cell(c) for c in main], pc, plateau or None, planned=planned_main,
-                       smoke=bool(b.get("smoke")))
+                       smoke=bool(b.get("smoke")), rule=rule)
     missing = doc.get("planned", len(cells)) - len(cells)
     notes = []
     if missing > 0:
@@ -366,7 +371,7 @@ def report(doc: dict[str, Any], command: str = "", report_command: str | None = 
         rows.append(row)
     return json_ready({"schema": "erf.study.interaction/1", "command": command,
                        **({"report_command": report_command} if report_command else {}), "data": doc["data"],
-                       "budget": b, "settings": doc["settings"], "rule": RULE,
+                       "budget": b, "settings": doc["settings"], "rule": rule.text,
                        "verdict": {"label": analysis["label"], "text": analysis["text"]}, "analysis": analysis,
                        "cells": rows, "positive_control": pc, "notes": notes,
                        "seconds": float(sum(c["seconds"] for c in cells))})

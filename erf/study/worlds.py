@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from erf.study.interaction import ALPHA, EQUIVALENCE_BOUND, judge
+from erf.study.interaction import ALPHA, EQUIVALENCE_BOUND, RULES, Rule, judge
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,13 @@ capacity, with the plain ERF diameters 2 r50 (px) of ``patchnet_l{1,2,3}`` measu
 canvases and the objects' measured extents 2 r50 (px; 21.0 at 32 px) per scale; x from -1.9 to +2.7."""
 
 
+PLANNED3 = design_from({1: 14.8, 3: 35.5}, {0.5: 10.5, 1.0: 21.0, 2.5: 52.5}, seeds=8)
+"""The planned layout of ``INTERACTION_BUDGETS["grid3_cpu"]`` (rule ``interaction/2``): 2 ERF levels x 3 object
+scales x 8 seeds at one capacity, with the plain ERF diameters 2 r50 (px) of ``patchnet_l1`` / ``patchnet_l3``
+measured after one epoch at lr 0.2 on 80 px canvases (the canvas clips level 3, TRF 108 px) and the objects'
+extents 2 r50 (px; 21.0 at 32 px, scaled); x from -1.8 to +1.8 (ratios 0.28 to 3.4)."""
+
+
 def simulate(world: World, design: Design, reps: int, rng: np.random.Generator, sd: float = 0.017,
              sd_block: float = 0.02, sd_arm_block: float = 0.005) -> dict[str, Any]:
     """``reps`` replicate grids of ``design`` in ``world``: ``{"x", "blocks", "plain", "cbam", "localgate"}``
@@ -129,11 +136,13 @@ def simulate(world: World, design: Design, reps: int, rng: np.random.Generator, 
     return out
 
 
-def rates(world: World, design: Design, reps: int = 2000, seed: int = 0, **noise: float) -> dict[str, float]:
+def rates(world: World, design: Design, reps: int = 2000, seed: int = 0, rule: Rule | None = None,
+          **noise: float) -> dict[str, float]:
     """Fractions of ``reps`` simulated grids labelled supports / contradicts / inconclusive (and the
-    manipulation check's pass rate)."""
+    manipulation check's pass rate) by ``rule``'s decision (default ``interaction/1``: its DELTA)."""
     sim = simulate(world, design, reps, np.random.default_rng(seed), **noise)
-    res = judge(sim["x"], sim["blocks"], sim["plain"], sim["cbam"], sim["localgate"])
+    bound = (rule or RULES["interaction/1"]).bound
+    res = judge(sim["x"], sim["blocks"], sim["plain"], sim["cbam"], sim["localgate"], bound)
     lab = np.asarray(res["label"])
     return {"supports": float(np.mean(lab == "supports")), "contradicts": float(np.mean(lab == "contradicts")),
             "inconclusive": float(np.mean(lab == "inconclusive")),
@@ -141,9 +150,34 @@ def rates(world: World, design: Design, reps: int = 2000, seed: int = 0, **noise
 
 
 def operating_characteristics(design: Design, reps: int = 2000, seed: int = 0, worlds: Sequence[str] | None = None,
-                              **noise: float) -> dict[str, dict[str, float]]:
-    """:func:`rates` of every world (default :data:`WORLDS`) on ``design``."""
-    return {name: rates(WORLDS[name], design, reps, seed, **noise) for name in (worlds or WORLDS)}
+                              rule: Rule | None = None, **noise: float) -> dict[str, dict[str, float]]:
+    """:func:`rates` of every world (default :data:`WORLDS`) on ``design`` under ``rule``."""
+    return {name: rates(WORLDS[name], design, reps, seed, rule, **noise) for name in (worlds or WORLDS)}
+
+
+def operating_point_rates(design: Design, shift: float = 0.0, reps: int = 4000, seed: int = 0, sd: float = 0.017,
+                          sd_arm_block: float = 0.005, rule: Rule | None = None) -> dict[str, float]:
+    """How often rule 2 of an ``operating_point`` rule (default ``interaction/2``) finds the contrasts stable.
+
+    The plateau seed's design points are simulated at E and 2E epochs with independent model noise ``sd`` and
+    independent arm-by-block effects (conservative: the same seed at two lengths shares more than this); at 2E
+    CBAM gains ``shift`` (fraction) over both plain and the local gate at every point (a gate still catching
+    up). Returns the fractions of ``reps`` in which each contrast's mean change lies within ``+-stable_pp`` and
+    in which both do (``passed``).
+    """
+    rule = rule or RULES["interaction/2"]
+    rng = np.random.default_rng(seed)
+    n = len(design.points)
+
+    def contrast(extra: float) -> np.ndarray:
+        arms = {a: rng.normal(0.0, sd, (n, reps)) + rng.normal(0.0, sd_arm_block, (1, reps))
+                for a in ("plain", "cbam", "localgate")}
+        return np.stack([arms["cbam"] + extra - arms["plain"], arms["cbam"] + extra - arms["localgate"]])
+
+    change = (contrast(shift) - contrast(0.0)).mean(axis=1)  # (2, reps): mean over points of each contrast
+    within = np.abs(change) < rule.stable_pp
+    return {"cbam - plain": float(within[0].mean()), "cbam - localgate": float(within[1].mean()),
+            "passed": float(within.all(axis=0).mean())}
 
 
 _MDE_GRID = tuple(-0.0025 * k for k in range(1, 17))
@@ -152,11 +186,11 @@ _MDE_GRID = tuple(-0.0025 * k for k in range(1, 17))
 
 def min_detectable(design: Design, power: float = 0.8, reps: int = 1000, seed: int = 0,
                    grid: Sequence[float] = _MDE_GRID,
-                   shape: str = "linear", **noise: float) -> float | None:
-    """The smallest hypothesis-2 slope (of ``grid``, fractions per doubling) that the rule SUPPORTS with at
+                   shape: str = "linear", rule: Rule | None = None, **noise: float) -> float | None:
+    """The smallest hypothesis-2 slope (of ``grid``, fractions per doubling) that ``rule`` SUPPORTS with at
     least ``power`` (``None``: none of the grid)."""
     for h in grid:
-        if rates(World("mde", "", h2=h, shape=shape), design, reps, seed, **noise)["supports"] >= power:
+        if rates(World("mde", "", h2=h, shape=shape), design, reps, seed, rule=rule, **noise)["supports"] >= power:
             return float(h)
     return None
 
@@ -182,5 +216,5 @@ def cells_of(world: World, design: Design, seed: int = 0, **noise: float) -> lis
     return out
 
 
-__all__ = ["ALPHA", "EQUIVALENCE_BOUND", "PLANNED", "WORLDS", "Design", "World", "cells_of", "design_from",
-           "min_detectable", "operating_characteristics", "rates", "simulate"]
+__all__ = ["ALPHA", "EQUIVALENCE_BOUND", "PLANNED", "PLANNED3", "WORLDS", "Design", "World", "cells_of", "design_from",
+           "min_detectable", "operating_characteristics", "operating_point_rates", "rates", "simulate"]
