@@ -5,6 +5,7 @@ The reliability suite (issues 9 and 17): bad checkpoints, bad inputs, outputs th
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import torch
@@ -13,6 +14,13 @@ from erf.models import create_model
 
 FAST = ["--images", "4", "--bootstrap", "0", "--no-plots"]
 """``erf measure`` arguments of a run that takes a second: 4 images, no bootstrap, no figures."""
+
+
+def as_from_a_terminal() -> None:
+    """``preexec_fn`` of a child a test will Ctrl-C: SIGINT at its default, as a terminal gives it. A suite started
+    in the background (``cmd &``, ``nohup``) inherits SIGINT ignored; its children would then never see the signal
+    and a Ctrl-C test would pass or fail for a reason outside erf."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def model_state(name: str = "twoconv", seed: int = 0) -> dict[str, torch.Tensor]:

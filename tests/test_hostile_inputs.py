@@ -30,6 +30,7 @@ import pytest
 import references
 import torch
 from references import assert_cli_error, folder_link, kwargs_checkpoint, legacy_none_bomb, none_bomb, png_header
+from reliability import as_from_a_terminal
 
 from erf.checkpoints import load_checkpoint, save_checkpoint
 from erf.comparison import compare
@@ -872,7 +873,7 @@ def test_a_costly_measurement_says_so_before_any_work(what: str, tmp_path: Path,
     # ignored, the child then installs no KeyboardInterrupt handler, and Ctrl-C could not be tested
     proc = subprocess.Popen([sys.executable, "-m", "erf", "measure", "twoconv", "--bootstrap", "0", *argv,
                              "--out", "o"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            text=True, preexec_fn=as_from_a_terminal)
     start, line, bound = time.monotonic(), "", 10 * process_seconds
     try:
         while proc.poll() is None and time.monotonic() - start < bound + 30:

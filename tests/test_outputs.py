@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from references import assert_no_temporaries, snapshot
+from reliability import as_from_a_terminal
 
 from erf.errors import ErfError, OutputBusyError, OutputError, OutputExistsError
 from erf.files import outputs
@@ -65,7 +66,7 @@ def _writer(out: Path, tag: str, n: int = 4, pause: str | None = None, cwd: Path
 
 def _erf(*argv: str, pause: str | None = None, cwd: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "erf", *argv], env=_env(pause), cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal)
 
 
 def _expected(tag: str, n: int = 4) -> dict[str, bytes]:
