@@ -138,8 +138,10 @@ frame. Its rule's CONTRADICTS label judged the gain's level against zero, which 
 ERF effect (issue #24; `figures/README.md`). The second grid (`figures/h2_grid/`, `erf study --interaction`)
 stopped after 16 of 60 main cells as a second pilot: its pre-registered plateau check failed (10 -> 20 epochs
 added +9.2 pp plain, +8.8 pp CBAM; < 1 pp needed), so its verdict is INCONCLUSIVE (not converged), and a
-convergence pilot (`figures/h2_pilot/`) found each doubling still adding 6-10 pp at 80 epochs. Below: the
-canvases of one epoch, and the first pilot's rule output and main figure."""),
+convergence pilot (`figures/h2_pilot/`) found each doubling still adding 6-10 pp at 80 epochs. The third grid
+(`figures/h2_grid3/`, rule `interaction/2`: a stable operating point instead of an accuracy plateau, which is out
+of reach on a 2-core CPU) is running across sessions and has no verdict yet. Below: the canvases of one epoch,
+and the first pilot's rule output and main figure."""),
     ("code", """from pathlib import Path
 
 from erf.study.canvases import EpochCanvases
@@ -168,6 +170,8 @@ else:
 def build(path: Path) -> None:
     nb = new_notebook()
     nb.cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in CELLS]
+    for i, cell in enumerate(nb.cells):  # stable ids: a rebuild changes only the cells whose text changed
+        cell["id"] = f"cell-{i:02d}"
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
 
