@@ -101,15 +101,17 @@ def test_pilot_rule_fails_the_effect_plus_cost_world():
     assert labels.count("contradicts") >= 15
 
 
-def _plateau(cells: list[dict], change: float) -> list[dict]:
+def _plateau(cells: list[dict], change: float, arms: tuple[str, ...] = ("plain", "cbam"),
+             extra: dict[str, float] | None = None) -> list[dict]:
+    """One plateau cell per design point: every arm's accuracy + ``change`` (+ ``extra[arm]``)."""
     seen, out = set(), []
     for c in cells:
         key = (c["capacity"], c["scale"], c["dilation"])
         if key in seen:
             continue
         seen.add(key)
-        out.append({**c, "kind": "plateau", "arms": {a: {"accuracy": c["arms"][a]["accuracy"] + change}
-                                                     for a in ("plain", "cbam")}})
+        out.append({**c, "kind": "plateau", "arms": {
+            a: {"accuracy": c["arms"][a]["accuracy"] + change + (extra or {}).get(a, 0.0)} for a in arms}})
     return out
 
 
@@ -214,16 +216,8 @@ def test_v2_operating_point_check_passes_stable_worlds_and_catches_a_catch_up():
 
 
 def _v2_plateau(cells: list[dict], cbam_change: float) -> list[dict]:
-    seen, out = set(), []
-    for c in cells:
-        key = (c["capacity"], c["scale"], c["dilation"])
-        if key in seen:
-            continue
-        seen.add(key)
-        acc = {a: c["arms"][a]["accuracy"] + 0.03 for a in V2.plateau_arms}  # all arms still rise by 3 pp
-        acc["cbam"] += cbam_change
-        out.append({**c, "kind": "plateau", "arms": {a: {"accuracy": v} for a, v in acc.items()}})
-    return out
+    # all arms still rise by 3 pp (not an accuracy plateau); CBAM by cbam_change more
+    return _plateau(cells, 0.03, V2.plateau_arms, {"cbam": cbam_change})
 
 
 def test_v2_operating_point_gates_the_verdict_and_says_it_is_not_an_accuracy_plateau():
