@@ -251,6 +251,15 @@ def design_ratios(cells: Sequence[dict[str, Any]], quantile: float = QUANTILE) -
     return {k: float(np.mean(erf[k])) / float(np.mean(obj[k])) for k in erf}
 
 
+def _changes(changes: list[float]) -> dict[str, Any]:
+    return {"n": len(changes), "changes": changes, "mean_change": float(np.mean(changes)) if changes else float("nan")}
+
+
+def _changes_text(summaries: dict[str, dict[str, Any]], by: str) -> str:
+    return ", ".join(f"{k} {by}{100 * v['mean_change']:+.1f} pp over {v['n']} point(s)" if v["n"] else f"{k}: none"
+                     for k, v in summaries.items())
+
+
 def plateau_result(cells: Sequence[dict[str, Any]], plateau: Sequence[dict[str, Any]],
                    rule: Rule | None = None) -> dict[str, Any]:
     """Rule 2 from the plateau cells (twice the epochs) and their main cells (same design point and seed).
@@ -270,11 +279,9 @@ def plateau_result(cells: Sequence[dict[str, Any]], plateau: Sequence[dict[str, 
     for arm in rule.plateau_arms:
         changes = [float(p["arms"][arm]["accuracy"]) - float(m["arms"][arm]["accuracy"])
                    for p, m in pairs if arm in p.get("arms", {}) and arm in m["arms"]]
-        by_arm[arm] = {"n": len(changes), "changes": changes,
-                       "mean_change": float(np.mean(changes)) if changes else float("nan")}
+        by_arm[arm] = _changes(changes)
     points = len({_point(p) for p in plateau})
-    words = ", ".join(f"{arm} {100 * v['mean_change']:+.1f} pp over {v['n']} point(s)" if v["n"] else f"{arm}: none"
-                      for arm, v in by_arm.items())
+    words = _changes_text(by_arm, "")
     if rule.plateau == "accuracy":
         ok = all(v["n"] > 0 and v["mean_change"] < rule.plateau_pp for v in by_arm.values())
         return {"passed": bool(ok), "points": points, "by_arm": by_arm,
@@ -285,7 +292,7 @@ def plateau_result(cells: Sequence[dict[str, Any]], plateau: Sequence[dict[str, 
         ch = [(float(p["arms"][a]["accuracy"]) - float(p["arms"][b]["accuracy"]))
               - (float(m["arms"][a]["accuracy"]) - float(m["arms"][b]["accuracy"]))
               for p, m in pairs if all(k in p.get("arms", {}) and k in m["arms"] for k in (a, b))]
-        contrasts[name] = {"n": len(ch), "changes": ch, "mean_change": float(np.mean(ch)) if ch else float("nan")}
+        contrasts[name] = _changes(ch)
     lag: dict[str, float] = {}
     for arm in ("cbam", "localgate"):
         d = [float(c["arms"][arm]["train_accuracy"]) - float(c["arms"]["plain"]["train_accuracy"]) for c in cells
@@ -295,10 +302,9 @@ def plateau_result(cells: Sequence[dict[str, Any]], plateau: Sequence[dict[str, 
     caught_up = all(math.isfinite(v) and v >= -rule.lag_pp for v in lag.values())
     ok = stable and caught_up
     acc_plateau = all(v["n"] > 0 and v["mean_change"] < PLATEAU_PP for v in by_arm.values())
-    reason = ("doubling the epochs moved the mean of " + ", ".join(
-        f"{k} by {100 * v['mean_change']:+.1f} pp over {v['n']} point(s)" if v["n"] else f"{k}: none"
-        for k, v in contrasts.items()) + f" (needs within +-{100 * rule.stable_pp:g} pp each); mean train accuracy "
-        "at E minus the plain twin's: " + ", ".join(f"{k} {100 * v:+.1f} pp" for k, v in lag.items())
+    reason = ("doubling the epochs moved the mean of " + _changes_text(contrasts, "by ")
+        + f" (needs within +-{100 * rule.stable_pp:g} pp each); mean train accuracy at E minus the plain twin's: "
+        + ", ".join(f"{k} {100 * v:+.1f} pp" for k, v in lag.items())
         + f" (needs >= -{100 * rule.lag_pp:g} pp each): "
         + ("a stable operating point" if ok else "NOT a stable operating point")
         + f"; test accuracy on doubling (reported, not required): {words}, "
