@@ -3,6 +3,8 @@
 #   BUDGET=grid3_cpu OUT=figures/h2_grid3 scripts/run_h2_grid.sh   # the third grid, two single-thread workers
 #   scripts/run_h2_grid.sh            # the second grid (grid_cpu, stopped) into figures/h2_grid; resumable: rerun
 #   scripts/run_h2_grid.sh report     # regenerate study.json, verdict.txt, cells.md, interaction.png from cells.json
+#                                     # (only once every planned cell is in; PARTIAL=1 for an interim look)
+#   scripts/run_h2_grid.sh check      # rule 2 alone (operating point), the one interim look the design allows
 #   COMMIT=1 ...                      # also commit $OUT/cells.json every 10 minutes while running
 #   TIME_LIMIT=6000 ...               # no new model starts after 6000 s (finished models are kept; rerun resumes)
 # BUDGET=grid_gpu (or grid3_gpu) DEVICE=cuda scripts/run_h2_grid.sh runs a grid scaled for one GPU (one worker).
@@ -15,7 +17,11 @@ DEVICE=${DEVICE:-cpu}
 run() { PYTHONPATH=. OMP_NUM_THREADS=1 python -m erf study --interaction --budget "$BUDGET" --device "$DEVICE" \
           --data "cifar10:$DATA" --out "$OUT" --quiet ${TIME_LIMIT:+--time-limit "$TIME_LIMIT"} "$@"; }
 if [[ "${1:-}" == "report" ]]; then
-  TIME_LIMIT=0 run
+  TIME_LIMIT=0 run ${PARTIAL:+--partial-report}
+  exit 0
+fi
+if [[ "${1:-}" == "check" ]]; then
+  TIME_LIMIT=0 run --operating-point
   exit 0
 fi
 if [[ "$BUDGET" == *_gpu ]]; then

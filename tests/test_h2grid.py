@@ -38,8 +38,17 @@ def test_interaction_grid_smoke_through_the_cli(tmp_path, run_cli, cifar10_prefi
             "--quiet")
     code, stdout, stderr = run_cli(*args, "--worker", "0/2")
     assert code == 0, stderr
+    # half the grid: no interim report unless asked (a pre-registered grid is not looked at on the way)
+    assert "no report until every planned cell is in" in stderr and not (out / "study.json").exists()
+    assert "wrote" in stdout and "study.json" not in stdout.split("wrote")[-1]
+    code, stdout, stderr = run_cli(*args, "--time-limit", "0", "--partial-report")
+    assert code == 0, stderr
+    assert "PARTIAL RUN" in (out / "verdict.txt").read_text()
+    code, _, stderr = run_cli(*args, "--operating-point")  # grid_tiny's rule checks an accuracy plateau
+    assert code == 2 and "accuracy plateau" in stderr and "Traceback" not in stderr
     code, stdout, stderr = run_cli(*args, "--worker", "1/2")
     assert code == 0, stderr
+    assert "PARTIAL RUN" not in (out / "verdict.txt").read_text()
     cells = json.loads((out / "cells.json").read_text())
     assert {r["precision"] for c in cells["cells"] for r in c["arms"].values()} <= {"fp32", "bf16"}
     assert len(cells["cells"]) == cells["planned"] == len(h2grid.plan("grid_tiny")) and not cells["unfinished"]
@@ -91,3 +100,48 @@ def test_third_grid_trains_all_compared_arms_for_its_operating_point_check(cifar
     assert all(r["epochs"] == 2 for c in plateau for r in c["arms"].values())
     rep = h2grid.report(doc)
     assert rep["rule"].startswith("[interaction/2]") and "operating point" in rep["verdict"]["text"]
+    state = h2grid.progress(doc)
+    assert state["complete"] and state["by_kind"]["plateau"] == [len(plateau), len(plateau)]
+    assert abs(state["seconds"] - sum(r["seconds"] for c in doc["cells"] for r in c["arms"].values())) < 1e-6
+    assert "accuracy" not in h2grid.progress_text(doc)  # counts and seconds only
+    # rule 2 alone, checked against the contrasts computed here from the raw cells (the 1-epoch accuracies replaced
+    # by random ones above chance, so every cell is included and the check has numbers to get wrong)
+    rng = np.random.default_rng(1)
+    doc = json.loads(json.dumps(doc))
+    for c in doc["cells"]:
+        for r in c["arms"].values():
+            r["accuracy"], r["train_accuracy"] = 0.5 + 0.05 * rng.standard_normal(), 0.6 + 0.03 * rng.standard_normal()
+    plateau = [c for c in doc["cells"] if c["kind"] == "plateau"]
+    check = h2grid.operating_point(doc)
+    main = {(c["scale"], c["level"], c["seed"]): c for c in doc["cells"] if c["kind"] == "main"}
+
+    def acc(c, arm):
+        return c["arms"][arm]["accuracy"]
+
+    for name, (a, b) in (("cbam - plain", ("cbam", "plain")), ("cbam - localgate", ("cbam", "localgate"))):
+        got = check["result"]["contrasts"][name]
+        want = [(acc(p, a) - acc(p, b)) - (acc(m, a) - acc(m, b))
+                for p, m in ((p, main[(p["scale"], p["level"], p["seed"])]) for p in plateau)]
+        assert got["n"] == len(want) == len(plateau) and abs(got["mean_change"] - float(np.mean(want))) < 1e-12
+    assert check["contrasts_passed"] == all(abs(v["mean_change"]) < 0.04 for v in check["result"]["contrasts"].values())
+    assert check["lag_final"] and ("FAILS" in check["text"]) != check["contrasts_passed"]
+    mains = list(main.values())
+    for arm in ("cbam", "localgate"):
+        want_lag = np.mean([c["arms"][arm]["train_accuracy"] - c["arms"]["plain"]["train_accuracy"] for c in mains])
+        assert abs(check["result"]["lag"][arm] - want_lag) < 1e-12
+    for p in plateau:  # CBAM catching up by 10 pp at twice the epochs: the contrast part fails, early stop applies
+        p["arms"]["cbam"]["accuracy"] += 0.10
+    caught = h2grid.operating_point(doc)
+    assert not caught["contrasts_passed"] and "early stop applies" in caught["text"]
+    for p in plateau:
+        p["arms"]["cbam"]["accuracy"] -= 0.10
+    # a main cell missing: the lag part is provisional; a plateau cell missing: no check
+    first_main = next(c for c in doc["cells"] if c["kind"] == "main")
+    fewer = h2grid.operating_point({**doc, "cells": [c for c in doc["cells"] if c is not first_main]})
+    assert not fewer["lag_final"] and "provisional" in fewer["text"] and fewer["main_cells"] == len(main) - 1
+    import pytest
+
+    from erf.errors import StudyError
+
+    with pytest.raises(StudyError, match="operating-point cells finished"):
+        h2grid.operating_point({**doc, "cells": [c for c in doc["cells"] if c is not plateau[0]]})

@@ -10,7 +10,8 @@ Controlled experiment (issue #15: dilation twins, gating controls, positive cont
 
 The library (:mod:`erf.study.real`, :mod:`erf.study.grid`) returns documents and figures; this command writes
 them: ``study.json``, ``verdict.txt`` and figures; controlled also ``cells.json`` (after every cell, resumable)
-and ``cells.md``.
+and ``cells.md``. ``--interaction`` writes its report only once every planned cell is in (``--partial-report``
+for an interim one); ``--operating-point`` prints rule 2 alone.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--worker", default="0/1", metavar="I/N",
                    help="--interaction: run every N-th cell from the I-th (two single-thread workers: 0/2 and 1/2 "
                         "share --out/cells.json under a file lock)")
+    p.add_argument("--partial-report", action="store_true",
+                   help="--interaction: also write the report (study.json, verdict.txt, cells.md, interaction.png) "
+                        "while planned cells are missing, an interim look at a pre-registered grid; without it a run "
+                        "that leaves the grid unfinished writes only cells.json and prints how far it is")
+    p.add_argument("--operating-point", action="store_true",
+                   help="--interaction: print rule 2 alone (the stable-operating-point check, the one interim look "
+                        "the grid's design allows, nothing about the gain) from --out/cells.json once its "
+                        "operating-point cells are in; trains and writes nothing")
     p.add_argument("--budget", default=None, choices=list(BUDGETS) + list(INTERACTION_BUDGETS),
                    help="grid size (required with --controlled / --interaction): "
                         + "; ".join(f"{k}: {b.help}" for k, b in budgets.items()))
@@ -87,14 +96,22 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     device = str(pick_device(args.device))
     progress = not args.quiet and not args.json and sys.stderr.isatty()
+    if args.interaction and args.operating_point:
+        check = _operating_point(args)
+        if args.json:
+            print_json(check)
+        else:
+            print(check["text"])
+        return 0
     if args.interaction:
-        rep = _interaction(args, device, progress)
+        rep, written = _interaction(args, device, progress)
         if args.json:
             print_json(rep)
             return 0
         print_notes(rep["notes"])
         print(rep["verdict"]["text"])
-        print(f"wrote {args.out}/cells.json, study.json, verdict.txt, cells.md and interaction.png")
+        print(f"wrote {args.out}/" + ", ".join(written) if written else f"wrote nothing ({args.out}/cells.json "
+              "unchanged)")
         return 0
     if args.controlled:
         if args.checkpoints:
@@ -187,10 +204,35 @@ def _controlled(args: argparse.Namespace, device: str, progress: bool) -> tuple[
     return report, table
 
 
-def _interaction(args: argparse.Namespace, device: str, progress: bool) -> dict:
+def _operating_point(args: argparse.Namespace) -> dict:
+    """``--interaction --operating-point``: rule 2 alone from ``--out/cells.json`` (trains and writes nothing)."""
+    from erf.errors import StudyError
+    from erf.study import h2grid
+
+    if args.out is None:
+        raise InputError("--operating-point needs --out (the grid's folder with cells.json)")
+    cells_path = Path(args.out) / "cells.json"
+    try:
+        doc = json.loads(cells_path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{cells_path}: no such file (run the grid first)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{cells_path}: not a readable cells document ({e})") from None
+    if args.budget is not None and (doc.get("budget") or {}).get("name") != args.budget:
+        raise InputError(f"{cells_path} holds budget {(doc.get('budget') or {}).get('name')!r}, not {args.budget!r}")
+    try:
+        return h2grid.operating_point(doc)
+    except StudyError as e:
+        raise InputError(f"{cells_path}: {e}") from None
+    except (KeyError, TypeError) as e:
+        raise InputError(f"{cells_path}: not a cells document of erf study --interaction ({e!r})") from None
+
+
+def _interaction(args: argparse.Namespace, device: str, progress: bool) -> tuple[dict, list[str]]:
     """Run (or resume) this worker's share of the second grid into ``--out/cells.json`` (merged under a file lock
     after every finished or half-finished cell, so two workers and a killed run keep everything), then write the
-    report from all the cells there."""
+    report from all the cells there once every planned cell is in (or with ``--partial-report``). Returns the report
+    (or, with none written, ``{"notes", "progress", "verdict"}``) and the names of the files written."""
     import fcntl
 
     from erf.files.atomic import save_figures, write_json, write_text
@@ -243,8 +285,10 @@ def _interaction(args: argparse.Namespace, device: str, progress: bool) -> dict:
     doc = h2grid.run(args.budget, data, device=device, previous=locked(current), on_cell=on_cell,
                      time_limit=args.time_limit, progress=progress, worker=(i, n))
     merged = locked(current)
+    cells_written = args.time_limit != 0 or not cells_path.exists()  # --time-limit 0 trains nothing
     if not cells_path.exists():
         locked(lambda: write_json(cells_path, merged))
+    cells = ["cells.json"] if cells_written else []
     this = "erf " + shlex.join(sys.argv[1:])
     earlier = out / "study.json"
     command, report_command = this, None
@@ -255,17 +299,23 @@ def _interaction(args: argparse.Namespace, device: str, progress: bool) -> dict:
         except (OSError, json.JSONDecodeError):
             pass
     del doc  # the report covers every worker's cells: the merged file
+    state = h2grid.progress(merged)
+    why = None
     if not any(c["kind"] == "main" for c in merged.get("cells", [])):
-        return {"notes": [f"{len(merged.get('cells', []))} cell(s) and {len(merged.get('unfinished', {}))} "
-                          f"half-finished cell(s) in {cells_path}; no main cell finished yet, so no report"],
-                "verdict": {"text": "No report yet (rerun the same command to go on)."}}
+        why = "no main cell finished yet, so no report"
+    elif not state["complete"] and not args.partial_report:
+        why = ("no report until every planned cell is in (a pre-registered grid is not looked at on the way; "
+               "--partial-report writes an interim one)")
+    if why is not None:
+        return {"notes": [f"{cells_path}: {h2grid.progress_text(merged)}; {why}"], "progress": state,
+                "verdict": {"text": "No report yet (rerun the same command to go on)."}}, cells
     rep = h2grid.report(merged, command=command, report_command=report_command)
     write_json(out / "study.json", rep)
     write_text(out / "verdict.txt", rep["verdict"]["text"] + "\n\nPre-registered rule (erf/study/interaction.py): "
                + rep["rule"] + "\n")
     write_text(out / "cells.md", h2grid.table(rep))
     save_figures({"interaction.png": h2grid.figure(rep)}, out, dpi=120)
-    return rep
+    return rep, [*cells, "study.json", "verdict.txt", "cells.md", "interaction.png"]
 
 
 def _print_summary(doc: dict) -> None:

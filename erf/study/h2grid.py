@@ -308,6 +308,34 @@ def header(budget: InteractionBudget | str, data: str) -> dict[str, Any]:
             "planned": len(plan(b)), "cells": [], "unfinished": {}}
 
 
+def progress(doc: dict[str, Any]) -> dict[str, Any]:
+    """How far the grid of cells document ``doc`` is, without a single accuracy in it (safe to print during a
+    pre-registered run).
+
+    Returns:
+        ``{"done", "planned", "complete", "by_kind": {kind: [finished, planned]}, "unfinished", "seconds"}``;
+        ``seconds`` sums the training seconds of every finished model (finished cells and kept models of
+        half-finished ones), i.e. worker-seconds, not wall time.
+    """
+    cells, unfinished = doc.get("cells", []), doc.get("unfinished") or {}
+    planned = {k: 0 for k in ("main", "plateau", "pc")}
+    for c in plan(InteractionBudget(**doc["budget"])):  # the document's own budget, not today's registry entry
+        planned[c["kind"]] += 1
+    by_kind = {k: [sum(c["kind"] == k for c in cells), n] for k, n in planned.items()}
+    seconds = sum(r.get("seconds", 0.0) for c in (*cells, *unfinished.values()) for r in c.get("arms", {}).values())
+    total = doc.get("planned", len(cells))
+    return {"done": len(cells), "planned": total, "complete": len(cells) >= total, "by_kind": by_kind,
+            "unfinished": len(unfinished), "seconds": float(seconds)}
+
+
+def progress_text(doc: dict[str, Any]) -> str:
+    """One line for :func:`progress`: cells finished of planned, per kind, half-finished cells, worker-hours."""
+    p = progress(doc)
+    kinds = ", ".join(f"{k} {d} of {n}" for k, (d, n) in p["by_kind"].items() if n)
+    return (f"{p['done']} of {p['planned']} planned cells finished ({kinds}); {p['unfinished']} half-finished; "
+            f"{p['seconds'] / 3600:.1f} worker-hours of training so far")
+
+
 def merge(doc: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
     """``doc`` (a cells document) with ``rec`` added: a finished cell replaces any cell or unfinished record of its
     key; an incomplete one goes to ``unfinished``. Returns a new document."""
@@ -375,6 +403,47 @@ def report(doc: dict[str, Any], command: str = "", report_command: str | None = 
                        "verdict": {"label": analysis["label"], "text": analysis["text"]}, "analysis": analysis,
                        "cells": rows, "positive_control": pc, "notes": notes,
                        "seconds": float(sum(c["seconds"] for c in cells))})
+
+
+def operating_point(doc: dict[str, Any]) -> dict[str, Any]:
+    """Rule 2 alone, the one interim look a pre-registered grid allows (``figures/h2_grid3/design.md``:
+    "the only early stop allowed is rule 2 failing on its finished operating-point cells"); nothing about the gain.
+
+    Needs every planned plateau cell and its seed's main cells. The contrast part (CBAM - plain and CBAM - local
+    gate on doubling the epochs) is then final; the lag part (mean train accuracy of the gates at E minus the plain
+    twin's) is a mean over every included main cell, so with main cells missing it is provisional.
+
+    Returns:
+        ``{"rule", "plateau_cells", "main_cells", "planned_main", "contrasts_passed", "lag_final", "result", "text"}``
+        (``result``: :func:`erf.study.interaction.plateau_result`).
+
+    Raises:
+        StudyError: the budget's rule has no operating-point check, or planned plateau cells are not finished.
+    """
+    from erf.study.interaction import included, plateau_result
+
+    rule = RULES[doc["budget"].get("rule", "interaction/1")]
+    if rule.plateau != "operating_point":
+        raise StudyError(f"rule {rule.name} checks an accuracy plateau, not an operating point: use the report")
+    state = progress(doc)
+    done, planned = state["by_kind"]["plateau"]
+    if done < planned:
+        raise StudyError(f"{done} of {planned} operating-point cells finished: the check needs all of them")
+    main = [_as_rule_cell(c) for c in doc["cells"] if c["kind"] == "main"]
+    inc = [c for c in main if included(c)]
+    plateau = [_as_rule_cell(c) for c in doc["cells"] if c["kind"] == "plateau"]
+    res = plateau_result(inc, plateau, rule)
+    ok = all(v["n"] > 0 and abs(v["mean_change"]) < rule.stable_pp for v in res["contrasts"].values())
+    planned_main = state["by_kind"]["main"][1]
+    final = len(main) >= planned_main
+    text = (f"Operating-point check (rule 2 of {rule.name}) on {done} operating-point cells and "
+            f"{len(inc)} included of {len(main)} finished main cells (of {planned_main} planned): {res['reason']}. "
+            f"The contrast part is final and {'passes' if ok else 'FAILS'}"
+            + (", so the pre-registered early stop applies: the label is INCONCLUSIVE whatever the other cells show"
+               if not ok else "")
+            + ("." if final else "; the lag part is provisional (main cells missing), the report decides it."))
+    return {"rule": rule.name, "plateau_cells": done, "main_cells": len(main), "planned_main": planned_main,
+            "contrasts_passed": bool(ok), "lag_final": final, "result": res, "text": text}
 
 
 def table(rep: dict[str, Any]) -> str:
