@@ -10,6 +10,12 @@ Plateau criterion (fixed before the runs): over the last 10 % of the epochs (at 
 less than 1 percentage point (max - min).
 
     python3 scripts/bundle_article_8d.py [--runs figures/article_8d/runs] [--models norm_8d cbam_8d]
+    python3 scripts/bundle_article_8d.py --runs RUNS --export DIR   # RUNS/MODEL/last.pt -> DIR/MODEL/
+
+``--export`` writes, per model, ``last_weights16.pt`` (the last epoch's weights as float16 with the checkpoint's
+metadata, no optimizer state: about 10 MB instead of 45) and ``log.csv``: what bundling needs, small enough to come
+back from a lent GPU machine (``scripts/device_article_8d.sh``). Bundling reads ``last.pt`` or, where a run folder
+has none, ``last_weights16.pt``; both give the same bundle (bundling stores float16 weights either way).
 """
 
 from __future__ import annotations
@@ -41,6 +47,40 @@ def plateau(rows: list[dict[str, str]], fraction: float = 0.1, pp: float = 1.0) 
     return {"last_epochs": k, "test_accuracy_spread_pp": spread, "threshold_pp": pp, "reached": spread < pp}
 
 
+LAST_FILES = ("last.pt", "last_weights16.pt")
+"""What bundling reads from a run folder, in this order: the resumable checkpoint, else its float16 export."""
+
+
+def read_last(run: Path) -> dict:
+    """The last-epoch checkpoint of run folder ``run`` (``last.pt``, else ``last_weights16.pt``)."""
+    for f in LAST_FILES:
+        if (run / f).is_file():
+            return read_checkpoint_file(run / f)
+    raise FileNotFoundError(f"{run}: neither {' nor '.join(LAST_FILES)}; run scripts/train_article_8d.sh first")
+
+
+def export(runs: Path, models: list[str], to: Path) -> list[Path]:
+    """Write ``to/MODEL/last_weights16.pt`` (float16 weights + metadata of ``runs/MODEL/last.pt``) and
+    ``to/MODEL/log.csv`` for every model; return the files written."""
+    import shutil
+
+    from erf.checkpoints import save_checkpoint
+
+    written = []
+    for name in models:
+        state = read_checkpoint_file(runs / name / "last.pt")
+        model = create_model(name, **(state.get("model_kwargs") or {}))
+        model.load_state_dict(state["state_dict"])
+        (to / name).mkdir(parents=True, exist_ok=True)
+        meta = {k: v for k, v in state["metadata"].items() if k != "library_versions"}  # save_checkpoint adds them
+        save_checkpoint(to / name / "last_weights16.pt", model, name, state.get("model_kwargs"),
+                        {**meta, "exported_from": "last.pt (float32 + optimizer state), weights as float16"},
+                        half=True)
+        shutil.copyfile(runs / name / "log.csv", to / name / "log.csv")
+        written += [to / name / "last_weights16.pt", to / name / "log.csv"]
+    return written
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", default=str(ROOT / "figures/article_8d/runs"))
@@ -48,14 +88,24 @@ def main() -> int:
     p.add_argument("--weights", default=str(ROOT / "erf/weights"))
     p.add_argument("--figures", default=str(ROOT / "figures/article_8d"))
     p.add_argument("--data", default="cifar10:" + str(ROOT.parent / "shared/data/cifar10_prefix.npz"))
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="only write DIR/MODEL/{last_weights16.pt,log.csv} from --runs (no evaluation, no bundle)")
     args = p.parse_args()
+    if args.export is not None:
+        for f in export(Path(args.runs), args.models, Path(args.export)):
+            print(f"wrote {f} ({f.stat().st_size / 1e6:.1f} MB)")
+        return 0
     train_data = load_source(args.data, "train")
     test_data = load_source(args.data, "test")
     summary = {"schema": "erf.article_8d.training/1", "data": args.data, "stand_in": STAND_IN, "models": {}}
     curves = {}
     for name in args.models:
         run = Path(args.runs) / name
-        state = read_checkpoint_file(run / "last.pt")
+        try:
+            state = read_last(run)
+        except FileNotFoundError as e:
+            print(e, file=sys.stderr)
+            return 2
         meta = dict(state["metadata"])
         rows = list(csv.DictReader(open(run / "log.csv")))
         epochs = int(meta["recipe"]["epochs"])
