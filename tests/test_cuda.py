@@ -96,3 +96,21 @@ def test_bench_on_cuda_runs_every_method(run_cli) -> None:
         assert doc["seconds"][method] > 0 and doc["peak_memory_mb"][method] > 0, method
     for method, diff in doc["max_rel_diff"].items():
         assert diff < 1e-4, (method, diff)  # the four methods compute the same maps
+
+
+def test_training_on_cuda_runs_in_the_precision_it_records(run_cli, tmp_path) -> None:
+    """``erf train --device cuda`` (the path of ``scripts/device_article_8d.sh``): ``auto`` picks bf16 where the
+    GPU has it, fp32 when asked; the summary and both checkpoints say which ran, and the weights stay finite."""
+    from erf.files.checkpoint_io import read_checkpoint_file
+
+    want = {"auto": "bf16" if torch.cuda.is_bf16_supported() else "fp32", "fp32": "fp32"}
+    for precision, ran in want.items():
+        out = tmp_path / precision
+        code, stdout, stderr = run_cli("train", "twoconv", "--epochs", "1", "--device", "cuda", "--precision",
+                                       precision, "--out", out, "--half", "--quiet", "--json")
+        assert code == 0, stderr
+        assert json.loads(stdout)["precision"] == ran
+        for f in ("last.pt", "best.pt"):
+            state = read_checkpoint_file(out / f)
+            assert state["metadata"]["precision"] == ran, f
+            assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point()), f
