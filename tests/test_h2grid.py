@@ -46,6 +46,8 @@ def test_interaction_grid_smoke_through_the_cli(tmp_path, run_cli, cifar10_prefi
     assert "PARTIAL RUN" in (out / "verdict.txt").read_text()
     code, _, stderr = run_cli(*args, "--operating-point")  # grid_tiny's rule checks an accuracy plateau
     assert code == 2 and "accuracy plateau" in stderr and "Traceback" not in stderr
+    code, _, stderr = run_cli("study", "--operating-point", "--out", out)
+    assert code == 2 and "goes with --interaction" in stderr
     code, stdout, stderr = run_cli(*args, "--worker", "1/2")
     assert code == 0, stderr
     assert "PARTIAL RUN" not in (out / "verdict.txt").read_text()

@@ -96,6 +96,9 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     device = str(pick_device(args.device))
     progress = not args.quiet and not args.json and sys.stderr.isatty()
+    for flag in ("operating_point", "partial_report"):
+        if getattr(args, flag) and not args.interaction:
+            raise InputError(f"--{flag.replace('_', '-')} goes with --interaction (the grid's cells.json)")
     if args.interaction and args.operating_point:
         check = _operating_point(args)
         if args.json:
