@@ -131,6 +131,9 @@ def test_third_grid_trains_all_compared_arms_for_its_operating_point_check(cifar
     for arm in ("cbam", "localgate"):
         want_lag = np.mean([c["arms"][arm]["train_accuracy"] - c["arms"]["plain"]["train_accuracy"] for c in mains])
         assert abs(check["result"]["lag"][arm] - want_lag) < 1e-12
+        want_sd = np.std([c["arms"][arm]["train_accuracy"] - c["arms"]["plain"]["train_accuracy"] for c in mains],
+                         ddof=1)
+        assert check["lag_spread"][arm]["n"] == len(mains) and abs(check["lag_spread"][arm]["sd"] - want_sd) < 1e-12
     for p in plateau:  # CBAM catching up by 10 pp at twice the epochs: the contrast part fails, early stop applies
         p["arms"]["cbam"]["accuracy"] += 0.10
     caught = h2grid.operating_point(doc)

@@ -436,14 +436,23 @@ def operating_point(doc: dict[str, Any]) -> dict[str, Any]:
     ok = all(v["n"] > 0 and abs(v["mean_change"]) < rule.stable_pp for v in res["contrasts"].values())
     planned_main = state["by_kind"]["main"][1]
     final = len(main) >= planned_main
+    spread = {}  # the lag's spread over cells, so a provisional lag says how far it may still move
+    for arm in res["lag"]:
+        d = [float(c["arms"][arm]["train_accuracy"]) - float(c["arms"]["plain"]["train_accuracy"]) for c in inc
+             if arm in c["arms"] and "train_accuracy" in c["arms"][arm] and "train_accuracy" in c["arms"]["plain"]]
+        sd = float(np.std(d, ddof=1)) if len(d) > 1 else float("nan")
+        spread[arm] = {"n": len(d), "sd": sd, "se": sd / np.sqrt(len(d)) if d else float("nan")}
+    lag_words = ", ".join(f"{a} SD {100 * v['sd']:.1f} pp over {v['n']} cells (SE {100 * v['se']:.1f} pp)"
+                          for a, v in spread.items())
     text = (f"Operating-point check (rule 2 of {rule.name}) on {done} operating-point cells and "
             f"{len(inc)} included of {len(main)} finished main cells (of {planned_main} planned): {res['reason']}. "
             f"The contrast part is final and {'passes' if ok else 'FAILS'}"
             + (", so the pre-registered early stop applies: the label is INCONCLUSIVE whatever the other cells show"
                if not ok else "")
-            + ("." if final else "; the lag part is provisional (main cells missing), the report decides it."))
+            + (". " if final else "; the lag part is provisional (main cells missing), the report decides it. ")
+            + f"Spread of the per-cell lag: {lag_words}.")
     return {"rule": rule.name, "plateau_cells": done, "main_cells": len(main), "planned_main": planned_main,
-            "contrasts_passed": bool(ok), "lag_final": final, "result": res, "text": text}
+            "contrasts_passed": bool(ok), "lag_final": final, "lag_spread": spread, "result": res, "text": text}
 
 
 def table(rep: dict[str, Any]) -> str:
