@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
+from erf.errors import StudyError
 from erf.models.dilated import PATCHNET_PARAMS, SCHEDULES, PatchDilatedNet, gate_reduction
 from erf.study import h2grid
 
@@ -144,9 +146,5 @@ def test_third_grid_trains_all_compared_arms_for_its_operating_point_check(cifar
     first_main = next(c for c in doc["cells"] if c["kind"] == "main")
     fewer = h2grid.operating_point({**doc, "cells": [c for c in doc["cells"] if c is not first_main]})
     assert not fewer["lag_final"] and "provisional" in fewer["text"] and fewer["main_cells"] == len(main) - 1
-    import pytest
-
-    from erf.errors import StudyError
-
     with pytest.raises(StudyError, match="operating-point cells finished"):
         h2grid.operating_point({**doc, "cells": [c for c in doc["cells"] if c is not plateau[0]]})

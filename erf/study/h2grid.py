@@ -433,15 +433,10 @@ def operating_point(doc: dict[str, Any]) -> dict[str, Any]:
     inc = [c for c in main if included(c)]
     plateau = [_as_rule_cell(c) for c in doc["cells"] if c["kind"] == "plateau"]
     res = plateau_result(inc, plateau, rule)
-    ok = all(v["n"] > 0 and abs(v["mean_change"]) < rule.stable_pp for v in res["contrasts"].values())
+    ok = res["contrasts_stable"]
     planned_main = state["by_kind"]["main"][1]
     final = len(main) >= planned_main
-    spread = {}  # the lag's spread over cells, so a provisional lag says how far it may still move
-    for arm in res["lag"]:
-        d = [float(c["arms"][arm]["train_accuracy"]) - float(c["arms"]["plain"]["train_accuracy"]) for c in inc
-             if arm in c["arms"] and "train_accuracy" in c["arms"][arm] and "train_accuracy" in c["arms"]["plain"]]
-        sd = float(np.std(d, ddof=1)) if len(d) > 1 else float("nan")
-        spread[arm] = {"n": len(d), "sd": sd, "se": sd / np.sqrt(len(d)) if d else float("nan")}
+    spread = res["lag_spread"]
     lag_words = ", ".join(f"{a} SD {100 * v['sd']:.1f} pp over {v['n']} cells (SE {100 * v['se']:.1f} pp)"
                           for a, v in spread.items())
     text = (f"Operating-point check (rule 2 of {rule.name}) on {done} operating-point cells and "

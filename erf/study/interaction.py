@@ -270,7 +270,8 @@ def plateau_result(cells: Sequence[dict[str, Any]], plateau: Sequence[dict[str, 
     Returns:
         ``{"passed", "points", "by_arm": {arm: {"mean_change", "n", "changes"}}, "reason"}``; the change is
         ``acc(2E) - acc(E)`` (fraction). ``operating_point`` rules add ``"contrasts": {name: {"mean_change", "n",
-        "changes"}}`` and ``"lag": {arm: mean train accuracy of arm - plain at E}``.
+        "changes"}}``, ``"contrasts_stable"`` (the contrast part alone), ``"lag": {arm: mean train accuracy of arm -
+        plain at E}`` and ``"lag_spread": {arm: {"n", "sd", "se"}}`` of those per-cell differences.
     """
     rule = rule or RULES["interaction/1"]
     main = {(*_point(c), c["seed"]): c for c in cells}
@@ -294,10 +295,13 @@ def plateau_result(cells: Sequence[dict[str, Any]], plateau: Sequence[dict[str, 
               for p, m in pairs if all(k in p.get("arms", {}) and k in m["arms"] for k in (a, b))]
         contrasts[name] = _changes(ch)
     lag: dict[str, float] = {}
+    lag_spread: dict[str, dict[str, float]] = {}  # how far a lag over a partial set of cells may still move
     for arm in ("cbam", "localgate"):
         d = [float(c["arms"][arm]["train_accuracy"]) - float(c["arms"]["plain"]["train_accuracy"]) for c in cells
              if arm in c["arms"] and "train_accuracy" in c["arms"][arm] and "train_accuracy" in c["arms"]["plain"]]
         lag[arm] = float(np.mean(d)) if d else float("nan")
+        sd = float(np.std(d, ddof=1)) if len(d) > 1 else float("nan")
+        lag_spread[arm] = {"n": len(d), "sd": sd, "se": sd / math.sqrt(len(d)) if d else float("nan")}
     stable = all(v["n"] > 0 and abs(v["mean_change"]) < rule.stable_pp for v in contrasts.values())
     caught_up = all(math.isfinite(v) and v >= -rule.lag_pp for v in lag.values())
     ok = stable and caught_up
@@ -310,7 +314,8 @@ def plateau_result(cells: Sequence[dict[str, Any]], plateau: Sequence[dict[str, 
         + f"; test accuracy on doubling (reported, not required): {words}, "
         + ("within 1 pp: at an accuracy plateau" if acc_plateau else "so NOT at an accuracy plateau"))
     return {"passed": bool(ok), "points": points, "by_arm": by_arm, "contrasts": contrasts, "lag": lag,
-            "accuracy_plateau": bool(acc_plateau), "reason": reason}
+            "lag_spread": lag_spread, "contrasts_stable": bool(stable), "accuracy_plateau": bool(acc_plateau),
+            "reason": reason}
 
 
 def _pp(v: float) -> str:
