@@ -108,6 +108,19 @@ def test_third_grid_trains_all_compared_arms_for_its_operating_point_check(cifar
     assert state["complete"] and state["by_kind"]["plateau"] == [len(plateau), len(plateau)]
     assert abs(state["seconds"] - sum(r["seconds"] for c in doc["cells"] for r in c["arms"].values())) < 1e-6
     assert "accuracy" not in h2grid.progress_text(doc)  # counts and seconds only
+    assert state["seconds_left"] == 0.0 and "left" not in h2grid.progress_text(doc)
+    # the time left, against numpy on the raw cells: drop one main cell, keep one of its arms as half-finished
+    main_cells = [c for c in doc["cells"] if c["kind"] == "main"]
+    dropped, kept = main_cells[0], next(iter(main_cells[0]["arms"]))
+    partial = {**doc, "cells": [c for c in doc["cells"] if c is not dropped],
+               "unfinished": {dropped["key"]: {**dropped, "incomplete": True,
+                                               "arms": {kept: dropped["arms"][kept]}}}}
+    mean_main = np.mean([sum(r["seconds"] for r in c["arms"].values()) for c in main_cells[1:]])
+    left = h2grid.progress(partial)["seconds_left"]
+    assert abs(left - max(0.0, mean_main - dropped["arms"][kept]["seconds"])) < 1e-6
+    assert "worker-hours left" in h2grid.progress_text(partial)
+    no_pc = {**partial, "cells": [c for c in partial["cells"] if c["kind"] != "pc"]}  # a kind left, none timed
+    assert h2grid.progress(no_pc)["seconds_left"] is None and "unknown" in h2grid.progress_text(no_pc)
     # rule 2 alone, checked against the contrasts computed here from the raw cells (the 1-epoch accuracies replaced
     # by random ones above chance, so every cell is included and the check has numbers to get wrong)
     rng = np.random.default_rng(1)

@@ -313,27 +313,46 @@ def progress(doc: dict[str, Any]) -> dict[str, Any]:
     pre-registered run).
 
     Returns:
-        ``{"done", "planned", "complete", "by_kind": {kind: [finished, planned]}, "unfinished", "seconds"}``;
-        ``seconds`` sums the training seconds of every finished model (finished cells and kept models of
-        half-finished ones), i.e. worker-seconds, not wall time.
+        ``{"done", "planned", "complete", "by_kind": {kind: [finished, planned]}, "unfinished", "seconds",
+        "seconds_left"}``; ``seconds`` sums the training seconds of every finished model (finished cells and kept
+        models of half-finished ones), i.e. worker-seconds, not wall time. ``seconds_left`` estimates the
+        worker-seconds still to train: per kind, the mean seconds of its finished cells times its cells not yet
+        finished, less the seconds of the models already kept in half-finished ones; ``None`` while some kind with
+        cells left has no finished cell to time it by (0.0 once complete).
     """
     cells, unfinished = doc.get("cells", []), doc.get("unfinished") or {}
     planned = {k: 0 for k in ("main", "plateau", "pc")}
     for c in plan(InteractionBudget(**doc["budget"])):  # the document's own budget, not today's registry entry
         planned[c["kind"]] += 1
     by_kind = {k: [sum(c["kind"] == k for c in cells), n] for k, n in planned.items()}
-    seconds = sum(r.get("seconds", 0.0) for c in (*cells, *unfinished.values()) for r in c.get("arms", {}).values())
+    def cell_seconds(c: dict[str, Any]) -> float:
+        return float(sum(r.get("seconds", 0.0) for r in c.get("arms", {}).values()))
+
+    seconds = sum(cell_seconds(c) for c in (*cells, *unfinished.values()))
+    left: float | None = 0.0
+    for kind, (finished, n) in by_kind.items():
+        timed = [cell_seconds(c) for c in cells if c["kind"] == kind]
+        if n > finished:
+            left = None if left is None or not timed else left + (n - finished) * sum(timed) / len(timed)
+    if left is not None:
+        left = max(0.0, left - sum(cell_seconds(c) for c in unfinished.values()))
     total = doc.get("planned", len(cells))
     return {"done": len(cells), "planned": total, "complete": len(cells) >= total, "by_kind": by_kind,
-            "unfinished": len(unfinished), "seconds": float(seconds)}
+            "unfinished": len(unfinished), "seconds": float(seconds), "seconds_left": left}
 
 
 def progress_text(doc: dict[str, Any]) -> str:
-    """One line for :func:`progress`: cells finished of planned, per kind, half-finished cells, worker-hours."""
+    """One line for :func:`progress`: cells finished of planned, per kind, half-finished cells, worker-hours done
+    and (where every kind left has a finished cell to time it by) the worker-hours still to train."""
     p = progress(doc)
     kinds = ", ".join(f"{k} {d} of {n}" for k, (d, n) in p["by_kind"].items() if n)
-    return (f"{p['done']} of {p['planned']} planned cells finished ({kinds}); {p['unfinished']} half-finished; "
+    text = (f"{p['done']} of {p['planned']} planned cells finished ({kinds}); {p['unfinished']} half-finished; "
             f"{p['seconds'] / 3600:.1f} worker-hours of training so far")
+    if not p["complete"]:
+        text += ("; about " + f"{p['seconds_left'] / 3600:.1f} worker-hours left (the mean of each kind's finished "
+                 "cells; divide by the workers for wall time)" if p["seconds_left"] is not None
+                 else "; time left unknown until every kind has a finished cell")
+    return text
 
 
 def merge(doc: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
